@@ -1,0 +1,277 @@
+"""``python -m labeling``: the engine on the command line.
+
+Every command exits 0 on success and non-zero with a one-line reason on failure; commands that
+report take ``--format json``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+
+import duckdb
+
+LOG = logging.getLogger("labeling")
+
+EXPECTED_ERRORS = (ValueError, LookupError, FileNotFoundError, PermissionError, duckdb.Error, OSError)
+
+
+def _print(obj, fmt: str, table=None) -> None:
+    if fmt == "json":
+        print(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
+    elif table is not None:
+        print(table)
+    else:
+        print(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
+
+
+def _fmt_arg(p: argparse.ArgumentParser, default: str = "table") -> None:
+    p.add_argument("--format", choices=("table", "json"), default=default, help="output format")
+
+
+def cmd_demo(a) -> int:
+    from labeling.demo import create_demo
+    out = create_demo(a.dir, limit=a.limit, device=a.device, progress=not a.quiet)
+    _print(out, a.format, f"demo project ready in {out['root']}: {out['imported']} images, round {out['round_id']}")
+    return 0
+
+
+def cmd_import(a) -> int:
+    from labeling.importer import import_folder, import_manifest
+    from labeling.project import Project
+    project = Project(a.dir, create=True)
+    if a.manifest:
+        summary = import_manifest(project, a.manifest, progress=not a.quiet)
+    else:
+        if a.src is None:
+            raise ValueError("give a source folder (SRC) or --manifest FILE")
+        summary = import_folder(project, a.src, labels_from_folders=a.labels_from_folders, progress=not a.quiet)
+    if a.embeddings:
+        from labeling.pipeline import import_embeddings
+        summary.problems.append(json.dumps(import_embeddings(project, a.embeddings, ids_path=a.embedding_ids)))
+    d = summary.to_dict()
+    lines = [f"added {d['added']} items ({d['already_present']} already present), {d['labels']} labels, "
+             f"{len(d['duplicates'])} duplicates, {len(d['skipped'])} skipped"]
+    lines += [f"  skipped {s['path']}: {s['reason']}" for s in d["skipped"]]
+    lines += [f"  duplicate {s['path']} (same as {s['same_as']})" for s in d["duplicates"]]
+    lines += [f"  note: {p}" for p in d["problems"]]
+    _print(d, a.format, "\n".join(lines))
+    return 0
+
+
+def cmd_embed(a) -> int:
+    from labeling.pipeline import embed_project
+    from labeling.project import Project
+    out = embed_project(Project(a.dir), backbone=a.backbone, weights=a.weights, device=a.device,
+                        batch_size=a.batch_size, image_size=a.image_size, progress=not a.quiet)
+    _print(out, a.format, f"embedded with {out['backbone']} on {out['device']}")
+    return 0
+
+
+def cmd_train(a) -> int:
+    from labeling.project import Project
+    from labeling.rounds import train_round
+    from labeling.service import LabelingService
+    round_id = train_round(Project(a.dir), device=a.device, cv=not a.no_cv)
+    rnd = next(r for r in LabelingService(a.dir).rounds() if r["id"] == round_id)
+    m = rnd["metrics"]
+    acc = m.get("cv_accuracy")
+    _print({"round_id": round_id, "status": rnd["status"], "metrics": m}, a.format,
+           f"round {round_id} finished: {m['n_labels']} labels, phase {m['phase']}, "
+           f"cv accuracy {'n/a' if acc is None else f'{acc:.3f}'}, {m['seconds']} s")
+    return 0
+
+
+def cmd_queue(a) -> int:
+    from labeling.service import LabelingService
+    items = LabelingService(a.dir).queue(a.n, strategy=a.strategy)
+    rows = [i.to_dict() for i in items]
+    lines = [f"{'#':>3} {'item_id':>8}  {'pseudo_label':<14}{'conf':>6}{'score':>8}  uri"]
+    for k, r in enumerate(rows, 1):
+        lines.append(f"{k:>3} {r['item_id']:>8}  {r['pseudo_label'] or '-':<14}{r['confidence']:>6.2f}"
+                     f"{r['score']:>8.3f}  {r['uri']}")
+    _print([{k: r[k] for k in ("item_id", "uri", "pseudo_label", "confidence", "score")} for r in rows],
+           a.format, "\n".join(lines))
+    return 0
+
+
+def cmd_label(a) -> int:
+    from labeling.service import LabelingService
+    with open(a.csv, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        cols = set(reader.fieldnames or [])
+        if "label" not in cols or not cols & {"uri", "item_id"}:
+            raise ValueError(f"{a.csv}: needs a 'label' column and a 'uri' or 'item_id' column; found {sorted(cols)}")
+        rows = list(reader)
+    out = LabelingService(a.dir).label_table(rows, user=a.user)
+    _print(out, a.format, f"labeled {out['labeled']} items" + "".join(f"\n  {p}" for p in out["problems"]))
+    return 0 if not out["problems"] or out["labeled"] else 1
+
+
+def cmd_undo(a) -> int:
+    from labeling.service import LabelingService
+    items = LabelingService(a.dir).undo(a.batch, user=a.user)
+    _print({"undone_items": items}, a.format, f"undid {len(items)} labels")
+    return 0
+
+
+def cmd_rounds(a) -> int:
+    from labeling.service import LabelingService
+    rounds = LabelingService(a.dir).rounds()
+    rows = [{"round_id": r["id"], "status": r["status"], "labels": r["n_labels"],
+             "finished_at": None if r["finished_at"] is None else str(r["finished_at"]),
+             "cv_accuracy": r["metrics"].get("cv_accuracy"), "ece": r["metrics"].get("ece"),
+             "error": (r["error"] or "").splitlines()[0] if r["error"] else None} for r in rounds]
+    lines = [f"{'round':>5} {'status':<10}{'labels':>7}  {'cv_acc':>7} {'ece':>6}  finished_at"]
+    for r in rows:
+        acc = "-" if r["cv_accuracy"] is None else f"{r['cv_accuracy']:.3f}"
+        ece = "-" if r["ece"] is None else f"{r['ece']:.3f}"
+        lines.append(f"{r['round_id']:>5} {r['status']:<10}{r['labels']:>7}  {acc:>7} {ece:>6}  {r['finished_at']}")
+    _print(rows, a.format, "\n".join(lines))
+    return 0
+
+
+def cmd_export(a) -> int:
+    from labeling.export import export
+    from labeling.project import Project
+    out = export(Project(a.dir), a.export_format, a.out, labeled_only=a.labeled_only)
+    _print(out, a.format, f"wrote {out['rows']} rows to {out['out']}")
+    return 0
+
+
+def cmd_simulate(a) -> int:
+    from labeling.simulate import format_table, simulate_folder
+    res = simulate_folder(a.src, strategies=a.strategies.split(","), budgets=[int(b) for b in a.budgets.split(",")],
+                          repeats=a.repeats, test_fraction=a.test_fraction, seed=a.seed, device=a.device,
+                          backbone=a.backbone, progress=None if a.quiet else (lambda s: print(s, file=sys.stderr)))
+    if a.out:
+        Path(a.out).write_text(json.dumps(res, indent=2))
+    _print(res, a.format, format_table(res))
+    return 0
+
+
+def cmd_serve(a) -> int:
+    import os
+    import subprocess
+    from labeling.project import Project
+    Project(a.dir)  # fail early with a clear message
+    app = Path(__file__).resolve().parent.parent / "app.py"
+    env = dict(os.environ, QUORUM_PROJECT=str(Path(a.dir).resolve()))
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", a.host, "--server.port",
+           str(a.port), "--browser.gatherUsageStats", "false", "--server.headless", str(a.headless).lower()]
+    return subprocess.call(cmd, env=env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m labeling", description="Quorum: active-learning image labeling.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("demo", help="create the Animal-MNIST demo project in DIR")
+    s.add_argument("dir")
+    s.add_argument("--limit", type=int, default=3000, help="number of images (default 3000)")
+    s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    s.add_argument("--quiet", action="store_true")
+    _fmt_arg(s)
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("import", help="import images from SRC (inside DIR) or a manifest")
+    s.add_argument("dir")
+    s.add_argument("src", nargs="?")
+    s.add_argument("--labels-from-folders", action="store_true", help="use SRC/<class>/... as initial labels")
+    s.add_argument("--manifest", help="CSV or Parquet with path[,label]")
+    s.add_argument("--embeddings", help="precomputed embeddings (.npy with --embedding-ids, or Parquet)")
+    s.add_argument("--embedding-ids", help="ids for a .npy embedding file (.npy, .txt or .csv)")
+    s.add_argument("--quiet", action="store_true")
+    _fmt_arg(s)
+    s.set_defaults(func=cmd_import)
+
+    s = sub.add_parser("embed", help="embed every item not yet embedded (resumable)")
+    s.add_argument("dir")
+    s.add_argument("--backbone", help="backbone name (default: the project's, else efficientnet_lite0)")
+    s.add_argument("--weights", help="local weights file for torchvision backbones, or 'none'")
+    s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--image-size", type=int)
+    s.add_argument("--quiet", action="store_true")
+    _fmt_arg(s)
+    s.set_defaults(func=cmd_embed)
+
+    s = sub.add_parser("train", help="train a round on the current labels")
+    s.add_argument("dir")
+    s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    s.add_argument("--no-cv", action="store_true", help="skip cross-validated metrics")
+    _fmt_arg(s)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("queue", help="the next items to label, most useful first")
+    s.add_argument("dir")
+    s.add_argument("--n", type=int, default=20)
+    s.add_argument("--strategy", default="default")
+    _fmt_arg(s)
+    s.set_defaults(func=cmd_queue)
+
+    s = sub.add_parser("label", help="apply labels from a CSV (uri or item_id, label)")
+    s.add_argument("dir")
+    s.add_argument("--csv", required=True)
+    s.add_argument("--user", required=True)
+    _fmt_arg(s)
+    s.set_defaults(func=cmd_label)
+
+    s = sub.add_parser("undo", help="undo a batch (default: the user's newest)")
+    s.add_argument("dir")
+    s.add_argument("--user", required=True)
+    s.add_argument("--batch")
+    _fmt_arg(s)
+    s.set_defaults(func=cmd_undo)
+
+    s = sub.add_parser("rounds", help="list model rounds")
+    s.add_argument("dir")
+    _fmt_arg(s)
+    s.set_defaults(func=cmd_rounds)
+
+    s = sub.add_parser("export", help="export labels")
+    s.add_argument("dir")
+    s.add_argument("--format", dest="export_format", required=True, choices=("csv", "jsonl", "parquet", "imagefolder"))
+    s.add_argument("--out", required=True)
+    s.add_argument("--labeled-only", action="store_true")
+    s.set_defaults(func=cmd_export, format="table")
+
+    s = sub.add_parser("simulate", help="compare strategies by replaying an oracle over SRC/<class>/<image>")
+    s.add_argument("src")
+    s.add_argument("--strategies", default="random,default")
+    s.add_argument("--budgets", default="10,20,50,100,200")
+    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--test-fraction", type=float, default=0.3)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    s.add_argument("--backbone")
+    s.add_argument("--out", help="write results JSON here")
+    s.add_argument("--quiet", action="store_true")
+    _fmt_arg(s)
+    s.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("serve", help="open the labeling app on a project")
+    s.add_argument("dir")
+    s.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8501)
+    s.add_argument("--headless", action="store_true", help="do not open a browser")
+    s.set_defaults(func=cmd_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except EXPECTED_ERRORS as exc:
+        print(f"error: {exc}".splitlines()[0], file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

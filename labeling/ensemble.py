@@ -1,0 +1,214 @@
+"""An ensemble of K small heads on frozen embeddings, trained together with torch.
+
+Heads that differ only by seed converge to the same optimum of an L2-regularised linear model and
+cannot disagree, so diversity comes from three sources at once:
+
+- bootstrap resampling: each head sees its own multinomial resample of the labeled items;
+- feature bagging: each head sees a random subset of the embedding dimensions;
+- mixed head types: linear heads alternate with one-hidden-layer MLP heads.
+
+All K heads of a type are one batched tensor, so training costs a few batched matrix products per
+step whatever K is. Loss weights are class-balanced. Probabilities come out as ``probs[K, N, C]``,
+computed chunk by chunk over N.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    n_heads: int = 5
+    """K: number of heads. Five give stable disagreement scores at little cost."""
+    mlp_every: int = 2
+    """Every ``mlp_every``-th head is an MLP (the others linear); 0 means all linear."""
+    hidden: int = 128
+    feature_fraction: float = 0.6
+    """Share of embedding dimensions each head sees (feature bagging)."""
+    bootstrap: bool = True
+    steps: int = 150
+    lr: float = 0.01
+    weight_decay: float = 1e-3
+    class_balanced: bool = True
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """``auto``: CUDA when present, else CPU; ``cuda`` without a GPU raises ``ValueError``."""
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU; use --device cpu or auto")
+    if preference not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {preference!r}; valid: auto, cpu, cuda")
+    return torch.device(preference)
+
+
+class _HeadBank(nn.Module):
+    """K heads of one type as batched parameters. ``forward(x (N, D)) -> logits (K, N, C)``."""
+
+    def __init__(self, k: int, d: int, c: int, *, hidden: int | None, masks: torch.Tensor, gen: torch.Generator):
+        super().__init__()
+        self.register_buffer("masks", masks)  # (K, D) 0/1 feature bagging, pre-scaled
+        if hidden is None:
+            self.w1 = nn.Parameter(torch.randn(k, d, c, generator=gen) * 0.01)
+            self.b1 = nn.Parameter(torch.zeros(k, 1, c))
+            self.w2 = None
+        else:
+            self.w1 = nn.Parameter(torch.randn(k, d, hidden, generator=gen) * (2.0 / d) ** 0.5)
+            self.b1 = nn.Parameter(torch.zeros(k, 1, hidden))
+            self.w2 = nn.Parameter(torch.randn(k, hidden, c, generator=gen) * (1.0 / hidden) ** 0.5)
+            self.b2 = nn.Parameter(torch.zeros(k, 1, c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.w1 * self.masks[:, :, None]  # (K, D, H|C)
+        h = torch.einsum("nd,kdh->knh", x, w) + self.b1  # (K, N, H|C)
+        if self.w2 is None:
+            return h
+        return torch.bmm(torch.relu(h), self.w2) + self.b2  # (K, N, C)
+
+    def l2(self) -> torch.Tensor:
+        total = (self.w1 ** 2).sum()
+        if self.w2 is not None:
+            total = total + (self.w2 ** 2).sum()
+        return total
+
+
+class Ensemble:
+    """A trained ensemble; ``predict_proba`` gives ``probs[K, N, C]``."""
+
+    def __init__(self, banks: list[_HeadBank], head_types: list[str], n_classes: int, device: torch.device):
+        self.banks = banks
+        self.head_types = head_types
+        self.n_classes = n_classes
+        self.device = device
+
+    @property
+    def n_heads(self) -> int:
+        return len(self.head_types)
+
+    @torch.inference_mode()
+    def predict_proba(self, x: np.ndarray, *, chunk_size: int = 65_536) -> np.ndarray:
+        """Probabilities of every head, shape ``(K, N, C)``, float32, computed in chunks of N."""
+        n = len(x)
+        out = np.empty((self.n_heads, n, self.n_classes), dtype=np.float32)
+        for start in range(0, n, chunk_size):
+            xb = torch.as_tensor(np.ascontiguousarray(x[start:start + chunk_size]), dtype=torch.float32,
+                                 device=self.device)
+            logits = torch.cat([bank(xb) for bank in self.banks], dim=0)  # (K, n, C)
+            out[:, start:start + len(xb)] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        return out
+
+
+def fit_ensemble(
+    x: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    *,
+    config: EnsembleConfig = EnsembleConfig(),
+    sample_weight: np.ndarray | None = None,
+    device: torch.device | str = "cpu",
+) -> Ensemble:
+    """Train K heads on labeled embeddings.
+
+    Parameters
+    ----------
+    x : (n, D) float32
+        Prepared (standardised) embeddings of the labeled items.
+    y : (n,) int
+        Class indices in ``[0, n_classes)``.
+    sample_weight : (n,) float, optional
+        Per-item weights (e.g. lower for pseudo-labels).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
+    if x.ndim != 2 or len(x) != len(y):
+        raise ValueError(f"x must be (n, D) with one label per row; got {x.shape} and {y.shape}")
+    if len(y) == 0:
+        raise ValueError("no labeled items to train on")
+    if y.min() < 0 or y.max() >= n_classes:
+        raise ValueError(f"labels must lie in [0, {n_classes})")
+    device = torch.device(device)
+    k, (n, d) = config.n_heads, x.shape
+    rng = np.random.default_rng(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+
+    # Per-head row weights: bootstrap counts x class balance x caller's weights.  (K, n)
+    base = np.ones(n, dtype=np.float64) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    if config.class_balanced:
+        counts = np.bincount(y, weights=base, minlength=n_classes)
+        base = base * (counts.sum() / (np.maximum(counts, 1e-12) * max(1, (counts > 0).sum())))[y]
+    weights = np.empty((k, n), dtype=np.float32)
+    for h in range(k):
+        boot = rng.multinomial(n, np.full(n, 1.0 / n)) if (config.bootstrap and k > 1) else np.ones(n)
+        weights[h] = base * boot
+    weights /= weights.sum(axis=1, keepdims=True)
+
+    head_types = ["mlp" if config.mlp_every and (h % config.mlp_every == 1) else "linear" for h in range(k)]
+    keep = max(1, int(round(d * config.feature_fraction))) if k > 1 else d
+    masks = np.zeros((k, d), dtype=np.float32)
+    for h in range(k):
+        masks[h, rng.choice(d, size=keep, replace=False)] = d / keep  # keep the activation scale
+    banks, bank_rows = [], []
+    for kind in ("linear", "mlp"):
+        rows = [h for h, t in enumerate(head_types) if t == kind]
+        if not rows:
+            continue
+        bank = _HeadBank(len(rows), d, n_classes, hidden=config.hidden if kind == "mlp" else None,
+                         masks=torch.as_tensor(masks[rows]), gen=gen).to(device)
+        banks.append(bank)
+        bank_rows.extend(rows)
+    order = np.array(bank_rows)
+    head_types = [head_types[h] for h in order]
+    w_t = torch.as_tensor(weights[order], device=device)  # (K, n)
+    x_t = torch.as_tensor(x, device=device)
+    y_t = torch.as_tensor(y, device=device)
+    params = [p for b in banks for p in b.parameters()]
+    opt = torch.optim.Adam(params, lr=config.lr)
+    for _ in range(config.steps):
+        opt.zero_grad(set_to_none=True)
+        logits = torch.cat([b(x_t) for b in banks], dim=0)  # (K, n, C)
+        logp = torch.log_softmax(logits, dim=-1)
+        nll = -logp.gather(2, y_t.expand(len(order), n)[..., None]).squeeze(-1)  # (K, n)
+        loss = (nll * w_t).sum() + config.weight_decay * sum(b.l2() for b in banks) / n ** 0.5
+        loss.backward()
+        opt.step()
+    for b in banks:
+        b.eval()
+    return Ensemble(banks, head_types, n_classes, device)
+
+
+class FeatureScaler:
+    """Row L2-normalisation, then per-dimension standardisation with statistics of all items."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray):
+        self.mean = mean.astype(np.float32)
+        self.std = std.astype(np.float32)
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, *, sample: int = 100_000, seed: int = 0) -> "FeatureScaler":
+        rng = np.random.default_rng(seed)
+        idx = rng.choice(len(vectors), size=min(sample, len(vectors)), replace=False)
+        v = _l2(np.asarray(vectors[np.sort(idx)], dtype=np.float32))
+        return cls(v.mean(axis=0), v.std(axis=0) + 1e-6)
+
+    def transform(self, vectors: np.ndarray, *, chunk_size: int = 131_072) -> np.ndarray:
+        out = np.empty((len(vectors), vectors.shape[1]), dtype=np.float32)
+        for s in range(0, len(vectors), chunk_size):
+            out[s:s + chunk_size] = (_l2(np.asarray(vectors[s:s + chunk_size], np.float32)) - self.mean) / self.std
+        return out
+
+
+def _l2(v: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return v / np.maximum(norms, 1e-12)

@@ -1,0 +1,309 @@
+"""Reading manifests: tables that list image files and, optionally, their labels.
+
+A manifest is a CSV, TSV or Parquet file with a ``path`` column and an
+optional ``label`` column. Reading is forgiving about rows and strict about
+the file: a bad row (missing file, path outside the project root, duplicate)
+becomes a line in :attr:`Manifest.problems` and is left out, while a file that
+cannot be read as a table at all raises :class:`ManifestError`.
+
+Labels are plain strings: whatever a cell holds (after stripping surrounding
+whitespace) is the class name, including text that looks like code.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = [
+    "LABEL_COLUMNS",
+    "MANIFEST_SUFFIXES",
+    "PATH_COLUMNS",
+    "Manifest",
+    "ManifestError",
+    "ManifestRow",
+    "read_manifest",
+]
+
+log = logging.getLogger(__name__)
+
+PATH_COLUMNS = ("path", "uri", "file", "filename", "image")
+"""Accepted names of the path column (case-insensitive), in order of preference."""
+
+LABEL_COLUMNS = ("label", "class", "category")
+"""Accepted names of the optional label column (case-insensitive), in order of preference."""
+
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".parquet")
+"""File types read by :func:`read_manifest`, chosen by extension."""
+
+_DELIMITERS = {".csv": ",", ".tsv": "\t"}
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read as a table, with the reason in one line.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The manifest file.
+    reason : str
+        What is wrong with it.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One usable manifest entry.
+
+    Attributes
+    ----------
+    path : Path
+        Absolute path of an existing file inside the project root.
+    label : str or None
+        Class name, stripped; None when the cell is empty or there is no
+        label column.
+    line : int
+        Where the row came from: for CSV/TSV the line of the file on which the
+        record starts (the header is line 1); for Parquet the 1-based row number.
+    """
+
+    path: Path
+    label: str | None
+    line: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The rows of a manifest that can be used, and what was wrong with the others.
+
+    Attributes
+    ----------
+    rows : list of ManifestRow
+        In file order, one per distinct path.
+    problems : list of str
+        One readable line per problem, e.g. ``"line 7: file not found: 'a.jpg'"``.
+    """
+
+    rows: list[ManifestRow]
+    problems: list[str]
+
+
+def _clean(value: object) -> str | None:
+    """Cell value as a stripped string; None for empty or missing cells."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if value.is_integer():
+            value = int(value)
+    text = value if isinstance(value, str) else str(value)
+    text = text.strip()
+    return text or None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _iter_delimited(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line of the record, cells) for each non-blank record, header included."""
+    line = 0
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh, delimiter=delimiter, strict=True)
+            for cells in reader:
+                start, line = line + 1, reader.line_num
+                if any(cell.strip() for cell in cells):
+                    yield start, cells
+    except UnicodeDecodeError as exc:
+        raise ManifestError(path, f"not a UTF-8 text file (near line {line + 1}): {exc.reason}") from exc
+    except csv.Error as exc:
+        raise ManifestError(path, f"malformed {path.suffix[1:].upper()} near line {line + 1}: {_one_line(exc)}") from exc
+    except OSError as exc:
+        raise ManifestError(path, f"cannot read manifest: {exc.strerror or _one_line(exc)}") from exc
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[int, list[object]]]:
+    """Header then (1-based row number, cells) for each row."""
+    try:
+        table = pq.read_table(path)
+    except OSError as exc:
+        if exc.strerror:
+            raise ManifestError(path, f"cannot read manifest: {exc.strerror}") from exc
+        raise ManifestError(path, f"not a readable Parquet file: {_one_line(exc)}") from exc
+    except pa.ArrowException as exc:
+        raise ManifestError(path, f"not a readable Parquet file: {_one_line(exc)}") from exc
+    yield 0, list(table.column_names)
+    wanted = {_normalise(name) for name in PATH_COLUMNS + LABEL_COLUMNS}
+    columns = [
+        table.column(i).to_pylist() if _normalise(name) in wanted else None
+        for i, name in enumerate(table.column_names)
+    ]
+    for row in range(table.num_rows):
+        yield row + 1, [None if col is None else col[row] for col in columns]
+
+
+def _normalise(name: object) -> str:
+    return str(name).strip().lower()
+
+
+def _pick(header: list[str], aliases: tuple[str, ...]) -> int | None:
+    for alias in aliases:
+        if alias in header:
+            return header.index(alias)
+    return None
+
+
+def _show(label: str | None) -> str:
+    return "no label" if label is None else repr(label)
+
+
+class _Resolver:
+    """Turns path cells into checked absolute paths inside the project root."""
+
+    def __init__(self, manifest: Path, root: Path) -> None:
+        self.base = Path(os.path.abspath(manifest.parent))
+        self.roots = (Path(os.path.abspath(root)), Path(os.path.realpath(root)))
+        self.root_real = self.roots[1]
+
+    def __call__(self, cell: str) -> tuple[Path | None, str | None]:
+        """(path, None) for a usable file, else (None, problem)."""
+        try:
+            lexical = Path(os.path.abspath(self.base / cell))
+            real = Path(os.path.realpath(lexical))
+        except ValueError:  # e.g. an embedded NUL character
+            return None, f"invalid path {cell!r}"
+        if not real.is_relative_to(self.root_real):
+            return None, f"{cell!r} is outside the project root, not read"
+        if not any(lexical.is_relative_to(r) for r in self.roots):
+            lexical = real  # reached through another name for the root: use the real one
+        if not real.exists():
+            return None, f"file not found: {cell!r}"
+        if not real.is_file():
+            return None, f"not a file: {cell!r}"
+        return lexical, None
+
+
+def read_manifest(path: str | os.PathLike[str], *, root: str | os.PathLike[str]) -> Manifest:
+    """Read the rows of a CSV, TSV or Parquet manifest.
+
+    The path column may be called ``path``, ``uri``, ``file``, ``filename`` or
+    ``image``; the label column ``label``, ``class`` or ``category`` (names
+    are case-insensitive). Other columns are ignored and named once in
+    ``problems``. Relative paths are taken from the manifest's folder.
+
+    Rows that cannot be used are left out, each with a problem naming its
+    line: a path that resolves outside ``root`` (never opened), a missing
+    file, an empty path. A path listed twice is kept once (its first row);
+    a second row with a different label is reported, and the first label wins.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The manifest; its extension (``.csv``, ``.tsv`` or ``.parquet``,
+        any case) picks the reader. CSV/TSV must be UTF-8 (a BOM is fine)
+        with a header row.
+    root : str or os.PathLike
+        The project root; every listed file must be inside it.
+
+    Returns
+    -------
+    Manifest
+        The usable rows in file order and the problems found.
+
+    Raises
+    ------
+    ManifestError
+        If the file has an unsupported extension, does not exist, cannot be
+        read, is not valid UTF-8 CSV/TSV or Parquet, is empty, or has no path
+        column.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in MANIFEST_SUFFIXES:
+        raise ManifestError(
+            path, f"unsupported manifest type {suffix or '(none)'!r}: expected .csv, .tsv or .parquet"
+        )
+    try:
+        is_file = path.is_file()
+    except OSError as exc:
+        raise ManifestError(path, f"cannot read manifest: {exc.strerror or _one_line(exc)}") from exc
+    if not is_file:
+        reason = "it is a folder" if path.is_dir() else "no such file"
+        raise ManifestError(path, f"cannot read manifest: {reason}")
+    records: Iterator[tuple[int, list]]
+    if suffix == ".parquet":
+        records, unit = _iter_parquet(path), "row"
+    else:
+        records, unit = _iter_delimited(path, _DELIMITERS[suffix]), "line"
+
+    first = next(records, None)
+    if first is None:
+        raise ManifestError(path, "empty manifest: no header row")
+    header = [_normalise(name) for name in first[1]]
+    path_col = _pick(header, PATH_COLUMNS)
+    if path_col is None:
+        found = ", ".join(repr(name) for name in header[:8]) + (", ..." if len(header) > 8 else "")
+        hint = ""
+        if any(_normalise(cell).endswith(_IMAGE_SUFFIXES) for cell in first[1]):
+            hint = " (the first row looks like data: is the header row missing?)"
+        raise ManifestError(
+            path, f"no path column: expected one of {', '.join(PATH_COLUMNS)}; found {found}{hint}"
+        )
+    label_col = _pick(header, LABEL_COLUMNS)
+
+    problems: list[str] = []
+    ignored = [name for i, name in enumerate(header) if name and i not in (path_col, label_col)]
+    if ignored:
+        problems.append(f"ignored columns: {', '.join(repr(name) for name in ignored)}")
+
+    resolve = _Resolver(path, Path(root))
+    rows: list[ManifestRow] = []
+    seen: dict[Path, ManifestRow] = {}
+    for line, cells in records:
+        if unit == "line" and len(cells) > len(header):
+            problems.append(
+                f"line {line}: {len(cells)} fields but the header has {len(header)}; extra fields ignored"
+            )
+        cell = _clean(cells[path_col]) if path_col < len(cells) else None
+        label = _clean(cells[label_col]) if label_col is not None and label_col < len(cells) else None
+        if cell is None:
+            problems.append(f"{unit} {line}: empty path")
+            continue
+        file, problem = resolve(cell)
+        if file is None:
+            problems.append(f"{unit} {line}: {problem}")
+            continue
+        earlier = seen.get(file)
+        if earlier is not None:
+            if earlier.label == label:
+                problems.append(f"{unit} {line}: {cell!r} repeats {unit} {earlier.line}, ignored")
+            else:
+                problems.append(
+                    f"{unit} {line}: {cell!r} is labelled {_show(label)} here but "
+                    f"{_show(earlier.label)} on {unit} {earlier.line}; keeping {_show(earlier.label)}"
+                )
+            continue
+        row = ManifestRow(path=file, label=label, line=line)
+        seen[file] = row
+        rows.append(row)
+
+    log.info("read manifest %s: %d rows, %d problems", path, len(rows), len(problems))
+    return Manifest(rows=rows, problems=problems)

@@ -1,0 +1,146 @@
+"""Project-level steps between import and training: embed, load vectors, the cached kNN graph."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from labeling.project import Project, ProjectError
+from storage import items as items_q
+from storage.vectors import VectorStore
+
+LOG = logging.getLogger(__name__)
+
+GRAPH_K = 15
+"""Neighbours per item in the cached kNN graph (propagation, neighbourhood votes, typicality)."""
+
+
+@dataclass
+class ProjectVectors:
+    item_ids: np.ndarray  # (N,) int64, readable items that have a vector, ascending
+    uris: list[str]
+    vectors: np.ndarray  # (N, D) float32, row-aligned with item_ids
+    key: str  # backbone fingerprint or precomputed key
+    version: str
+
+
+def embed_project(
+    project: Project,
+    *,
+    backbone: str | None = None,
+    weights: str | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    image_size: int | None = None,
+    progress: bool | Callable[[int, int], None] = True,
+) -> dict:
+    """Embed every readable item not yet embedded with the project's backbone (resumable)."""
+    from labeling.backbones import DEFAULT_BACKBONE, get_backbone
+    from labeling.embed import embed_project_items, pick_device
+
+    name = backbone or project.setting("backbone") or DEFAULT_BACKBONE
+    kwargs = {"weights": weights}
+    if image_size:
+        kwargs["image_size"] = image_size
+    loaded = get_backbone(name, **{k: v for k, v in kwargs.items() if v is not None})
+    dev = pick_device(device)
+    store = VectorStore(project.vectors_dir(loaded.fingerprint), key=loaded.fingerprint, dim=loaded.dim)
+    with project.db.session() as con:
+        ids, uris = items_q.ok_items(con)
+    paths = [project.resolve_uri(u) for u in uris]
+    result = embed_project_items(store, ids, paths, loaded, device=dev, batch_size=batch_size, progress=progress)
+    store.compact()
+    failed = _failed_ids(result)
+    if failed:
+        with project.db.session() as con:
+            info = items_q.items_by_ids(con, failed)
+            for item_id in failed:
+                it = info[item_id]
+                items_q.update_item(con, item_id, items_q.NewItem(it["uri"], it["sha256"], it["width"], it["height"],
+                                                                  "unreadable", "could not be decoded for embedding"))
+    project.set_setting("backbone", name)
+    project.set_setting("vector_key", loaded.fingerprint)
+    project.set_setting("vector_dim", str(loaded.dim))
+    return {"backbone": name, "fingerprint": loaded.fingerprint, "device": str(dev),
+            **{k: v for k, v in (result if isinstance(result, dict) else {}).items() if k != "failed_ids"}}
+
+
+def _failed_ids(result) -> list[int]:
+    if isinstance(result, dict):
+        return [int(i) for i in result.get("failed_ids", [])]
+    return []
+
+
+def import_embeddings(project: Project, path: str | Path, *, ids_path: str | Path | None = None) -> dict:
+    """Use precomputed embeddings (``.npy`` + ids, or Parquet) keyed by item id or uri."""
+    from labeling.embed import load_precomputed
+
+    keys, vectors = load_precomputed(Path(path), ids_path=None if ids_path is None else Path(ids_path))
+    with project.db.session() as con:
+        ids, uris = items_q.ok_items(con)
+    by_uri = dict(zip(uris, ids.tolist()))
+    known = set(ids.tolist())
+    rows, item_ids, unknown = [], [], []
+    for row, key in enumerate(keys):
+        if isinstance(key, (int, np.integer)) or (isinstance(key, str) and key.isdigit() and int(key) in known):
+            item_id = int(key)
+            ok = item_id in known
+        else:
+            item_id = by_uri.get(str(key), -1)
+            ok = item_id >= 0
+        if ok:
+            rows.append(row)
+            item_ids.append(item_id)
+        else:
+            unknown.append(str(key))
+    if not rows:
+        raise ProjectError(f"none of the {len(keys)} embedding keys matches an item of the project")
+    digest = hashlib.sha256(Path(path).read_bytes()[:1 << 20]).hexdigest()[:12]
+    key = f"precomputed-{digest}"
+    store = VectorStore(project.vectors_dir(key), key=key, dim=vectors.shape[1])
+    store.add(np.asarray(item_ids, np.int64), np.asarray(vectors[rows], np.float32))
+    store.compact()
+    project.set_setting("backbone", "precomputed")
+    project.set_setting("vector_key", key)
+    project.set_setting("vector_dim", str(vectors.shape[1]))
+    return {"imported": len(rows), "unknown_keys": unknown[:20], "n_unknown": len(unknown), "key": key}
+
+
+def load_vectors(project: Project) -> ProjectVectors:
+    """The active vectors of readable items, row-aligned with ascending item ids."""
+    key = project.setting("vector_key")
+    dim = project.setting("vector_dim")
+    if not key or not dim:
+        raise ProjectError(f"{project.root} has no embeddings yet; run 'python -m labeling embed {project.root}'")
+    store = VectorStore(project.vectors_dir(key), key=key, dim=int(dim))
+    store_ids, mat = store.matrix()
+    with project.db.session() as con:
+        ids, uris = items_q.ok_items(con)
+    pos = {int(i): r for r, i in enumerate(np.asarray(store_ids).tolist())}
+    keep = [k for k, i in enumerate(ids.tolist()) if i in pos]
+    rows = np.array([pos[int(ids[k])] for k in keep], dtype=np.int64)
+    vectors = np.asarray(mat[rows], dtype=np.float32) if len(rows) else np.zeros((0, int(dim)), np.float32)
+    return ProjectVectors(ids[keep], [uris[k] for k in keep], vectors, key, store.version)
+
+
+def knn_graph_cached(project: Project, pv: ProjectVectors, *, k: int = GRAPH_K) -> tuple[np.ndarray, np.ndarray]:
+    """The kNN graph ``(sims (N, k), row indices (N, k))`` of the active vectors, cached per version."""
+    from labeling.neighbours import knn_graph
+
+    tag = hashlib.sha256(f"{pv.key}|{pv.version}|{len(pv.item_ids)}|{k}".encode()).hexdigest()[:16]
+    path = project.cache_dir() / f"graph-{tag}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            if np.array_equal(z["item_ids"], pv.item_ids):
+                return z["sims"], z["idx"]
+    k_eff = min(k, max(1, len(pv.item_ids) - 1))
+    sims, idx = knn_graph(pv.vectors, k_eff)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, sims=sims, idx=idx, item_ids=pv.item_ids)
+    os.replace(tmp, path)
+    return sims, idx

@@ -1,0 +1,77 @@
+"""A Quorum project on disk: the database, and the files beside it.
+
+Layout of a project folder ``DIR``::
+
+    DIR/quorum.duckdb            items, classes, annotation events, users, rounds, settings
+    DIR/.quorum/thumbs/ab/<sha256>.jpg   thumbnails, content-addressed, made once
+    DIR/.quorum/vectors/<backbone fingerprint>/   float32 vectors row-aligned with item ids
+    DIR/.quorum/rounds/round-<id>.npz     one round's predictions, written whole then renamed
+    DIR/.quorum/cache/                     kNN graphs and maps per vector version
+
+Images live anywhere under ``DIR``; their uris are paths relative to it.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from storage.db import Database
+from storage import rounds as rounds_q
+
+LOG = logging.getLogger(__name__)
+
+DB_NAME = "quorum.duckdb"
+DATA_DIR = ".quorum"
+
+
+class ProjectError(ValueError):
+    """A project folder is missing or unusable."""
+
+
+class Project:
+    """Paths and the database of one project folder."""
+
+    def __init__(self, root: str | Path, *, create: bool = False) -> None:
+        self.root = Path(root).expanduser().resolve()
+        if not create and not (self.root / DB_NAME).exists():
+            raise ProjectError(
+                f"{self.root} is not a Quorum project (no {DB_NAME}); create one with "
+                f"'python -m labeling import {root} SRC' or 'python -m labeling demo {root}'"
+            )
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        for sub in ("thumbs", "vectors", "rounds", "cache"):
+            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+        self.db = Database(self.root / DB_NAME)
+        self.db.migrate()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / DATA_DIR
+
+    def thumb_path(self, sha256: str) -> Path:
+        return self.data_dir / "thumbs" / sha256[:2] / f"{sha256}.jpg"
+
+    def vectors_dir(self, fingerprint: str) -> Path:
+        return self.data_dir / "vectors" / fingerprint
+
+    def round_file(self, round_id: int) -> Path:
+        return self.data_dir / "rounds" / f"round-{round_id:06d}.npz"
+
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    def resolve_uri(self, uri: str) -> Path:
+        """The file of an item; never outside the project root."""
+        path = (self.root / uri).resolve()
+        if not path.is_relative_to(self.root):
+            raise ProjectError(f"item path {uri!r} leaves the project root")
+        return path
+
+    def setting(self, key: str, default: str | None = None) -> str | None:
+        with self.db.session() as con:
+            return rounds_q.get_setting(con, key, default)
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self.db.session() as con:
+            rounds_q.set_setting(con, key, value)

@@ -1,0 +1,86 @@
+"""Queries on ``items``: the images of a project."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+
+
+@dataclass(frozen=True)
+class NewItem:
+    uri: str
+    sha256: str | None
+    width: int | None
+    height: int | None
+    status: str  # ok | unreadable | duplicate
+    reason: str | None = None
+
+
+def known_uris(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, str | None, str]]:
+    """uri -> (id, sha256, status) of every recorded item."""
+    rows = con.execute("SELECT uri, id, sha256, status FROM items").fetchall()
+    return {uri: (int(i), sha, status) for uri, i, sha, status in rows}
+
+
+def ids_by_hash(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """sha256 -> id of the readable items (for content de-duplication)."""
+    rows = con.execute("SELECT sha256, min(id) FROM items WHERE status = 'ok' GROUP BY sha256").fetchall()
+    return {sha: int(i) for sha, i in rows}
+
+
+def insert_items(con: duckdb.DuckDBPyConnection, items: Sequence[NewItem]) -> list[int]:
+    """Insert items; returns their ids in order."""
+    ids = []
+    for it in items:
+        row = con.execute(
+            "INSERT INTO items (uri, sha256, width, height, status, reason) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            [it.uri, it.sha256, it.width, it.height, it.status, it.reason],
+        ).fetchone()
+        ids.append(int(row[0]))
+    return ids
+
+
+def update_item(con: duckdb.DuckDBPyConnection, item_id: int, item: NewItem) -> None:
+    con.execute(
+        "UPDATE items SET sha256 = ?, width = ?, height = ?, status = ?, reason = ? WHERE id = ?",
+        [item.sha256, item.width, item.height, item.status, item.reason, item_id],
+    )
+
+
+def ok_items(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, list[str]]:
+    """(ids int64 (N,), uris) of readable items, ordered by id."""
+    rows = con.execute("SELECT id, uri FROM items WHERE status = 'ok' ORDER BY id").fetchall()
+    return np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
+
+
+def items_by_ids(con: duckdb.DuckDBPyConnection, ids: Iterable[int]) -> dict[int, dict]:
+    ids = [int(i) for i in ids]
+    if not ids:
+        return {}
+    rows = con.execute(
+        "SELECT id, uri, sha256, width, height, status, reason, added_at FROM items WHERE list_contains(?, id)",
+        [ids],
+    ).fetchall()
+    keys = ("id", "uri", "sha256", "width", "height", "status", "reason", "added_at")
+    return {int(r[0]): dict(zip(keys, r)) for r in rows}
+
+
+def id_for_uri(con: duckdb.DuckDBPyConnection, uris: Sequence[str]) -> dict[str, int]:
+    if not uris:
+        return {}
+    rows = con.execute("SELECT uri, id FROM items WHERE list_contains(?, uri)", [list(uris)]).fetchall()
+    return {u: int(i) for u, i in rows}
+
+
+def skipped_items(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
+    """(uri, status, reason) of every item that is not usable."""
+    return con.execute(
+        "SELECT uri, status, reason FROM items WHERE status <> 'ok' ORDER BY id"
+    ).fetchall()
+
+
+def counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    rows = con.execute("SELECT status, count(*) FROM items GROUP BY status").fetchall()
+    return {s: int(n) for s, n in rows}

@@ -1,0 +1,138 @@
+"""Classes and the append-only annotation event log.
+
+Nothing here updates or deletes an event: an undo is a new ``undo`` event that names the batch it
+revokes, and an item's current label is derived by the ``current_labels`` view.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+
+SOURCES = frozenset(
+    {"manual", "accept_suggestion", "accept_neighbourhood", "grid", "lasso", "import", "adjudication", "auto_accept", "undo"}
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    item_id: int
+    class_id: int | None  # None: skip / unsure
+    kind: str = "label"
+
+
+class UnknownBatch(LookupError):
+    """No live batch with that id (already undone, or never written)."""
+
+
+def classes(con: duckdb.DuckDBPyConnection) -> list[tuple[int, str]]:
+    """(id, name) of the active classes, ordered by id."""
+    return [(int(i), n) for i, n in con.execute(
+        "SELECT id, name FROM classes WHERE merged_into IS NULL ORDER BY id").fetchall()]
+
+
+def ensure_classes(con: duckdb.DuckDBPyConnection, names: Sequence[str], *, user: str) -> dict[str, int]:
+    """Create missing classes; returns name -> id for every name asked."""
+    out: dict[str, int] = {}
+    for name in names:
+        row = con.execute("SELECT id, merged_into FROM classes WHERE name = ?", [name]).fetchone()
+        if row is None:
+            row = con.execute(
+                "INSERT INTO classes (name, created_by) VALUES (?, ?) RETURNING id, merged_into", [name, user]
+            ).fetchone()
+        out[name] = int(row[1] if row[1] is not None else row[0])
+    return out
+
+
+def rename_class(con: duckdb.DuckDBPyConnection, class_id: int, new_name: str) -> None:
+    con.execute("UPDATE classes SET name = ? WHERE id = ?", [new_name, class_id])
+
+
+def append_events(
+    con: duckdb.DuckDBPyConnection,
+    events: Sequence[Event],
+    *,
+    user: str,
+    source: str,
+    batch_id: str,
+    model_round: int | None,
+) -> list[int]:
+    """Append one batch of events; returns their ids."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; valid: {sorted(SOURCES)}")
+    if not events:
+        return []
+    rows = con.execute(
+        "INSERT INTO annotations (item_id, class_id, kind, user_name, source, batch_id, model_round)"
+        " SELECT unnest(?::BIGINT[]), unnest(?::INTEGER[]), unnest(?::VARCHAR[]), ?, ?, ?, ? RETURNING id",
+        [[int(e.item_id) for e in events], [None if e.class_id is None else int(e.class_id) for e in events],
+         [e.kind for e in events], user, source, batch_id, model_round],
+    ).fetchall()
+    return sorted(int(r[0]) for r in rows)
+
+
+def batch_items(con: duckdb.DuckDBPyConnection, batch_id: str) -> list[int]:
+    return [int(r[0]) for r in con.execute(
+        "SELECT item_id FROM live_events WHERE batch_id = ? ORDER BY id", [batch_id]).fetchall()]
+
+
+def undo_batch(con: duckdb.DuckDBPyConnection, batch_id: str, *, user: str, undo_batch_id: str) -> list[int]:
+    """Revoke a live batch with one undo event per item; returns the affected item ids."""
+    items = batch_items(con, batch_id)
+    if not items:
+        raise UnknownBatch(f"no live batch {batch_id!r} to undo")
+    con.execute(
+        "INSERT INTO annotations (item_id, class_id, kind, user_name, source, batch_id, revokes)"
+        " SELECT unnest(?::BIGINT[]), NULL, 'undo', ?, 'undo', ?, ?",
+        [items, user, undo_batch_id, batch_id],
+    )
+    return items
+
+
+def last_live_batch(con: duckdb.DuckDBPyConnection, *, user: str | None) -> str | None:
+    """The newest live batch, of one user or of anyone."""
+    row = con.execute(
+        "SELECT batch_id FROM live_events WHERE (? IS NULL OR user_name = ?) ORDER BY id DESC LIMIT 1",
+        [user, user],
+    ).fetchone()
+    return row[0] if row else None
+
+
+def current_labels(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.ndarray]:
+    """(item_ids, class_ids) of every item whose current state is a label (skips excluded)."""
+    rows = con.execute(
+        "SELECT item_id, class_id FROM current_labels WHERE kind = 'label' ORDER BY item_id").fetchall()
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    arr = np.array(rows, dtype=np.int64)
+    return arr[:, 0], arr[:, 1]
+
+
+def current_state(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """(item_id, class_id, kind, user_name, source, event_id) of every item with a live event."""
+    return con.execute(
+        "SELECT item_id, class_id, kind, user_name, source, event_id FROM current_labels ORDER BY item_id"
+    ).fetchall()
+
+
+def last_event_id(con: duckdb.DuckDBPyConnection) -> int:
+    row = con.execute("SELECT coalesce(max(id), 0) FROM annotations").fetchone()
+    return int(row[0])
+
+
+def all_events(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """Every event in order: (id, item_id, class_id, kind, user_name, source, batch_id, revokes, model_round, created_at)."""
+    return con.execute(
+        "SELECT id, item_id, class_id, kind, user_name, source, batch_id, revokes, model_round, created_at"
+        " FROM annotations ORDER BY id"
+    ).fetchall()
+
+
+def item_history(con: duckdb.DuckDBPyConnection, item_id: int) -> list[tuple]:
+    return con.execute(
+        "SELECT a.id, a.kind, c.name, a.user_name, a.source, a.batch_id, a.revokes, a.model_round, a.created_at"
+        " FROM annotations a LEFT JOIN classes c ON c.id = a.class_id WHERE a.item_id = ? ORDER BY a.id",
+        [item_id],
+    ).fetchall()

@@ -1,0 +1,116 @@
+"""Versioned schema migrations for the project database.
+
+Each entry of ``MIGRATIONS`` moves the schema one version up and runs once, inside a transaction,
+recorded in ``schema_version``. Never edit a released migration: append a new one.
+"""
+from __future__ import annotations
+
+import duckdb
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the data model of DESIGN.md
+    (
+        "CREATE SEQUENCE IF NOT EXISTS item_ids START 1",
+        """CREATE TABLE items (
+            id BIGINT PRIMARY KEY DEFAULT nextval('item_ids'),
+            uri VARCHAR NOT NULL UNIQUE,
+            sha256 VARCHAR,
+            width INTEGER,
+            height INTEGER,
+            status VARCHAR NOT NULL CHECK (status IN ('ok', 'unreadable', 'duplicate')),
+            reason VARCHAR,
+            added_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+        )""",
+        "CREATE INDEX items_sha ON items (sha256)",
+        "CREATE SEQUENCE IF NOT EXISTS class_ids START 1",
+        """CREATE TABLE classes (
+            id INTEGER PRIMARY KEY DEFAULT nextval('class_ids'),
+            name VARCHAR NOT NULL UNIQUE,
+            created_by VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            merged_into INTEGER
+        )""",
+        "CREATE SEQUENCE IF NOT EXISTS event_ids START 1",
+        # Append-only. kind: label (class_id set), skip (class_id null), undo (revokes = batch).
+        """CREATE TABLE annotations (
+            id BIGINT PRIMARY KEY DEFAULT nextval('event_ids'),
+            item_id BIGINT NOT NULL,
+            class_id INTEGER,
+            kind VARCHAR NOT NULL CHECK (kind IN ('label', 'skip', 'undo')),
+            user_name VARCHAR NOT NULL,
+            source VARCHAR NOT NULL,
+            batch_id VARCHAR NOT NULL,
+            revokes VARCHAR,
+            model_round INTEGER,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+        )""",
+        "CREATE INDEX annotations_item ON annotations (item_id)",
+        "CREATE INDEX annotations_batch ON annotations (batch_id)",
+        """CREATE TABLE users (
+            name VARCHAR PRIMARY KEY,
+            role VARCHAR NOT NULL CHECK (role IN ('annotator', 'reviewer', 'admin')),
+            password_hash VARCHAR,
+            disabled BOOLEAN NOT NULL DEFAULT false,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+        )""",
+        "CREATE SEQUENCE IF NOT EXISTS round_ids START 1",
+        """CREATE TABLE rounds (
+            id INTEGER PRIMARY KEY DEFAULT nextval('round_ids'),
+            started_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            finished_at TIMESTAMP,
+            status VARCHAR NOT NULL CHECK (status IN ('running', 'finished', 'failed', 'discarded')),
+            n_labels INTEGER NOT NULL,
+            last_event_id BIGINT NOT NULL,
+            backbone VARCHAR NOT NULL,
+            vector_version VARCHAR NOT NULL,
+            head_config VARCHAR NOT NULL,
+            metrics VARCHAR,
+            predictions_file VARCHAR,
+            error VARCHAR
+        )""",
+        "CREATE TABLE settings (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+        # Live label events: not revoked by an undo. The current label of an item is its latest
+        # live label or skip event; a skip leaves the item without a label.
+        """CREATE VIEW live_events AS
+            SELECT a.* FROM annotations a
+            WHERE a.kind IN ('label', 'skip')
+              AND a.batch_id NOT IN (SELECT revokes FROM annotations WHERE kind = 'undo')""",
+        """CREATE VIEW current_labels AS
+            SELECT item_id,
+                   arg_max(class_id, id) AS class_id,
+                   arg_max(kind, id) AS kind,
+                   arg_max(user_name, id) AS user_name,
+                   arg_max(source, id) AS source,
+                   max(id) AS event_id
+            FROM live_events GROUP BY item_id""",
+    ),
+)
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, applied_at TIMESTAMP)")
+    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Apply every pending migration; returns the resulting version."""
+    version = current_version(con)
+    for number, statements in enumerate(MIGRATIONS, start=1):
+        if number <= version:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for statement in statements:
+                con.execute(statement)
+            con.execute("INSERT INTO schema_version VALUES (?, current_timestamp)", [number])
+        except duckdb.Error:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+        version = number
+    if version > len(MIGRATIONS):
+        raise RuntimeError(
+            f"database schema version {version} is newer than this Quorum ({len(MIGRATIONS)}); upgrade Quorum"
+        )
+    return version
