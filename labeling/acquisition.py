@@ -59,7 +59,6 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.floating]
 IndexArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
 
 SUM_ATOL = 1e-3
 """Tolerance on ``|sum_c probs[k, n, c] - 1|``.
@@ -186,7 +185,8 @@ def _check_count(value: int, name: str, *, minimum: int = 0) -> int:
 def _check_rng(rng: object) -> np.random.Generator:
     if not isinstance(rng, np.random.Generator):
         raise TypeError(
-            f"rng must be a numpy.random.Generator (np.random.default_rng(seed)); got {type(rng).__name__}"
+            "rng must be a numpy.random.Generator (np.random.default_rng(seed)); "
+            f"got {type(rng).__name__}"
         )
     return rng
 
@@ -666,7 +666,8 @@ def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     """Float32 rows scaled to unit L2 norm; zero rows stay zero."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)  # [N, D]
     norms = np.linalg.norm(x, axis=1, keepdims=True)  # [N, 1]
-    return x / np.where(norms > 0, norms, 1.0)
+    norms[norms == 0] = 1.0
+    return x / norms  # [N, D] float32
 
 
 def _kmeans_labels(
@@ -792,7 +793,8 @@ def diverse_top(
     vectors = _check_vectors(vectors, n_rows=scores.size)
     n = _check_count(n, "n")
     candidate_factor = _check_count(candidate_factor, "candidate_factor", minimum=1)
-    candidates = select_top(scores, n * candidate_factor, rng=rng, exclude=exclude)  # [M] best first
+    # [M] candidates, best first
+    candidates = select_top(scores, n * candidate_factor, rng=rng, exclude=exclude)
     if candidates.size <= n:
         return candidates
     unit = _unit_rows(vectors[candidates])  # [M, D]
@@ -834,21 +836,23 @@ def typicality(
         Neighbours to average over (at most ``N - 1`` are used).
     knn_sims : array_like, shape (N, k'), optional
         Precomputed cosine similarities to each item's nearest *other* items,
-        nearest first (e.g. the cached kNN graph); the first ``k`` columns
-        are used. Without it, an exact FAISS ``IndexFlatIP`` search runs,
-        which costs ``O(N^2 D)``.
+        nearest first, ``-inf`` where a neighbour is missing (the format of
+        ``labeling.neighbours.knn_graph``); the first ``k`` columns are used.
+        Without it, an exact FAISS ``IndexFlatIP`` search runs, which costs
+        ``O(N^2 D)``.
 
     Returns
     -------
     typicality : ndarray, shape (N,)
         ``1 / (mean cosine distance + 1e-6)``, positive; higher = denser
-        neighbourhood = more typical. All ones when ``N < 2``.
+        neighbourhood = more typical. 1 for an item without neighbours
+        (e.g. every item when ``N < 2``).
 
     Raises
     ------
     ValueError
-        If ``vectors`` or ``knn_sims`` has the wrong shape or non-finite
-        values, or ``k < 1``.
+        If ``vectors`` or ``knn_sims`` has the wrong shape, ``knn_sims``
+        holds NaN or ``+inf``, or ``k < 1``.
     """
     vectors = _check_vectors(vectors)
     k = _check_count(k, "k", minimum=1)
@@ -861,11 +865,14 @@ def typicality(
         sims = np.asarray(knn_sims, dtype=np.float64)
         if sims.ndim != 2 or sims.shape[0] != n_items or sims.shape[1] == 0:
             raise ValueError(f"knn_sims must have shape ({n_items}, k>=1); got {sims.shape}")
-        if not np.isfinite(sims).all():
-            raise ValueError("knn_sims contains NaN or infinite values")
+        if np.isnan(sims).any() or np.isposinf(sims).any():
+            raise ValueError("knn_sims contains NaN or +inf; mark missing neighbours with -inf")
         sims = sims[:, :k]
-    distance = np.clip(1.0 - np.asarray(sims, dtype=np.float64), 0.0, 2.0)  # [N, k]
-    return 1.0 / (distance.mean(axis=1) + _DISTANCE_EPS)
+    present = np.isfinite(sims)  # [N, k]
+    distance = np.clip(1.0 - np.where(present, sims, 1.0), 0.0, 2.0)  # [N, k], 0 where missing
+    n_present = present.sum(axis=1)  # [N]
+    mean_distance = distance.sum(axis=1) / np.maximum(n_present, 1)  # [N]
+    return np.where(n_present > 0, 1.0 / (mean_distance + _DISTANCE_EPS), 1.0)
 
 
 def typical_cold_start(
@@ -1044,7 +1051,9 @@ def default_policy(
             f"labels must be integers of shape ({n_items},); got {labels.dtype} {labels.shape}"
         )
     if labels.size and (labels.min() < -1 or labels.max() >= n_classes):
-        raise ValueError(f"labels must lie in [-1, {n_classes}); got [{labels.min()}, {labels.max()}]")
+        raise ValueError(
+            f"labels must lie in [-1, {n_classes}); got [{labels.min()}, {labels.max()}]"
+        )
     labeled = labels >= 0  # [N]
     blocked = labeled | _check_mask(exclude, n_items, "exclude")  # [N]
     per_class = np.bincount(labels[labeled], minlength=n_classes)  # [n_classes]

@@ -32,6 +32,7 @@ LOG = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 Progress = Union[bool, Callable[[int, int], None]]
 BatchCallback = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+Keys = Union[list[str], npt.NDArray[np.int64]]
 
 MAX_WORKERS = 4
 """Decoding workers at most: beyond four, image decoding outpaces a small backbone on CPU and
@@ -338,8 +339,6 @@ def embed_project_items(
 
 
 # --------------------------------------------------------------------------- precomputed vectors
-
-Keys = Union[list[str], npt.NDArray[np.int64]]
 
 
 def load_precomputed(

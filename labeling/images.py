@@ -206,6 +206,10 @@ def _open_error(path: Path, exc: BaseException) -> ImageError:
         return ImageError(path, "empty file" if empty else "not an image (cannot identify format)")
     if isinstance(exc, OSError) and exc.strerror:
         return ImageError(path, f"cannot read file: {exc.strerror}")
+    return _corrupt(path, exc)
+
+
+def _corrupt(path: Path, exc: BaseException) -> ImageError:
     return ImageError(path, f"truncated or corrupt image data: {_one_line(exc)}")
 
 
@@ -314,13 +318,13 @@ def probe_image(path: str | os.PathLike[str]) -> ProbeResult:
             try:
                 im.verify()
             except _PIL_ERRORS as exc:
-                raise ImageError(path, f"truncated or corrupt image data: {_one_line(exc)}") from exc
+                raise _corrupt(path, exc) from exc
         with _open_checked(path) as im:
             try:
                 im.load()
                 orientation = _orientation(im)
             except _PIL_ERRORS as exc:
-                raise ImageError(path, f"truncated or corrupt image data: {_one_line(exc)}") from exc
+                raise _corrupt(path, exc) from exc
             width, height = im.size
     except ImageError as exc:
         return ProbeResult(False, None, None, sha256, exc.reason)
@@ -367,7 +371,7 @@ def load_rgb(path: str | os.PathLike[str], *, max_side: int | None = None) -> Im
             im.load()
             upright = ImageOps.exif_transpose(im)  # a new image, detached from the file
         except _PIL_ERRORS as exc:
-            raise ImageError(path, f"truncated or corrupt image data: {_one_line(exc)}") from exc
+            raise _corrupt(path, exc) from exc
     try:
         rgb = _to_rgb(upright)
     except ValueError as exc:
@@ -586,6 +590,8 @@ def relative_uri(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> 
     bases = (Path(os.path.abspath(root)), Path(os.path.realpath(root)))
     for candidate in candidates:
         for base in bases:
-            if candidate != base and candidate.is_relative_to(base):
+            if candidate == base:
+                raise ValueError(f"{path} is the project root itself, not a file inside it")
+            if candidate.is_relative_to(base):
                 return candidate.relative_to(base).as_posix()
     raise ValueError(f"{path} is outside the project root {root}")

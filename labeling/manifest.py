@@ -122,6 +122,10 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _unreadable(path: Path, exc: OSError) -> ManifestError:
+    return ManifestError(path, f"cannot read manifest: {exc.strerror or _one_line(exc)}")
+
+
 def _iter_delimited(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
     """(first line of the record, cells) for each non-blank record, header included."""
     line = 0
@@ -133,11 +137,13 @@ def _iter_delimited(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]
                 if any(cell.strip() for cell in cells):
                     yield start, cells
     except UnicodeDecodeError as exc:
-        raise ManifestError(path, f"not a UTF-8 text file (near line {line + 1}): {exc.reason}") from exc
+        reason = f"not a UTF-8 text file (near line {line + 1}): {exc.reason}"
+        raise ManifestError(path, reason) from exc
     except csv.Error as exc:
-        raise ManifestError(path, f"malformed {path.suffix[1:].upper()} near line {line + 1}: {_one_line(exc)}") from exc
+        reason = f"malformed {path.suffix[1:].upper()} near line {line + 1}: {_one_line(exc)}"
+        raise ManifestError(path, reason) from exc
     except OSError as exc:
-        raise ManifestError(path, f"cannot read manifest: {exc.strerror or _one_line(exc)}") from exc
+        raise _unreadable(path, exc) from exc
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[int, list[object]]]:
@@ -238,13 +244,12 @@ def read_manifest(path: str | os.PathLike[str], *, root: str | os.PathLike[str])
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in MANIFEST_SUFFIXES:
-        raise ManifestError(
-            path, f"unsupported manifest type {suffix or '(none)'!r}: expected .csv, .tsv or .parquet"
-        )
+        reason = f"unsupported manifest type {suffix or '(none)'!r}"
+        raise ManifestError(path, f"{reason}: expected one of {', '.join(MANIFEST_SUFFIXES)}")
     try:
         is_file = path.is_file()
     except OSError as exc:
-        raise ManifestError(path, f"cannot read manifest: {exc.strerror or _one_line(exc)}") from exc
+        raise _unreadable(path, exc) from exc
     if not is_file:
         reason = "it is a folder" if path.is_dir() else "no such file"
         raise ManifestError(path, f"cannot read manifest: {reason}")
@@ -280,10 +285,12 @@ def read_manifest(path: str | os.PathLike[str], *, root: str | os.PathLike[str])
     for line, cells in records:
         if unit == "line" and len(cells) > len(header):
             problems.append(
-                f"line {line}: {len(cells)} fields but the header has {len(header)}; extra fields ignored"
+                f"line {line}: {len(cells)} fields but the header has {len(header)}; "
+                "extra fields ignored"
             )
         cell = _clean(cells[path_col]) if path_col < len(cells) else None
-        label = _clean(cells[label_col]) if label_col is not None and label_col < len(cells) else None
+        has_label = label_col is not None and label_col < len(cells)
+        label = _clean(cells[label_col]) if has_label else None
         if cell is None:
             problems.append(f"{unit} {line}: empty path")
             continue
@@ -296,9 +303,10 @@ def read_manifest(path: str | os.PathLike[str], *, root: str | os.PathLike[str])
             if earlier.label == label:
                 problems.append(f"{unit} {line}: {cell!r} repeats {unit} {earlier.line}, ignored")
             else:
+                first = _show(earlier.label)
                 problems.append(
                     f"{unit} {line}: {cell!r} is labelled {_show(label)} here but "
-                    f"{_show(earlier.label)} on {unit} {earlier.line}; keeping {_show(earlier.label)}"
+                    f"{first} on {unit} {earlier.line}; keeping {first}"
                 )
             continue
         row = ManifestRow(path=file, label=label, line=line)

@@ -66,9 +66,7 @@ class DeviceUnavailableError(RuntimeError):
     """Raised when ``device="cuda"`` is asked for on a machine without CUDA."""
 
 
-# --------------------------------------------------------------------------- #
-# Array helpers
-# --------------------------------------------------------------------------- #
+# -- Array helpers --
 def normalize(vectors: npt.ArrayLike) -> npt.NDArray[np.float32]:
     """Return an L2-normalised float32 copy of ``vectors``.
 
@@ -148,9 +146,7 @@ def _drop_self(
     )
 
 
-# --------------------------------------------------------------------------- #
-# Exact search in torch
-# --------------------------------------------------------------------------- #
+# -- Exact search in torch --
 def torch_knn(
     base: npt.ArrayLike | torch.Tensor,
     queries: npt.ArrayLike | torch.Tensor,
@@ -233,9 +229,7 @@ def torch_knn(
     return sims, idx
 
 
-# --------------------------------------------------------------------------- #
-# Backends: search over row positions
-# --------------------------------------------------------------------------- #
+# -- Backends: search over row positions --
 def _torch_cuda_available() -> bool:
     return torch.cuda.is_available()
 
@@ -352,9 +346,7 @@ class _TorchBackend:
         return torch_knn(self.base, queries, k, block=len(queries) or 1)
 
 
-# --------------------------------------------------------------------------- #
-# The index
-# --------------------------------------------------------------------------- #
+# -- The index --
 class NeighbourIndex:
     """Cosine-similarity nearest-neighbour search over items, keyed by item id.
 
@@ -365,6 +357,9 @@ class NeighbourIndex:
     Exact indexes hold a normalised copy of the vectors in faiss (or on the
     GPU) and one on the host for `search_ids`, so budget about twice the size
     of the float32 vectors.
+
+    Searches may run from several threads; `add` and `remove` must not run
+    while anything else uses the index.
 
     Attributes
     ----------
@@ -713,9 +708,7 @@ def _make_backend(
     return _FaissBackend(vectors, kind=kind, on_gpu=backend_name == "faiss-gpu", **options)
 
 
-# --------------------------------------------------------------------------- #
-# Graph and evaluation
-# --------------------------------------------------------------------------- #
+# -- Graph and evaluation --
 def knn_graph(
     vectors: npt.ArrayLike,
     k: int,
@@ -754,7 +747,10 @@ def knn_graph(
     k = _check_k(k)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    vecs = _as_vectors(vectors)
+    # Rows are normalised batch by batch: no full copy of a memory-mapped input.
+    vecs = np.asarray(vectors)
+    if vecs.ndim != 2:
+        raise ValueError(f"vectors must be 2-D (N, D), got shape {vecs.shape}")
     n = len(vecs)
     if index is None:
         index = NeighbourIndex.build(vecs, np.arange(n, dtype=np.int64))

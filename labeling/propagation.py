@@ -37,7 +37,9 @@ def _check_graph(
     graph_idx: npt.ArrayLike,
     labels: npt.ArrayLike,
     n_classes: int,
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+) -> tuple[
+    npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_]
+]:
     """Validate inputs; return sims, idx, labels and the mask of usable edges."""
     sims = np.asarray(graph_sims, dtype=np.float64)
     idx = np.asarray(graph_idx)

@@ -57,13 +57,14 @@ def _cv_metrics(x, labels, n_classes, graph, config: LearnerConfig, device, *, s
     """Cross-validated accuracy and expected calibration error of the learner on human labels."""
     labeled = np.flatnonzero(labels >= 0)
     counts = np.bincount(labels[labeled], minlength=n_classes)
-    present = counts[counts > 0]
-    if len(present) < 2 or present.min() < 2:
+    if (counts >= 2).sum() < 2:
         return {"cv_accuracy": None, "ece": None, "cv_note": "needs two labels in each of two classes"}
     rng = np.random.default_rng(seed)
+    # Items of classes with a single label always stay in training; the rest are held out in turn.
+    labeled = labeled[counts[labels[labeled]] >= 2]
     if len(labeled) > CV_MAX_LABELS:
         labeled = np.sort(rng.choice(labeled, CV_MAX_LABELS, replace=False))
-    folds = int(min(5, present.min()))
+    folds = int(min(5, max(2, counts[counts >= 2].min())))
     assign = np.empty(len(labeled), dtype=np.int64)
     for c in np.unique(labels[labeled]):  # stratified fold assignment
         members = np.flatnonzero(labels[labeled] == c)

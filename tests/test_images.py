@@ -417,7 +417,7 @@ def test_relative_uri(tmp_path):
         relative_uri(root, tmp_path / "x.png")
     with pytest.raises(ValueError, match="outside the project root"):
         relative_uri(root, root / ".." / "x.png")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="project root itself"):
         relative_uri(root, root)
 
 
