@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labeling import acquisition
+from labeling import acquisition, selection
 from labeling.ensemble import EnsembleConfig, FeatureScaler, pick_device
 from labeling.learner import LearnerConfig, fit_predict
 from labeling.pipeline import knn_graph_cached, load_vectors
@@ -166,20 +166,20 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
         confidence = mean.max(axis=1)
         votes = class_ids[probs.argmax(axis=2)].astype(np.int64)
         members = pred.member_names
-        batch, phase = acquisition.default_policy(
+        batch, phase = selection.default_policy(
             probs, x, min(DEFAULT_BATCH, int((labels < 0).sum())), labels=labels, n_classes=c, rng=rng,
             exclude=labels >= 0, knn_sims=graph[0])
         if cv:
             metrics.update(_cv_metrics(x, labels, c, graph, config, dev, seed=seed))
     else:
-        scores = {"typicality": acquisition.typicality(x, knn_sims=graph[0])}
+        scores = {"typicality": selection.typicality(x, knn_sims=graph[0])}
         pseudo = np.full(n, -1, dtype=np.int64)
         confidence = np.zeros(n, dtype=np.float32)
         top_idx = np.full((n, TOP_K), -1, dtype=np.int64)
         top_p = np.zeros((n, TOP_K), dtype=np.float32)
         votes = np.zeros((0, n), dtype=np.int64)
         members = []
-        batch, phase = acquisition.default_policy(
+        batch, phase = selection.default_policy(
             None, x, min(DEFAULT_BATCH, int((labels < 0).sum())), labels=labels, n_classes=max(c, 1), rng=rng,
             exclude=labels >= 0, knn_sims=graph[0])
         metrics["note"] = "cold start: fewer than two classes labeled, items ordered by typicality"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labeling import acquisition
+from labeling import acquisition, selection
 from labeling.ensemble import EnsembleConfig, FeatureScaler
 from labeling.learner import LearnerConfig, fit_predict
 from labeling.pipeline import ProjectVectors
@@ -55,14 +55,14 @@ def _select(strategy: str, need: int, data: SimData, labels: np.ndarray, eligibl
     if strategy == "random" or (probs is None and strategy not in ("default", "typicality")):
         return rng.choice(np.flatnonzero(eligible), size=need, replace=False)
     if strategy == "typicality":
-        return np.asarray(acquisition.typical_cold_start(data.x, need, labeled_mask=labels >= 0, rng=rng,
+        return np.asarray(selection.typical_cold_start(data.x, need, labeled_mask=labels >= 0, rng=rng,
                                                          knn_sims=data.graph[0], exclude=exclude))
     if strategy == "default":
-        idx, _phase = acquisition.default_policy(probs, data.x, need, labels=labels, n_classes=c, rng=rng,
+        idx, _phase = selection.default_policy(probs, data.x, need, labels=labels, n_classes=c, rng=rng,
                                                  exclude=exclude, knn_sims=data.graph[0])
         return np.asarray(idx)
     scores = acquisition.score(probs, strategy, rng=rng)
-    return np.asarray(acquisition.select_top(scores, need, rng=rng, exclude=exclude))
+    return np.asarray(selection.select_top(scores, need, rng=rng, exclude=exclude))
 
 
 def run(

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-import duckdb
+
 
 COLUMNS = ("id", "started_at", "finished_at", "status", "n_labels", "last_event_id", "backbone",
            "vector_version", "head_config", "metrics", "predictions_file", "error")

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labeling import acquisition as acq
+from labeling import selection as sel
 
 UNCERTAINTY_METHODS = (
     "least_confidence",
@@ -72,13 +73,13 @@ def test_uncertain_row_is_picked_by_every_uncertainty_measure(method):
     scores = acq.score(probs, method)
     assert scores.shape == (12,)
     assert np.all(scores[7] > np.delete(scores, 7))
-    picked = acq.select_top(scores, 1, rng=np.random.default_rng(0))
+    picked = sel.select_top(scores, 1, rng=np.random.default_rng(0))
     np.testing.assert_array_equal(picked, [7])
 
 
 def test_most_confident_ranks_the_uncertain_row_last():
     probs = _pool_with_one_uncertain_row(12, uncertain=7)
-    order = acq.select_top(acq.score(probs, "most_confident"), 12, rng=np.random.default_rng(0))
+    order = sel.select_top(acq.score(probs, "most_confident"), 12, rng=np.random.default_rng(0))
     assert order[-1] == 7
     np.testing.assert_allclose(acq.confidence(probs)[0], 0.9)
 
@@ -99,11 +100,17 @@ def test_bald_is_positive_when_confident_heads_disagree():
     assert 0.0 < bald[1] < bald[0]
 
 
-def test_kl_to_consensus_equals_bald():
+def test_kl_to_consensus_is_the_most_dissenting_head():
     probs = np.random.default_rng(2).dirichlet(np.full(5, 0.3), size=(4, 50))
-    np.testing.assert_allclose(
-        acq.kl_to_consensus(probs), acq.mutual_information(probs), rtol=1e-9, atol=1e-12
-    )
+    mean = probs.mean(axis=0)
+    per_head = np.sum(probs * (np.log(probs + 1e-300) - np.log(mean)[None]), axis=-1)  # (K, N)
+    np.testing.assert_allclose(acq.kl_to_consensus(probs), per_head.max(axis=0), rtol=1e-6, atol=1e-9)
+    # the mean over heads would be BALD; the max is a different, larger measure
+    assert np.all(acq.kl_to_consensus(probs) >= acq.mutual_information(probs) - 1e-12)
+    # one dissenting head among agreeing ones outranks mild, spread disagreement
+    dissent = np.array([[[0.9, 0.1]], [[0.9, 0.1]], [[0.9, 0.1]], [[0.05, 0.95]]])
+    mild = np.array([[[0.6, 0.4]], [[0.4, 0.6]], [[0.6, 0.4]], [[0.4, 0.6]]])
+    assert acq.kl_to_consensus(dissent)[0] > acq.kl_to_consensus(mild)[0]
 
 
 def test_vote_entropy_is_largest_when_votes_split_evenly():
@@ -212,7 +219,7 @@ def test_every_measure_is_finite_and_in_its_documented_range(k, n, c, alpha, dty
         "vote_entropy": (0.0, log_kc),
         "bald": (0.0, log_kc),
         "mutual_information": (0.0, log_kc),
-        "kl_to_consensus": (0.0, log_kc),
+        "kl_to_consensus": (0.0, math.log(k)),
         "t_similarity": (0.0, 1.0),
         "most_confident": (1.0 / c, 1.0),
     }
@@ -295,24 +302,24 @@ def test_strategies_is_read_only_and_names_the_aliases():
 def test_select_top_returns_best_first_and_skips_excluded():
     scores = np.array([0.1, 0.9, 0.5, 0.7, 0.3])
     rng = np.random.default_rng(0)
-    np.testing.assert_array_equal(acq.select_top(scores, 3, rng=rng), [1, 3, 2])
+    np.testing.assert_array_equal(sel.select_top(scores, 3, rng=rng), [1, 3, 2])
     exclude = np.array([False, True, False, False, False])
-    np.testing.assert_array_equal(acq.select_top(scores, 3, rng=rng, exclude=exclude), [3, 2, 4])
+    np.testing.assert_array_equal(sel.select_top(scores, 3, rng=rng, exclude=exclude), [3, 2, 4])
 
 
 def test_select_top_returns_every_eligible_item_when_asked_for_more():
     exclude = np.array([True, False, True, False])
-    picks = acq.select_top(np.zeros(4), 10, rng=np.random.default_rng(0), exclude=exclude)
+    picks = sel.select_top(np.zeros(4), 10, rng=np.random.default_rng(0), exclude=exclude)
     assert sorted(picks) == [1, 3]
-    assert acq.select_top(np.zeros(4), 0, rng=np.random.default_rng(0)).shape == (0,)
+    assert sel.select_top(np.zeros(4), 0, rng=np.random.default_rng(0)).shape == (0,)
 
 
 def test_select_top_breaks_ties_at_random():
     scores = np.zeros(100)
     scores[:5] = 1.0  # five clear winners, then a 95-way tie
-    first = acq.select_top(scores, 10, rng=np.random.default_rng(7))
-    again = acq.select_top(scores, 10, rng=np.random.default_rng(7))
-    other = acq.select_top(scores, 10, rng=np.random.default_rng(8))
+    first = sel.select_top(scores, 10, rng=np.random.default_rng(7))
+    again = sel.select_top(scores, 10, rng=np.random.default_rng(7))
+    other = sel.select_top(scores, 10, rng=np.random.default_rng(8))
     assert set(first[:5]) == set(range(5))
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first[5:], other[5:])
@@ -321,7 +328,7 @@ def test_select_top_breaks_ties_at_random():
 
 def test_select_top_raises_when_the_pool_is_empty():
     with pytest.raises(acq.EmptyPoolError):
-        acq.select_top(np.zeros(3), 1, rng=np.random.default_rng(0), exclude=np.ones(3, bool))
+        sel.select_top(np.zeros(3), 1, rng=np.random.default_rng(0), exclude=np.ones(3, bool))
 
 
 @pytest.mark.parametrize(
@@ -337,7 +344,7 @@ def test_select_top_raises_when_the_pool_is_empty():
 )
 def test_select_top_rejects_bad_input(scores, n, exclude, error):
     with pytest.raises(error):
-        acq.select_top(scores, n, rng=np.random.default_rng(0), exclude=exclude)
+        sel.select_top(scores, n, rng=np.random.default_rng(0), exclude=exclude)
 
 
 # --------------------------------------------------------------- diversity
@@ -358,9 +365,9 @@ def duplicated_pool():
 def test_diverse_batch_never_holds_two_duplicates(duplicated_pool, method):
     vectors, scores, group = duplicated_pool
     rng = np.random.default_rng(10)
-    plain = acq.select_top(scores, 8, rng=rng)
+    plain = sel.select_top(scores, 8, rng=rng)
     assert len(set(group[plain])) < 8  # without diversity the batch repeats images
-    picks = acq.diverse_top(scores, vectors, 8, rng=rng, method=method)
+    picks = sel.diverse_top(scores, vectors, 8, rng=rng, method=method)
     assert picks.shape == (8,)
     assert len(set(group[picks])) == 8
     assert len(np.unique(vectors[picks], axis=0)) == 8
@@ -371,7 +378,7 @@ def test_diverse_top_draws_from_top_candidates_best_first(duplicated_pool, metho
     vectors, scores, group = duplicated_pool
     exclude = np.zeros(200, dtype=bool)
     exclude[np.argsort(-scores)[:10]] = True  # the two best groups are already labeled
-    picks = acq.diverse_top(
+    picks = sel.diverse_top(
         scores,
         vectors,
         6,
@@ -390,9 +397,9 @@ def test_diverse_top_draws_from_top_candidates_best_first(duplicated_pool, metho
 def test_diverse_top_spreads_over_blobs(method):
     x, blob, _ = _blobs(np.random.default_rng(12), n_blobs=4, per_blob=50)
     scores = np.where(blob == 0, 1.0, 0.5) + 0.01 * np.random.default_rng(13).random(200)
-    plain = acq.select_top(scores, 4, rng=np.random.default_rng(14))
+    plain = sel.select_top(scores, 4, rng=np.random.default_rng(14))
     assert set(blob[plain]) == {0}
-    picks = acq.diverse_top(
+    picks = sel.diverse_top(
         scores, x, 4, rng=np.random.default_rng(14), candidate_factor=50, method=method
     )
     assert set(blob[picks]) == {0, 1, 2, 3}
@@ -404,18 +411,18 @@ def test_diverse_top_with_fewer_distinct_vectors_than_n(method):
     group = np.repeat(np.arange(3), 10)
     vectors = np.eye(4)[group]
     scores = np.linspace(0, 1, 30)
-    picks = acq.diverse_top(scores, vectors, 5, rng=np.random.default_rng(15), method=method)
+    picks = sel.diverse_top(scores, vectors, 5, rng=np.random.default_rng(15), method=method)
     assert len(set(picks)) == 5
     assert set(group[picks]) == {0, 1, 2}
 
 
 def test_diverse_top_rejects_unknown_method_and_mismatched_vectors():
     with pytest.raises(ValueError, match="clusters"):
-        acq.diverse_top(
+        sel.diverse_top(
             np.zeros(3), np.zeros((3, 2)), 1, rng=np.random.default_rng(0), method="grid"
         )
     with pytest.raises(ValueError, match="rows"):
-        acq.diverse_top(np.zeros(3), np.zeros((4, 2)), 1, rng=np.random.default_rng(0))
+        sel.diverse_top(np.zeros(3), np.zeros((4, 2)), 1, rng=np.random.default_rng(0))
 
 
 # --------------------------------------------------------------- cold start
@@ -425,7 +432,7 @@ def test_typicality_is_higher_inside_a_cluster_than_for_an_outlier():
     rng = np.random.default_rng(16)
     cluster = np.array([10.0, 0.0, 0.0]) + 0.3 * rng.normal(size=(60, 3))
     x = np.concatenate([cluster, [[0.0, 0.0, 10.0]]])  # one far-away outlier last
-    typ = acq.typicality(x, k=10)
+    typ = sel.typicality(x, k=10)
     assert typ.shape == (61,)
     assert np.all(typ[:60] > 10 * typ[60])
 
@@ -437,38 +444,38 @@ def test_typicality_uses_precomputed_neighbour_similarities():
     np.fill_diagonal(sims, -np.inf)
     knn_sims = -np.sort(-sims, axis=1)[:, :7]  # (N, 7), nearest first, self excluded
     np.testing.assert_allclose(
-        acq.typicality(x, k=7), acq.typicality(x, k=7, knn_sims=knn_sims), rtol=1e-5
+        sel.typicality(x, k=7), sel.typicality(x, k=7, knn_sims=knn_sims), rtol=1e-5
     )
     with pytest.raises(ValueError, match="knn_sims"):
-        acq.typicality(x, knn_sims=knn_sims[:10])
+        sel.typicality(x, knn_sims=knn_sims[:10])
 
 
 def test_typicality_ignores_missing_neighbours_marked_minus_inf():
     x = np.random.default_rng(21).normal(size=(4, 3))
-    computed = acq.typicality(x, k=20)  # only 3 neighbours exist
+    computed = sel.typicality(x, k=20)  # only 3 neighbours exist
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     sims = unit @ unit.T
     np.fill_diagonal(sims, -np.inf)
     padded = np.concatenate([-np.sort(-sims, axis=1)[:, :3], np.full((4, 2), -np.inf)], axis=1)
-    np.testing.assert_allclose(acq.typicality(x, k=20, knn_sims=padded), computed, rtol=1e-5)
-    alone = acq.typicality(x, knn_sims=np.full((4, 2), -np.inf))
+    np.testing.assert_allclose(sel.typicality(x, k=20, knn_sims=padded), computed, rtol=1e-5)
+    alone = sel.typicality(x, knn_sims=np.full((4, 2), -np.inf))
     np.testing.assert_array_equal(alone, np.ones(4))
     with pytest.raises(ValueError, match="NaN"):
-        acq.typicality(x, knn_sims=np.where(np.isinf(padded), np.nan, padded))
+        sel.typicality(x, knn_sims=np.where(np.isinf(padded), np.nan, padded))
 
 
 def test_typicality_with_duplicates_and_tiny_pools():
     x = np.repeat(np.eye(3), 4, axis=0)  # each vector four times
-    typ = acq.typicality(x, k=3)
+    typ = sel.typicality(x, k=3)
     assert np.all(np.isfinite(typ)) and np.all(typ > 1e5)
-    np.testing.assert_array_equal(acq.typicality(np.ones((1, 3))), [1.0])
+    np.testing.assert_array_equal(sel.typicality(np.ones((1, 3))), [1.0])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_cold_start_covers_every_blob_near_its_centre(seed):
     rng = np.random.default_rng(seed)
     x, blob, centres = _blobs(rng)
-    picks = acq.typical_cold_start(x, 5, labeled_mask=np.zeros(len(x), bool), rng=rng)
+    picks = sel.typical_cold_start(x, 5, labeled_mask=np.zeros(len(x), bool), rng=rng)
     assert sorted(blob[picks]) == [0, 1, 2, 3, 4]
     dist = _cosine_distance(x, centres[blob])  # (N,) to the pick's own blob centre
     for i in picks:
@@ -483,7 +490,7 @@ def test_cold_start_skips_blobs_that_already_have_labels():
     labeled[[3, 150]] = True  # one label in blob 0, one in blob 1
     exclude = blob == 2
     exclude[np.flatnonzero(blob == 2)[:1]] = False  # one item left eligible in blob 2
-    picks = acq.typical_cold_start(x, 3, labeled_mask=labeled, rng=rng, exclude=exclude)
+    picks = sel.typical_cold_start(x, 3, labeled_mask=labeled, rng=rng, exclude=exclude)
     assert sorted(blob[picks]) == [2, 3, 4]
     assert not (labeled | exclude)[picks].any()
 
@@ -493,12 +500,12 @@ def test_cold_start_asked_for_more_than_the_blobs():
     x, blob, _ = _blobs(rng, per_blob=30)
     labeled = np.zeros(len(x), bool)
     labeled[0] = True
-    picks = acq.typical_cold_start(x, 12, labeled_mask=labeled, rng=rng)
+    picks = sel.typical_cold_start(x, 12, labeled_mask=labeled, rng=rng)
     assert len(set(picks)) == 12
     assert set(blob[picks]) == set(range(5))
     assert 0 not in picks
     with pytest.raises(acq.EmptyPoolError):
-        acq.typical_cold_start(x, 1, labeled_mask=np.ones(len(x), bool), rng=rng)
+        sel.typical_cold_start(x, 1, labeled_mask=np.ones(len(x), bool), rng=rng)
 
 
 # ----------------------------------------------------------- default policy
@@ -523,7 +530,7 @@ def test_default_policy_cold_starts_without_a_model(three_class_pool):
     probs, x, labels, _ = three_class_pool
     labels = labels.copy()
     labels[82] = 2  # every class has three labels now
-    picks, phase = acq.default_policy(
+    picks, phase = sel.default_policy(
         None, x, 3, labels=labels, n_classes=3, rng=np.random.default_rng(0)
     )
     assert phase == "typicality"
@@ -532,20 +539,20 @@ def test_default_policy_cold_starts_without_a_model(three_class_pool):
 
 def test_default_policy_switches_phase_when_every_class_has_labels(three_class_pool):
     probs, x, labels, uncertain = three_class_pool
-    picks, phase = acq.default_policy(
+    picks, phase = sel.default_policy(
         probs, x, 3, labels=labels, n_classes=3, rng=np.random.default_rng(0)
     )
-    assert phase == acq.COLD_START_PHASE  # class 2 has only two labels
+    assert phase == sel.COLD_START_PHASE  # class 2 has only two labels
     assert np.all(labels[picks] == -1)
 
     labels = labels.copy()
     labels[82] = 2
     exclude = np.zeros(len(x), bool)
     exclude[7] = True
-    picks, phase = acq.default_policy(
+    picks, phase = sel.default_policy(
         probs, x, 3, labels=labels, n_classes=3, rng=np.random.default_rng(0), exclude=exclude
     )
-    assert phase == acq.DISAGREEMENT_PHASE
+    assert phase == sel.DISAGREEMENT_PHASE
     assert sorted(picks) == sorted(uncertain)
 
 
@@ -554,13 +561,13 @@ def test_default_policy_rejects_bad_labels(three_class_pool):
     bad = labels.copy()
     bad[10] = 3
     with pytest.raises(ValueError, match="labels"):
-        acq.default_policy(probs, x, 3, labels=bad, n_classes=3, rng=np.random.default_rng(0))
+        sel.default_policy(probs, x, 3, labels=bad, n_classes=3, rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="labels"):
-        acq.default_policy(
+        sel.default_policy(
             probs, x, 3, labels=labels[:-1], n_classes=3, rng=np.random.default_rng(0)
         )
     with pytest.raises(ValueError, match="items"):
-        acq.default_policy(
+        sel.default_policy(
             probs[:, :-1],
             x,
             3,

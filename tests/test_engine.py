@@ -15,7 +15,7 @@ from labeling.export import export
 from labeling.importer import import_folder
 from labeling.pipeline import import_embeddings, load_vectors
 from labeling.project import Project, ProjectError
-from labeling.rounds import load_predictions, train_round
+from labeling.rounds import train_round
 from labeling.service import LabelingService
 from storage import labels as labels_q
 

@@ -5,7 +5,6 @@ import multiprocessing as mp
 import time
 
 import duckdb
-import numpy as np
 import pytest
 
 from storage import items as items_q
