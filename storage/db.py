@@ -7,9 +7,10 @@ process holds the lock, the open is retried with exponential back-off until ``ti
 have passed. Heavy outputs (vectors, a round's predictions) live in files beside the database and
 are swapped in atomically, so no transaction ever waits on training.
 
-Within one process DuckDB shares one database instance between connections to the same path, so
-threads (Streamlit sessions, the retrain worker) each get their own connection and never block on
-the file lock.
+Within one process, concurrent sessions (Streamlit sessions, the retrain worker) share one open
+database instance per file and each takes its own cursor from it: DuckDB refuses to attach one
+file twice in a process. The instance is closed when the last session of the process ends, so the
+file is free for other processes between operations.
 """
 from __future__ import annotations
 
@@ -38,6 +39,37 @@ class DatabaseBusy(RuntimeError):
 def _is_lock_error(exc: BaseException) -> bool:
     text = str(exc).lower()
     return "lock" in text or "conflicting" in text or "already open" in text
+
+
+class _SharedInstances:
+    """Reference-counted open DuckDB instances, one per file, for the sessions of this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[str, tuple[duckdb.DuckDBPyConnection, int]] = {}
+
+    def acquire(self, key: str, opener) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            if key in self._open:
+                base, count = self._open[key]
+            else:
+                base, count = opener(), 0
+            self._open[key] = (base, count + 1)
+            return base.cursor()
+
+    def release(self, key: str, cursor: duckdb.DuckDBPyConnection) -> None:
+        with self._lock:
+            cursor.close()
+            base, count = self._open[key]
+            if count <= 1:
+                del self._open[key]
+                base.close()
+            else:
+                self._open[key] = (base, count - 1)
+
+
+_INSTANCES = _SharedInstances()
+"""The process's open database files; the one piece of process-wide state in storage."""
 
 
 class Database:
@@ -81,7 +113,8 @@ class Database:
         """
         if not self._migrated:
             self.migrate()
-        con = self._open()
+        key = str(self.path.resolve())
+        con = _INSTANCES.acquire(key, self._open)
         try:
             con.execute("BEGIN TRANSACTION")
             try:
@@ -91,16 +124,17 @@ class Database:
                 raise
             con.execute("COMMIT")
         finally:
-            con.close()
+            _INSTANCES.release(key, con)
 
     def migrate(self) -> int:
         """Bring the schema up to date; returns the schema version."""
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            con = self._open()
+            key = str(self.path.resolve())
+            con = _INSTANCES.acquire(key, self._open)
             try:
                 version = schema.migrate(con)
             finally:
-                con.close()
+                _INSTANCES.release(key, con)
             self._migrated = True
             return version
