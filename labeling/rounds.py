@@ -11,7 +11,7 @@ import logging
 import os
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,9 @@ class RoundPredictions:
     scores: dict[str, np.ndarray]
     default_order: np.ndarray  # (N,) row positions, default policy first
     phase: str
+    cv: dict[str, np.ndarray] = field(default_factory=dict)
+    """Cross-validated outputs on human labels, one entry per held-out item (empty without CV):
+    ``item_ids`` (n,), ``confidence`` (n,), ``predicted`` (n,) class id, ``true`` (n,) class id."""
 
     def row_of(self) -> dict[int, int]:
         return {int(i): r for r, i in enumerate(self.item_ids.tolist())}
@@ -55,10 +58,16 @@ class RoundPredictions:
 
 def _cv_metrics(x, labels, n_classes, graph, config: LearnerConfig, device, *, seed: int = 0) -> dict:
     """Cross-validated accuracy and expected calibration error of the learner on human labels."""
+    return _cross_validate(x, labels, n_classes, graph, config, device, seed=seed)[0]
+
+
+def _cross_validate(x, labels, n_classes, graph, config: LearnerConfig, device, *,
+                    seed: int = 0) -> tuple[dict, dict[str, np.ndarray]]:
+    """Metrics as ``_cv_metrics`` plus the held-out outputs: rows, confidence, predicted and true column."""
     labeled = np.flatnonzero(labels >= 0)
     counts = np.bincount(labels[labeled], minlength=n_classes)
     if (counts >= 2).sum() < 2:
-        return {"cv_accuracy": None, "ece": None, "cv_note": "needs two labels in each of two classes"}
+        return {"cv_accuracy": None, "ece": None, "cv_note": "needs two labels in each of two classes"}, {}
     rng = np.random.default_rng(seed)
     # Items of classes with a single label always stay in training; the rest are held out in turn.
     labeled = labeled[counts[labels[labeled]] >= 2]
@@ -69,7 +78,7 @@ def _cv_metrics(x, labels, n_classes, graph, config: LearnerConfig, device, *, s
     for c in np.unique(labels[labeled]):  # stratified fold assignment
         members = np.flatnonzero(labels[labeled] == c)
         assign[members] = rng.permutation(len(members)) % folds
-    conf_all, correct_all = [], []
+    conf_all, correct_all, rows_all, pred_all = [], [], [], []
     for f in range(folds):
         held = labeled[assign == f]
         masked = labels.copy()
@@ -80,9 +89,14 @@ def _cv_metrics(x, labels, n_classes, graph, config: LearnerConfig, device, *, s
         mean = pred.mean[held]
         conf_all.append(mean.max(axis=1))
         correct_all.append(mean.argmax(axis=1) == labels[held])
+        rows_all.append(held)
+        pred_all.append(mean.argmax(axis=1))
     conf, correct = np.concatenate(conf_all), np.concatenate(correct_all)
-    return {"cv_accuracy": float(correct.mean()), "ece": expected_calibration_error(conf, correct),
-            "cv_folds": folds, "cv_labels": int(len(labeled))}
+    rows = np.concatenate(rows_all).astype(np.int64)
+    outputs = {"rows": rows, "confidence": conf.astype(np.float32),
+               "predicted": np.concatenate(pred_all).astype(np.int64), "true": labels[rows]}
+    return ({"cv_accuracy": float(correct.mean()), "ece": expected_calibration_error(conf, correct),
+             "cv_folds": folds, "cv_labels": int(len(labeled))}, outputs)
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, *, n_bins: int = 15) -> float:
@@ -150,6 +164,7 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
     c = len(class_ids)
     metrics: dict = {"n_items": n, "n_labels": int((labels >= 0).sum()), "n_classes": c}
     labeled_classes = np.unique(labels[labels >= 0])
+    cv_out: dict[str, np.ndarray] = {}
     if len(labeled_classes) >= 2:
         pred = fit_predict(x, labels, c, graph=graph, config=config, device=dev)
         probs = pred.probs
@@ -170,7 +185,11 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
             probs, x, min(DEFAULT_BATCH, int((labels < 0).sum())), labels=labels, n_classes=c, rng=rng,
             exclude=labels >= 0, knn_sims=graph[0])
         if cv:
-            metrics.update(_cv_metrics(x, labels, c, graph, config, dev, seed=seed))
+            cv_metrics, held = _cross_validate(x, labels, c, graph, config, dev, seed=seed)
+            metrics.update(cv_metrics)
+            if held:  # stored with the round so reports need no retraining
+                cv_out = {"item_ids": pv.item_ids[held["rows"]].astype(np.int64), "confidence": held["confidence"],
+                          "predicted": class_ids[held["predicted"]], "true": class_ids[held["true"]]}
     else:
         scores = {"typicality": selection.typicality(x, knn_sims=graph[0])}
         pseudo = np.full(n, -1, dtype=np.int64)
@@ -192,13 +211,15 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
     default_order = np.concatenate([np.asarray(batch, dtype=np.int64), rest])
     preds = RoundPredictions(-1, pv.item_ids, class_ids, class_names, pseudo, confidence.astype(np.float32),
                              top_idx, top_p.astype(np.float32), votes, members,
-                             {k: np.asarray(v, np.float32) for k, v in scores.items()}, default_order, phase)
+                             {k: np.asarray(v, np.float32) for k, v in scores.items()}, default_order, phase,
+                             cv=cv_out)
     return preds, metrics
 
 
 def save_predictions(p: RoundPredictions, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
     arrays = {f"score__{k}": v for k, v in p.scores.items()}
+    arrays.update({f"cv__{k}": v for k, v in p.cv.items()})
     with open(tmp, "wb") as fh:
         np.savez(fh, round_id=p.round_id, item_ids=p.item_ids, class_ids=p.class_ids,
                  class_names=np.array(p.class_names, dtype=str), pseudo=p.pseudo, confidence=p.confidence,
@@ -212,9 +233,11 @@ def save_predictions(p: RoundPredictions, path: Path) -> None:
 def load_predictions(path: Path) -> RoundPredictions:
     with np.load(path) as z:  # no pickles: plain arrays only
         scores = {k[len("score__"):]: z[k] for k in z.files if k.startswith("score__")}
+        cv = {k[len("cv__"):]: z[k] for k in z.files if k.startswith("cv__")}  # absent in older rounds
         return RoundPredictions(int(z["round_id"]), z["item_ids"], z["class_ids"], [str(s) for s in z["class_names"]],
                                 z["pseudo"], z["confidence"], z["top_idx"], z["top_p"], z["votes"],
-                                [str(s) for s in z["member_names"]], scores, z["default_order"], str(z["phase"]))
+                                [str(s) for s in z["member_names"]], scores, z["default_order"], str(z["phase"]),
+                                cv=cv)
 
 
 def latest_predictions(project: Project) -> tuple[dict, RoundPredictions] | None:

@@ -46,6 +46,7 @@ class LabelingService:
     def __init__(self, root: str | Path, *, create: bool = False) -> None:
         self.project = Project(root, create=create)
         self._pred_cache: tuple[int, RoundPredictions, dict] | None = None
+        self._graph_cache: tuple[str, np.ndarray, np.ndarray, dict[int, int], np.ndarray] | None = None
 
     # ---- reading -------------------------------------------------------------------------
     def predictions(self) -> tuple[dict, RoundPredictions] | None:
@@ -65,7 +66,8 @@ class LabelingService:
         with self.project.db.session() as con:
             return dict(labels_q.classes(con))
 
-    def queue(self, n: int, *, strategy: str = "default", seed: int = 0) -> list[QueueItem]:
+    def queue(self, n: int, *, strategy: str = "default", seed: int = 0,
+              exclude: Sequence[int] = ()) -> list[QueueItem]:
         """The next ``n`` unlabeled items, most useful first, from the newest round."""
         if n < 1:
             raise ValueError("n must be at least 1")
@@ -76,7 +78,7 @@ class LabelingService:
             raise LookupError(f"no finished round yet; run 'python -m labeling train {self.project.root}'")
         rnd, p = got
         with self.project.db.session() as con:
-            done = {int(r[0]) for r in labels_q.current_state(con)}
+            done = {int(r[0]) for r in labels_q.current_state(con)} | {int(i) for i in exclude}
             names = dict(labels_q.classes(con))
         score_name = {"default": None, "bald": "bald"}.get(strategy, strategy)
         if strategy == "default":
@@ -124,8 +126,122 @@ class LabelingService:
                 "unreadable": counts.get("unreadable", 0), "duplicates": counts.get("duplicate", 0),
                 "labels": n_labels, "classes": [n for _, n in classes],
                 "round": None if latest is None else {"id": latest["id"], "labels": latest["n_labels"],
-                                                      "finished_at": str(latest["finished_at"]),
+                                                      "finished_at": str(latest["finished_at"]), "finished_dt": latest["finished_at"],
                                                       "metrics": latest["metrics"]}}
+
+    def current_labels(self) -> dict[int, tuple[str | None, str, str]]:
+        """item_id -> (class name or None for skip, user, source) of every item with a live event."""
+        with self.project.db.session() as con:
+            names = dict(labels_q.classes(con))
+            state = labels_q.current_state(con)
+        return {int(r[0]): (names.get(r[1]) if r[2] == "label" else None, r[3], r[4]) for r in state}
+
+    def _graph(self) -> tuple[np.ndarray, np.ndarray, dict[int, int], np.ndarray]:
+        """The cached kNN graph of the active vectors: (sims, rows, item_id -> row, row -> item_id)."""
+        from labeling.pipeline import knn_graph_cached, load_vectors
+
+        version = self.project.setting("vector_key") or ""
+        if self._graph_cache is None or self._graph_cache[0] != version:
+            pv = load_vectors(self.project)
+            sims, idx = knn_graph_cached(self.project, pv)
+            rows = {int(i): r for r, i in enumerate(pv.item_ids.tolist())}
+            self._graph_cache = (version, sims, idx, rows, pv.item_ids)
+        return self._graph_cache[1:]
+
+    def item_card(self, item_id: int) -> dict:
+        """Everything the label page shows about one item."""
+        with self.project.db.session() as con:
+            info = items_q.items_by_ids(con, [item_id]).get(int(item_id))
+            names = dict(labels_q.classes(con))
+        if info is None:
+            raise LookupError(f"no item {item_id}")
+        card = {"item_id": int(item_id), "uri": info["uri"], "path": str(self.project.resolve_uri(info["uri"])),
+                "width": info["width"], "height": info["height"], "pseudo_label": None, "confidence": None,
+                "scores": {}, "top": [], "votes": [], "round_id": None}
+        got = self.predictions()
+        if got is not None:
+            rnd, p = got
+            row = p.row_of().get(int(item_id))
+            if row is not None:
+                card["round_id"] = rnd["id"]
+                if p.pseudo[row] >= 0:
+                    card["pseudo_label"] = names.get(int(p.pseudo[row]))
+                    card["confidence"] = float(p.confidence[row])
+                card["scores"] = {k: float(v[row]) for k, v in p.scores.items()}
+                card["top"] = [(names.get(int(c), str(c)), float(pr)) for c, pr in zip(p.top_idx[row], p.top_p[row])
+                               if c >= 0]
+                card["votes"] = [(m, names.get(int(v), str(v))) for m, v in zip(p.member_names, p.votes[:, row])]
+        card["current"] = self.current_labels().get(int(item_id))
+        return card
+
+    def neighbours(self, item_id: int, *, k: int = 12) -> list[dict]:
+        """The k nearest items (cosine similarity) with their human label or pseudo-label."""
+        sims, idx, rows, ids = self._graph()
+        row = rows.get(int(item_id))
+        if row is None:
+            return []
+        keep = [(int(ids[j]), float(s)) for j, s in zip(idx[row], sims[row]) if j >= 0][:k]
+        current = self.current_labels()
+        got = self.predictions()
+        names = self.class_names()
+        pseudo = {}
+        if got is not None:
+            p = got[1]
+            prow = p.row_of()
+            for nid, _ in keep:
+                r = prow.get(nid)
+                if r is not None and p.pseudo[r] >= 0:
+                    pseudo[nid] = (names.get(int(p.pseudo[r])), float(p.confidence[r]))
+        with self.project.db.session() as con:
+            info = items_q.items_by_ids(con, [n for n, _ in keep])
+        out = []
+        for nid, sim in keep:
+            human = current.get(nid)
+            out.append({"item_id": nid, "uri": info[nid]["uri"], "similarity": sim,
+                        "thumb": str(self.project.thumb_path(info[nid]["sha256"])),
+                        "label": human[0] if human else None,
+                        "pseudo_label": pseudo.get(nid, (None, None))[0],
+                        "confidence": pseudo.get(nid, (None, None))[1]})
+        return out
+
+    def neighbourhood_candidates(self, item_id: int, label: str, *, k: int = 12, min_similarity: float = 0.8) -> list[int]:
+        """Unlabeled neighbours above ``min_similarity`` whose suggestion is ``label``."""
+        return [n["item_id"] for n in self.neighbours(item_id, k=k)
+                if n["similarity"] >= min_similarity and n["label"] is None and n["pseudo_label"] == label]
+
+    def accept_neighbourhood(self, item_id: int, label: str, *, user: str, k: int = 12,
+                             min_similarity: float = 0.8, model_round: int | None = None) -> tuple[str, list[int]]:
+        """Label the item and its matching neighbours as one batch; returns (batch id, item ids)."""
+        items = [int(item_id)] + self.neighbourhood_candidates(item_id, label, k=k, min_similarity=min_similarity)
+        batch = self.label(items, label, user=user, source="accept_neighbourhood", model_round=model_round)
+        return batch, items
+
+    def grid(self, label: str, *, n: int = 36) -> list[dict]:
+        """Up to ``n`` unlabeled items suggested as ``label``, most confident first."""
+        got = self.predictions()
+        if got is None:
+            return []
+        rnd, p = got
+        by_name = {v: k for k, v in self.class_names().items()}
+        if label not in by_name:
+            raise UnknownClass(f"unknown class {label!r}")
+        done = set(self.current_labels())
+        rows = np.flatnonzero(p.pseudo == by_name[label])
+        rows = rows[np.argsort(-p.confidence[rows], kind="stable")]
+        picked = [int(r) for r in rows if int(p.item_ids[r]) not in done][:n]
+        with self.project.db.session() as con:
+            info = items_q.items_by_ids(con, [int(p.item_ids[r]) for r in picked])
+        return [{"item_id": int(p.item_ids[r]), "uri": info[int(p.item_ids[r])]["uri"],
+                 "thumb": str(self.project.thumb_path(info[int(p.item_ids[r])]["sha256"])),
+                 "confidence": float(p.confidence[r])} for r in picked]
+
+    def accept_grid(self, item_ids: Sequence[int], misfits: Sequence[int], label: str, *, user: str,
+                    model_round: int | None = None) -> str | None:
+        """Accept every shown item except the misfits as one batch; misfits stay in the queue."""
+        keep = [int(i) for i in item_ids if int(i) not in set(int(m) for m in misfits)]
+        if not keep:
+            return None
+        return self.label(keep, label, user=user, source="grid", model_round=model_round)
 
     # ---- writing -------------------------------------------------------------------------
     def label(

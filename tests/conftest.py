@@ -31,3 +31,44 @@ def truth(demo_project) -> dict[str, str]:
 
     with open(demo_project / ".quorum" / "demo_truth.csv", encoding="utf-8") as fh:
         return {r["uri"]: r["true_class"] for r in csv.DictReader(fh)}
+
+
+def _truth_of(root: Path) -> dict[str, str]:
+    import csv
+
+    with open(root / ".quorum" / "demo_truth.csv", encoding="utf-8") as fh:
+        return {r["uri"]: r["true_class"] for r in csv.DictReader(fh)}
+
+
+@pytest.fixture(scope="session")
+def trained_project_template(demo_project_template, tmp_path_factory) -> Path:
+    """The demo project with 3 true labels per class (a simulated annotator) and a trained round."""
+    from labeling.rounds import train_round
+    from labeling.service import LabelingService
+
+    root = tmp_path_factory.mktemp("trained-template") / "demo"
+    shutil.copytree(demo_project_template, root)
+    service = LabelingService(root)
+    by_class: dict[str, list[str]] = {}
+    for uri, cls in sorted(_truth_of(root).items()):
+        by_class.setdefault(cls, []).append(uri)
+    service.label_table([{"uri": u, "label": c} for c, uris in by_class.items() for u in uris[:3]], user="seed")
+    train_round(service.project, device="cpu", cv=False)
+    return root
+
+
+@pytest.fixture
+def trained_project(trained_project_template, tmp_path) -> Path:
+    dest = tmp_path / "trained"
+    shutil.copytree(trained_project_template, dest)
+    return dest
+
+
+@pytest.fixture
+def app_env(monkeypatch):
+    """Point the app at a project, without the background worker (tests drive rounds themselves)."""
+    def _use(root: Path) -> None:
+        monkeypatch.setenv("QUORUM_PROJECT", str(root))
+        monkeypatch.setenv("QUORUM_WORKER", "0")
+        monkeypatch.setenv("QUORUM_USER", "tester")
+    return _use

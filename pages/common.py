@@ -1,0 +1,107 @@
+"""Streamlit-side plumbing shared by the pages: the one cached service, the user, the sidebar.
+
+Only layout lives here and in the pages; every decision is made in ``labeling/``.
+"""
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+
+import streamlit as st
+
+from labeling.project import ProjectError
+from labeling.service import LabelingService
+from labeling.worker import RetrainWorker
+
+PROJECT_ENV = "QUORUM_PROJECT"
+USER_ENV = "QUORUM_USER"
+REFRESH_S = 3
+"""How often fragments look for a newer model round."""
+
+
+@st.cache_resource(show_spinner="Opening the project…")
+def _open(root: str, start_worker: bool) -> tuple[LabelingService, RetrainWorker | None]:
+    """One service and one retrain worker per project per server, shared by all sessions."""
+    service = LabelingService(root)
+    worker = None
+    if start_worker:
+        worker = RetrainWorker(root, min_new_events=int(os.environ.get("QUORUM_RETRAIN_EVENTS", "5")),
+                               max_wait_s=float(os.environ.get("QUORUM_RETRAIN_SECONDS", "20"))).start()
+    return service, worker
+
+
+def project_root() -> str:
+    return os.environ.get(PROJECT_ENV, "demo-project")
+
+
+def get_service() -> LabelingService:
+    try:
+        return _open(project_root(), os.environ.get("QUORUM_WORKER", "1") != "0")[0]
+    except ProjectError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+def get_worker() -> RetrainWorker | None:
+    return _open(project_root(), os.environ.get("QUORUM_WORKER", "1") != "0")[1]
+
+
+def current_user() -> str:
+    """The person labeling in this browser session (single-user local mode: a name, no password)."""
+    if "user" not in st.session_state:
+        st.session_state["user"] = os.environ.get(USER_ENV, "local")
+    return st.session_state["user"]
+
+
+def ago(ts) -> str:
+    if ts is None:
+        return "never"
+    if isinstance(ts, datetime):
+        now = datetime.now(timezone.utc).replace(tzinfo=None) if ts.tzinfo is None else datetime.now(timezone.utc)
+        seconds = (now - ts).total_seconds()
+        if ts.tzinfo is None:  # DuckDB current_timestamp is stored in UTC
+            seconds = (datetime.now(timezone.utc).replace(tzinfo=None) - ts).total_seconds()
+    else:
+        seconds = time.time() - float(ts)
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    return f"{seconds // 3600} h ago"
+
+
+@st.fragment(run_every=REFRESH_S)
+def sidebar_status() -> None:
+    """Project, the model round in use, its labels and age, and the retrain worker's state."""
+    service = get_service()
+    summary = service.summary()
+    st.caption(f"Project **{os.path.basename(summary['root'])}**")
+    rnd = summary["round"]
+    if rnd is None:
+        st.write("No model round yet")
+    else:
+        acc = rnd["metrics"].get("cv_accuracy")
+        st.write(f"Round **{rnd['id']}** · {rnd['labels']} labels · finished {ago(rnd['finished_dt'])}")
+        if acc is not None:
+            st.caption(f"cross-validated accuracy {acc:.1%}")
+    st.caption(f"{summary['labels']} of {summary['items']} items labeled")
+    worker = get_worker()
+    if worker is not None:
+        s = worker.status
+        st.caption(f"Retraining: {s.state}" + (f" · {s.pending_events} new events" if s.pending_events else ""))
+        if s.last_error:
+            st.warning(f"Last round failed: {s.last_error}")
+    failed = [r for r in service.rounds()[-3:] if r["status"] == "failed"]
+    if failed and (rnd is None or failed[-1]["id"] > rnd["id"]):
+        st.warning(f"Round {failed[-1]['id']} failed; round {rnd['id'] if rnd else '—'} stays in use.")
+
+
+def sidebar() -> None:
+    with st.sidebar:
+        user = st.text_input("Annotator", value=current_user(), key="user_input",
+                             help="Your name is stored with every label you make.")
+        if user.strip() and user.strip() != st.session_state.get("user"):
+            st.session_state["user"] = user.strip()
+        sidebar_status()

@@ -1,0 +1,196 @@
+"""Label: the queue ranked by disagreement, the item card, its neighbourhood, grid mode."""
+from __future__ import annotations
+
+import streamlit as st
+
+from labeling.service import QUEUE_STRATEGIES, UnknownClass
+from pages.common import REFRESH_S, current_user, get_service
+
+service = get_service()
+user = current_user()
+ss = st.session_state
+ss.setdefault("passed", [])  # items this session moved past with "Next"
+ss.setdefault("last_batch", None)
+ss.setdefault("flash", None)
+
+STRATEGY_NAMES = {"default": "Default policy", "most_confident": "Most confident first", "random": "Random"}
+
+st.title("Label")
+top = st.columns([2, 2, 1])
+strategy = top[0].selectbox("Order", QUEUE_STRATEGIES, key="label_strategy",
+                            format_func=lambda s: STRATEGY_NAMES.get(s, s.replace("_", " ").capitalize()))
+grid_mode = top[1].toggle("Grid mode", key="label_grid_mode", help="Review many items of one suggested class at once")
+with top[2].popover("Keys"):
+    st.markdown("**Enter** accept · **1–9** pick class · **S** skip · **N** next · **A** accept neighbourhood · "
+                "**Ctrl+Z** undo")
+
+if ss.flash:
+    st.toast(ss.flash)
+    ss.flash = None
+
+classes = sorted(service.class_names().values())
+
+
+def _record(batch: str, message: str) -> None:
+    ss.last_batch = batch
+    ss.flash = message
+
+
+def _undo() -> None:
+    try:
+        items = service.undo(ss.last_batch, user=user) if ss.last_batch else service.undo(user=user)
+        ss.flash = f"Undid {len(items)} label(s)"
+        ss.last_batch = None
+    except LookupError as exc:
+        ss.flash = str(exc)
+
+
+# ---------------------------------------------------------------------------------------------
+if grid_mode:
+    if not classes:
+        st.info("Grid mode needs classes and a model round: label a few items first.")
+        st.stop()
+    g = st.columns([2, 1])
+    grid_class = g[0].selectbox("Suggested class", classes, key="grid_class")
+    size = g[1].slider("Items", 24, 60, 36, step=6, key="grid_size")
+    try:
+        cells = service.grid(grid_class, n=size)
+    except UnknownClass as exc:
+        st.error(str(exc))
+        st.stop()
+    if not cells:
+        st.info(f"No unlabeled items are suggested as “{grid_class}” in the current round.")
+        st.stop()
+    st.caption("Tick the misfits; everything else is accepted as one batch. Misfits go back to the queue.")
+    misfits = []
+    cols = st.columns(6)
+    for k, cell in enumerate(cells):
+        with cols[k % 6]:
+            st.image(cell["thumb"], width="stretch")
+            if st.checkbox(f"misfit · {cell['confidence']:.0%}", key=f"misfit_{cell['item_id']}"):
+                misfits.append(cell["item_id"])
+    n_accept = len(cells) - len(misfits)
+    if st.button(f"Accept {n_accept} as {grid_class}", type="primary", key="grid_accept", disabled=n_accept == 0):
+        batch = service.accept_grid([c["item_id"] for c in cells], misfits, grid_class, user=user)
+        _record(batch, f"Accepted {n_accept} items as {grid_class}")
+        for c in cells:
+            ss.pop(f"misfit_{c['item_id']}", None)
+        st.rerun()
+    if st.button("Undo last batch", key="grid_undo", shortcut="Ctrl+Z"):
+        _undo()
+        st.rerun()
+    st.stop()
+
+# ---------------------------------------------------------------------------------------------
+try:
+    queue = service.queue(1, strategy=strategy, exclude=ss.passed)
+except LookupError as exc:
+    st.info(str(exc))
+    st.stop()
+except ValueError as exc:
+    st.warning(str(exc))
+    st.stop()
+if not queue:
+    if ss.passed:
+        ss.passed = []
+        st.rerun()
+    st.success("Every item has a label. Export it from the Data page.")
+    st.stop()
+
+item = queue[0]
+card = service.item_card(item.item_id)
+suggestion = card["pseudo_label"]
+left, right = st.columns([3, 4])
+with left:
+    st.image(card["path"], width="stretch", caption=card["uri"])
+with right:
+    if suggestion:
+        st.subheader(f"Suggestion: {suggestion}")
+        m = st.columns(3)
+        m[0].metric("Confidence", f"{card['confidence']:.0%}")
+        m[1].metric("Disagreement (BALD)", f"{card['scores'].get('bald', 0):.3f}")
+        m[2].metric("Margin score", f"{card['scores'].get('margin', 0):.2f}")
+        for name, p in card["top"]:
+            st.progress(min(max(p, 0.0), 1.0), text=f"{name} · {p:.0%}")
+        if card["votes"]:
+            votes = ", ".join(f"{m}: {v}" for m, v in card["votes"])
+            st.caption(f"Votes of round {card['round_id']}: {votes}")
+    else:
+        st.subheader("No suggestion yet")
+        st.caption("The first rounds ask for typical items of distinct clusters; suggestions appear once two "
+                   "classes have labels.")
+
+    def act(label: str | None, source: str) -> None:
+        batch = service.label([item.item_id], label, user=user, source=source, model_round=card["round_id"])
+        _record(batch, f"{card['uri']} → {label or 'skipped'}")
+
+    a = st.columns(4)
+    if a[0].button(f"Accept {suggestion or ''}".strip(), type="primary", key="accept", shortcut="Enter",
+                   disabled=suggestion is None):
+        act(suggestion, "accept_suggestion")
+        st.rerun()
+    if a[1].button("Skip / unsure", key="skip", shortcut="S"):
+        act(None, "manual")
+        st.rerun()
+    if a[2].button("Next", key="next", shortcut="N"):
+        ss.passed = [*ss.passed, item.item_id]
+        st.rerun()
+    if a[3].button("Undo", key="undo", shortcut="Ctrl+Z"):
+        _undo()
+        st.rerun()
+
+    if classes:
+        st.write("Pick a class")
+        bcols = st.columns(min(len(classes), 5) or 1)
+        for k, name in enumerate(classes[:9]):
+            if bcols[k % len(bcols)].button(f"{k + 1} · {name}", key=f"class_{k + 1}", shortcut=str(k + 1)):
+                act(name, "manual")
+                st.rerun()
+    f = st.columns([3, 1])
+    chosen = f[0].selectbox("Any class (type to search)", classes, index=None, key="typeahead",
+                            placeholder="Start typing a class name")
+    if f[1].button("Label", key="typeahead_button", disabled=chosen is None):
+        act(chosen, "manual")
+        st.rerun()
+    f = st.columns([3, 1])
+    new_class = f[0].text_input("New class", key="new_class", placeholder="Add a class and label this item")
+    if f[1].button("Add", key="new_class_button", disabled=not new_class.strip()):
+        act(new_class.strip(), "manual")
+        ss.pop("new_class", None)
+        st.rerun()
+
+st.divider()
+nh = st.columns([2, 1, 1])
+nh[0].subheader("Neighbourhood")
+k = nh[1].slider("Neighbours", 4, 15, 12, key="nh_k")
+threshold = nh[2].slider("Similarity threshold", 0.5, 1.0, 0.8, 0.01, key="nh_threshold")
+neighbours = service.neighbours(item.item_id, k=k)
+target = suggestion
+candidates = service.neighbourhood_candidates(item.item_id, target, k=k, min_similarity=threshold) if target else []
+cols = st.columns(6)
+for j, n in enumerate(neighbours):
+    with cols[j % 6]:
+        st.image(n["thumb"], width="stretch")
+        shown = n["label"] or (f"{n['pseudo_label']}?" if n["pseudo_label"] else "—")
+        mark = " ✓" if n["item_id"] in candidates else ""
+        st.caption(f"{n['similarity']:.2f} · {shown}{mark}")
+if target and st.button(f"Accept neighbourhood as {target} ({len(candidates) + 1} items)", key="accept_neighbourhood",
+                        shortcut="A"):
+    batch, items = service.accept_neighbourhood(item.item_id, target, user=user, k=k, min_similarity=threshold,
+                                                model_round=card["round_id"])
+    _record(batch, f"Accepted {len(items)} items as {target}")
+    st.rerun()
+
+
+@st.fragment(run_every=REFRESH_S)
+def _round_watch() -> None:
+    """Tell the person when a newer round is in use, without moving them off their item."""
+    got = service.predictions()
+    rid = got[0]["id"] if got else None
+    seen = ss.setdefault("round_seen", rid)
+    if rid != seen:
+        ss.round_seen = rid
+        st.toast(f"Model round {rid} is ready; suggestions refreshed")
+
+
+_round_watch()

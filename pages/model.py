@@ -1,0 +1,158 @@
+"""Model: round history, cross-validated quality, calibration, the retrain loop, and auto-accept."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from labeling import model_report
+from labeling.autoaccept import Candidate
+from labeling.service import LabelingService
+from pages.common import current_user, get_service, get_worker
+
+AUDIT_N = 12
+AUDIT_COLUMNS = 6
+
+
+def _accept(service: LabelingService, candidates: list[Candidate], user: str, round_id: int) -> None:
+    """Button callback: write exactly the previewed items as one batch."""
+    try:
+        done = model_report.accept_batch(service, candidates, user=user, model_round=round_id)
+    except ValueError as exc:
+        st.session_state["aa_message"] = ("error", str(exc))
+        return
+    st.session_state["aa_batch"] = done.batch_id
+    note = f" ({len(done.skipped)} left out: decided meanwhile)" if done.skipped else ""
+    st.session_state["aa_message"] = ("success", f"Accepted {len(done.item_ids)} items as one batch{note}.")
+    st.session_state["aa_checked"] = False
+
+
+def _undo(service: LabelingService, batch_id: str, user: str) -> None:
+    """Button callback: revoke the whole auto-accept batch."""
+    try:
+        items = service.undo(batch_id, user=user)
+    except LookupError as exc:
+        st.session_state["aa_message"] = ("error", str(exc))
+    else:
+        st.session_state["aa_message"] = ("info", f"Undone: {len(items)} items are unlabeled again.")
+    st.session_state.pop("aa_batch", None)
+
+
+def _pct(x) -> str:
+    return "—" if x is None or x != x else f"{x:.1%}"
+
+
+service = get_service()
+user = current_user()
+st.title("Model")
+
+# ---- the round in use and the retrain loop ---------------------------------------------------
+failed = model_report.failed_after_current(service)
+if failed is not None:
+    in_use = f"round {failed['in_use']} stays in use" if failed["in_use"] is not None else "no round is in use yet"
+    st.warning(f"Round {failed['id']} failed: {failed['error']}. The previous model is kept: {in_use}.")
+
+summary = service.summary()
+rnd = summary["round"]
+cols = st.columns(4)
+if rnd is None:
+    st.info("No model round has finished yet.")
+else:
+    m = rnd["metrics"]
+    cols[0].metric("Round in use", rnd["id"])
+    cols[1].metric("Labels used", rnd["labels"])
+    cols[2].metric("Cross-validated accuracy", _pct(m.get("cv_accuracy")))
+    cols[3].metric("Calibration error (ECE)", "—" if m.get("ece") is None else f"{m['ece']:.3f}")
+    if m.get("cv_note"):
+        st.caption(m["cv_note"])
+
+worker = get_worker()
+st.subheader("Retraining")
+controls = st.columns([1, 1, 1, 3])
+no_worker = worker is None
+if controls[0].button("Pause", key="model_pause", disabled=no_worker or worker.paused):
+    worker.pause()
+if controls[1].button("Resume", key="model_resume", disabled=no_worker or not worker.paused):
+    worker.resume()
+if controls[2].button("Train now", key="model_trigger", disabled=no_worker):
+    worker.trigger()
+if no_worker:
+    controls[3].caption("The retrain loop is not running in this server (started with QUORUM_WORKER=0); "
+                        "train from the command line with `python -m labeling train`.")
+else:
+    s = worker.status
+    controls[3].caption(f"State: {s.state} · {s.rounds_trained} rounds trained here"
+                        + (f" · {s.pending_events} new events" if s.pending_events else ""))
+
+st.subheader("Round history")
+history = model_report.round_history(service)
+st.dataframe(history.iloc[::-1], key="model_history", hide_index=True, use_container_width=True,
+             column_config={"cv_accuracy": st.column_config.NumberColumn("CV accuracy", format="percent"),
+                            "ece": st.column_config.NumberColumn("ECE", format="%.3f"),
+                            "seconds": st.column_config.NumberColumn("seconds", format="%.1f")})
+
+# ---- quality on human labels -----------------------------------------------------------------
+st.subheader("Per-class precision and recall")
+st.caption("Cross-validated on human labels: each labeled item is predicted by a model trained without it.")
+per_class = model_report.per_class_report(service)
+if per_class.empty:
+    st.info("Needs a round trained on at least two labels in each of two classes.")
+else:
+    left, right = st.columns(2)
+    left.dataframe(per_class.drop(columns=["class_id"]), key="model_per_class", hide_index=True,
+                   use_container_width=True,
+                   column_config={"precision": st.column_config.NumberColumn(format="percent"),
+                                  "recall": st.column_config.NumberColumn(format="percent")})
+    bars = go.Figure([go.Bar(name="precision", x=per_class["class"], y=per_class["precision"]),
+                      go.Bar(name="recall", x=per_class["class"], y=per_class["recall"])])
+    bars.update_layout(barmode="group", yaxis_range=[0, 1], height=320, margin=dict(t=10, b=10))
+    right.plotly_chart(bars, key="model_per_class_chart")
+
+    st.subheader("Reliability")
+    rel = model_report.reliability(service, n_bins=10)
+    fig = go.Figure([
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration", line=dict(dash="dash", color="grey")),
+        go.Scatter(x=rel["confidence"], y=rel["accuracy"], mode="lines+markers", name="model",
+                   customdata=rel["count"], hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}"
+                                                          "<br>%{customdata} items<extra></extra>"),
+    ])
+    fig.update_layout(xaxis_title="mean confidence", yaxis_title="accuracy", xaxis_range=[0, 1],
+                      yaxis_range=[0, 1], height=360, margin=dict(t=10, b=10))
+    st.plotly_chart(fig, key="model_reliability_chart")
+
+# ---- auto-accept -----------------------------------------------------------------------------
+st.subheader("Auto-accept")
+message = st.session_state.pop("aa_message", None)
+if message is not None:
+    getattr(st, message[0])(message[1])
+if st.session_state.get("aa_batch"):
+    st.button("Undo this batch", key="aa_undo", on_click=_undo, args=(service, st.session_state["aa_batch"], user))
+
+target = st.slider("Target precision", min_value=0.5, max_value=0.99, value=0.95, step=0.01, key="aa_target",
+                   help="Each class gets the lowest confidence threshold whose held-out human labels reach this "
+                        "precision with at least 5 items above it.")
+plan = model_report.auto_accept_plan(service, target_precision=target, min_support=5)
+if plan is None:
+    st.info("Auto-accept needs a round with cross-validated human labels.")
+else:
+    st.dataframe(plan.thresholds.drop(columns=["class_id"]), key="aa_thresholds", hide_index=True,
+                 use_container_width=True,
+                 column_config={"threshold": st.column_config.NumberColumn(format="%.3f"),
+                                "precision": st.column_config.NumberColumn("measured precision", format="percent"),
+                                "support": st.column_config.NumberColumn("held-out items above")})
+    a, b = st.columns(2)
+    a.metric("Would be accepted", len(plan.candidates))
+    b.metric("Estimated precision", _pct(plan.estimated_precision))
+    if plan.candidates:
+        st.caption(f"Audit sample: {min(AUDIT_N, len(plan.candidates))} of {len(plan.candidates)} proposals. "
+                   "Check them before accepting.")
+        sample = model_report.audit(service, plan, n=AUDIT_N, seed=plan.round_id)
+        grid = st.columns(AUDIT_COLUMNS)
+        for k, card in enumerate(sample):
+            with grid[k % AUDIT_COLUMNS]:
+                st.image(card["image"], use_container_width=True)
+                st.text(f"{card['class']} · {card['confidence']:.0%}")
+        checked = st.checkbox("I checked the audit sample", key="aa_checked")
+        st.button(f"Accept {len(plan.candidates)} items as one batch", key="aa_accept", type="primary",
+                  disabled=not checked, on_click=_accept, args=(service, plan.candidates, user, plan.round_id))
+    else:
+        st.caption("No unlabeled item clears its class threshold at this target.")

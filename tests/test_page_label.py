@@ -1,0 +1,117 @@
+"""The Label page through AppTest: every action is stored before the next item shows."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from labeling.service import LabelingService
+from storage import labels as labels_q
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def _app(root, app_env) -> AppTest:
+    app_env(root)
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _events(root):
+    with LabelingService(root).project.db.session() as con:
+        return labels_q.all_events(con)
+
+
+def _shown_uri(at) -> str:
+    return at.get("imgs")[0].proto.imgs[0].caption
+
+
+def test_accept_stores_event_and_queue_advances_then_undo_restores(trained_project, app_env):
+    service = LabelingService(trained_project)
+    at = _app(trained_project, app_env)
+    first = service.queue(1)[0]
+    assert at.subheader[0].value == f"Suggestion: {first.pseudo_label}"
+    before = len(_events(trained_project))
+    at.button(key="accept").click().run()
+    events = _events(trained_project)
+    assert len(events) == before + 1
+    new = events[-1]
+    assert new[1] == first.item_id and new[5] == "accept_suggestion" and new[4] == "tester"
+    assert service.class_names()[new[2]] == first.pseudo_label
+    assert new[8] == service.predictions()[0]["id"]  # the round the person saw
+    second = service.queue(1)[0]
+    assert second.item_id != first.item_id
+    assert at.subheader[0].value == f"Suggestion: {second.pseudo_label}"
+    at.button(key="undo").click().run()
+    assert first.item_id not in service.current_labels()
+    assert service.queue(1)[0].item_id == first.item_id  # back at the front of the queue
+
+
+def test_number_key_class_skip_and_next(trained_project, app_env):
+    service = LabelingService(trained_project)
+    at = _app(trained_project, app_env)
+    classes = sorted(service.class_names().values())
+    item = service.queue(1)[0].item_id
+    at.button(key="class_3").click().run()
+    assert service.current_labels()[item][0] == classes[2]
+    item2 = service.queue(1)[0].item_id
+    at.button(key="skip").click().run()
+    assert service.current_labels()[item2][0] is None  # skip/unsure is stored, without a class
+    item3 = service.queue(1)[0].item_id
+    at.button(key="next").click().run()
+    assert item3 not in service.current_labels()  # next stores nothing
+    assert service.queue(1, exclude=[item3])[0].item_id != item3
+
+
+def test_new_class_by_typing(trained_project, app_env):
+    service = LabelingService(trained_project)
+    at = _app(trained_project, app_env)
+    item = service.queue(1)[0].item_id
+    at.text_input(key="new_class").input("<b>okapi</b>").run()
+    at.button(key="new_class_button").click().run()
+    assert service.current_labels()[item][0] == "<b>okapi</b>"
+    assert "<b>okapi</b>" in service.class_names().values()
+    item2 = service.queue(1)[0].item_id
+    at.selectbox(key="typeahead").set_value("<b>okapi</b>").run()
+    at.button(key="typeahead_button").click().run()
+    assert service.current_labels()[item2][0] == "<b>okapi</b>"
+    assert not any("<b>" in str(md.value) for md in at.markdown)  # a class name is text, never HTML
+
+
+def test_accept_neighbourhood_is_one_batch_and_undo_revokes_it(trained_project, app_env):
+    service = LabelingService(trained_project)
+    at = _app(trained_project, app_env)
+    item = service.queue(1)[0]
+    at.slider(key="nh_threshold").set_value(0.5).run()
+    expected = [item.item_id] + service.neighbourhood_candidates(item.item_id, item.pseudo_label, k=12,
+                                                                 min_similarity=0.5)
+    assert len(expected) > 1
+    at.button(key="accept_neighbourhood").click().run()
+    events = _events(trained_project)
+    batch = events[-1][6]
+    in_batch = [e for e in events if e[6] == batch]
+    assert sorted(e[1] for e in in_batch) == sorted(expected)
+    assert {e[5] for e in in_batch} == {"accept_neighbourhood"}
+    at.button(key="undo").click().run()
+    labels = service.current_labels()
+    assert not any(i in labels for i in expected)
+
+
+def test_grid_mode_accepts_all_but_misfits(trained_project, app_env):
+    service = LabelingService(trained_project)
+    at = _app(trained_project, app_env)
+    at.toggle(key="label_grid_mode").set_value(True).run()
+    cls = at.selectbox(key="grid_class").value
+    cells = service.grid(cls, n=36)
+    assert cells
+    misfit = cells[0]["item_id"]
+    at.checkbox(key=f"misfit_{misfit}").check().run()
+    at.button(key="grid_accept").click().run()
+    labels = service.current_labels()
+    assert misfit not in labels
+    accepted = [c["item_id"] for c in cells[1:]]
+    assert all(labels[i] == (cls, "tester", "grid") for i in accepted)
+    events = _events(trained_project)
+    assert len({e[6] for e in events if e[1] in accepted}) == 1  # one batch
