@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping, NamedTuple, Union
 from urllib.parse import urlparse
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.transforms import InterpolationMode
@@ -429,3 +430,22 @@ BACKBONES: Mapping[str, BackboneSpec] = MappingProxyType({
     )
 })
 """Registered backbones by name (immutable specs)."""
+
+
+def imagenet_head(fingerprint: str) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """The ImageNet-1k classifier on top of a backbone's features, when its weights are known.
+
+    Used for suggestions before a project has any label: the backbone's own ImageNet proposal
+    (e.g. "ox") helps a person name classes. Returns ``(weight (1000, D), bias (1000,), names)``
+    or None when the vectors did not come from the packaged pretrained weights.
+    """
+    if not fingerprint.startswith("efficientnet_lite0.") or "random" in fingerprint or ".file-" in fingerprint:
+        return None
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    state = _load_state_dict_file(_packaged_lite0_file())
+    weight = state.get("_fc.weight", state.get("classifier.weight"))
+    bias = state.get("_fc.bias", state.get("classifier.bias"))
+    if weight is None or bias is None or weight.shape[0] != len(_IMAGENET_CATEGORIES):
+        return None
+    return weight.float().numpy(), bias.float().numpy(), list(_IMAGENET_CATEGORIES)

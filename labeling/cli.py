@@ -89,9 +89,10 @@ def cmd_queue(a) -> int:
     from labeling.service import LabelingService
     items = LabelingService(a.dir).queue(a.n, strategy=a.strategy)
     rows = [i.to_dict() for i in items]
-    lines = [f"{'#':>3} {'item_id':>8}  {'pseudo_label':<14}{'conf':>6}{'score':>8}  uri"]
+    w = max([12] + [len(r["pseudo_label"] or "-") for r in rows]) + 2
+    lines = [f"{'#':>3} {'item_id':>8}  {'pseudo_label':<{w}}{'conf':>6}{'score':>8}  uri"]
     for k, r in enumerate(rows, 1):
-        lines.append(f"{k:>3} {r['item_id']:>8}  {r['pseudo_label'] or '-':<14}{r['confidence']:>6.2f}"
+        lines.append(f"{k:>3} {r['item_id']:>8}  {r['pseudo_label'] or '-':<{w}}{r['confidence']:>6.2f}"
                      f"{r['score']:>8.3f}  {r['uri']}")
     _print([{k: r[k] for k in ("item_id", "uri", "pseudo_label", "confidence", "score")} for r in rows],
            a.format, "\n".join(lines))

@@ -48,6 +48,7 @@ class RoundPredictions:
     scores: dict[str, np.ndarray]
     default_order: np.ndarray  # (N,) row positions, default policy first
     phase: str
+    suggestions: np.ndarray | None = None  # (N,) str: backbone ImageNet proposals before any label
     cv: dict[str, np.ndarray] = field(default_factory=dict)
     """Cross-validated outputs on human labels, one entry per held-out item (empty without CV):
     ``item_ids`` (n,), ``confidence`` (n,), ``predicted`` (n,) class id, ``true`` (n,) class id."""
@@ -164,6 +165,7 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
     c = len(class_ids)
     metrics: dict = {"n_items": n, "n_labels": int((labels >= 0).sum()), "n_classes": c}
     labeled_classes = np.unique(labels[labels >= 0])
+    suggestions = None
     cv_out: dict[str, np.ndarray] = {}
     if len(labeled_classes) >= 2:
         pred = fit_predict(x, labels, c, graph=graph, config=config, device=dev)
@@ -202,6 +204,7 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
             None, x, min(DEFAULT_BATCH, int((labels < 0).sum())), labels=labels, n_classes=max(c, 1), rng=rng,
             exclude=labels >= 0, knn_sims=graph[0])
         metrics["note"] = "cold start: fewer than two classes labeled, items ordered by typicality"
+        suggestions, confidence = _imagenet_suggestions(pv)
     metrics["phase"] = phase
     rest_score = scores.get("margin", scores.get("typicality"))
     in_batch = np.zeros(n, dtype=bool)
@@ -212,8 +215,29 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
     preds = RoundPredictions(-1, pv.item_ids, class_ids, class_names, pseudo, confidence.astype(np.float32),
                              top_idx, top_p.astype(np.float32), votes, members,
                              {k: np.asarray(v, np.float32) for k, v in scores.items()}, default_order, phase,
-                             cv=cv_out)
+                             cv=cv_out, suggestions=suggestions)
     return preds, metrics
+
+
+def _imagenet_suggestions(pv, *, chunk_size: int = 65_536) -> tuple[np.ndarray | None, np.ndarray]:
+    """The backbone's own ImageNet proposal per item (name, probability), when it has one."""
+    from labeling.backbones import imagenet_head
+
+    n = len(pv.item_ids)
+    head = imagenet_head(pv.key)
+    if head is None:
+        return None, np.zeros(n, dtype=np.float32)
+    weight, bias, names = head
+    best = np.empty(n, dtype=np.int64)
+    conf = np.empty(n, dtype=np.float32)
+    for s in range(0, n, chunk_size):
+        logits = np.asarray(pv.vectors[s:s + chunk_size], np.float32) @ weight.T + bias  # (n, 1000)
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        best[s:s + chunk_size] = p.argmax(axis=1)
+        conf[s:s + chunk_size] = p.max(axis=1)
+    return np.array(names, dtype=str)[best], conf
 
 
 def save_predictions(p: RoundPredictions, path: Path) -> None:
@@ -224,7 +248,8 @@ def save_predictions(p: RoundPredictions, path: Path) -> None:
         np.savez(fh, round_id=p.round_id, item_ids=p.item_ids, class_ids=p.class_ids,
                  class_names=np.array(p.class_names, dtype=str), pseudo=p.pseudo, confidence=p.confidence,
                  top_idx=p.top_idx, top_p=p.top_p, votes=p.votes, member_names=np.array(p.member_names, dtype=str),
-                 default_order=p.default_order, phase=p.phase, **arrays)
+                 default_order=p.default_order, phase=p.phase,
+                 **({} if p.suggestions is None else {"suggestions": np.asarray(p.suggestions, dtype=str)}), **arrays)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -237,7 +262,7 @@ def load_predictions(path: Path) -> RoundPredictions:
         return RoundPredictions(int(z["round_id"]), z["item_ids"], z["class_ids"], [str(s) for s in z["class_names"]],
                                 z["pseudo"], z["confidence"], z["top_idx"], z["top_p"], z["votes"],
                                 [str(s) for s in z["member_names"]], scores, z["default_order"], str(z["phase"]),
-                                cv=cv)
+                                cv=cv, suggestions=z["suggestions"] if "suggestions" in z.files else None)
 
 
 def latest_predictions(project: Project) -> tuple[dict, RoundPredictions] | None:

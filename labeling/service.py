@@ -109,6 +109,8 @@ class LabelingService:
             item_id = int(p.item_ids[r])
             top = [(names.get(int(c), str(c)), float(pr)) for c, pr in zip(p.top_idx[r], p.top_p[r]) if c >= 0]
             pseudo = names.get(int(p.pseudo[r])) if p.pseudo[r] >= 0 else None
+            if pseudo is None and p.suggestions is not None:
+                pseudo = f"{p.suggestions[r]} (ImageNet)"
             out.append(QueueItem(item_id, info[item_id]["uri"], pseudo, float(p.confidence[r]), float(base[r]), top))
         return out
 
@@ -167,6 +169,8 @@ class LabelingService:
                 if p.pseudo[row] >= 0:
                     card["pseudo_label"] = names.get(int(p.pseudo[row]))
                     card["confidence"] = float(p.confidence[row])
+                elif p.suggestions is not None:
+                    card["hint"] = (str(p.suggestions[row]), float(p.confidence[row]))
                 card["scores"] = {k: float(v[row]) for k, v in p.scores.items()}
                 card["top"] = [(names.get(int(c), str(c)), float(pr)) for c, pr in zip(p.top_idx[row], p.top_p[row])
                                if c >= 0]

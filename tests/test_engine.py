@@ -39,7 +39,11 @@ def test_demo_builds_a_cold_start_round(demo_project):
     assert rnd["status"] == "finished" and pred.phase == "typicality"
     queue = service.queue(20)
     assert len(queue) == 20 and len({q.item_id for q in queue}) == 20
-    assert all(q.pseudo_label is None for q in queue)
+    # no class has labels yet: suggestions are the backbone's own ImageNet proposals, marked as such
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+    assert all(q.pseudo_label.endswith(" (ImageNet)") for q in queue)
+    assert all(q.pseudo_label[: -len(" (ImageNet)")] in _IMAGENET_CATEGORIES for q in queue)
+    assert all(0 < q.confidence <= 1 for q in queue)
 
 
 def test_labels_train_a_round_with_pseudo_labels_and_metrics(demo_project, truth):
