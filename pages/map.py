@@ -140,6 +140,7 @@ def _label_panel(service, ids: list[int]) -> None:
             st.error(str(exc))
         else:
             st.session_state["map_last_batch"] = {"batch": batch, "n": len(ids), "label": label}
+            st.rerun()  # redraw with the new labels and classes
 
 
 def _last_batch(service) -> None:
@@ -177,8 +178,12 @@ color_by = st.selectbox("Colour by", COLOR_BY, format_func=COLOR_NAMES.get, key=
 frame = map_frame(service, xy, item_ids, color_by=color_by)
 if color_by == "disagreement":
     name = frame.attrs.get("disagreement")
-    st.caption(f"Disagreement score: {name}" + (" (no labels yet: typicality)" if name == "typicality" else "")
-               if name else "No model round yet: nothing to colour by.")
+    if name is None:
+        st.caption("No model round yet: nothing to colour by.")
+    elif name == "typicality":
+        st.caption("Disagreement score: typicality (no labels yet; higher = more typical).")
+    else:
+        st.caption(f"Disagreement score: {name} (higher = the model is less sure).")
 n_labeled = int(frame["label"].notna().sum())
 st.caption(f"{len(frame)} items · {n_labeled} labeled · lasso or box-select points to label them together")
 
