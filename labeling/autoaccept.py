@@ -175,7 +175,8 @@ def preview(
     list of Candidate (item_id, class_id, confidence), by confidence descending, then item id.
     """
     excluded = np.array(sorted({int(i) for i in exclude_item_ids}), dtype=np.int64)
-    limit = np.full(len(pred.pseudo), np.inf)  # a class without a threshold accepts nothing
+    # In the dtype of the confidences, so that a threshold typed as 0.9 compares equal to a stored 0.9.
+    limit = np.full(len(pred.pseudo), np.inf, dtype=pred.confidence.dtype)  # no threshold: accept nothing
     for c, t in thresholds.items():
         if t is not None:
             limit[pred.pseudo == int(c)] = float(t)

@@ -34,7 +34,7 @@ class Accepted(NamedTuple):
     item_ids: list[int]
     """Items written in the batch."""
     skipped: list[int]
-    """Items left out because a person decided them after the preview was made."""
+    """Items left out: decided by a person after the preview, or their class is gone."""
 
 
 @dataclass(frozen=True)
@@ -249,7 +249,8 @@ def accept_batch(
 
     Each event carries its own class, so one batch holds several classes and
     ``service.undo(batch_id, user=...)`` revokes all of it. Items that got a human decision after
-    the preview was made are left out (a person's decision outranks a pseudo-label).
+    the preview was made (a person's decision outranks a pseudo-label), or whose class has since
+    been merged away, are left out and listed in ``Accepted.skipped``.
 
     Raises
     ------

@@ -69,12 +69,13 @@ worker = get_worker()
 st.subheader("Retraining")
 controls = st.columns([1, 1, 1, 3])
 no_worker = worker is None
-if controls[0].button("Pause", key="model_pause", disabled=no_worker or worker.paused):
-    worker.pause()
-if controls[1].button("Resume", key="model_resume", disabled=no_worker or not worker.paused):
-    worker.resume()
-if controls[2].button("Train now", key="model_trigger", disabled=no_worker):
-    worker.trigger()
+# Callbacks run before the next rerun, so the buttons' disabled state already shows the new state.
+controls[0].button("Pause", key="model_pause", disabled=no_worker or worker.paused,
+                   on_click=None if no_worker else worker.pause)
+controls[1].button("Resume", key="model_resume", disabled=no_worker or not worker.paused,
+                   on_click=None if no_worker else worker.resume)
+controls[2].button("Train now", key="model_trigger", disabled=no_worker,
+                   on_click=None if no_worker else worker.trigger)
 if no_worker:
     controls[3].caption("The retrain loop is not running in this server (started with QUORUM_WORKER=0); "
                         "train from the command line with `python -m labeling train`.")
@@ -85,7 +86,7 @@ else:
 
 st.subheader("Round history")
 history = model_report.round_history(service)
-st.dataframe(history.iloc[::-1], key="model_history", hide_index=True, use_container_width=True,
+st.dataframe(history.iloc[::-1], key="model_history", hide_index=True,
              column_config={"cv_accuracy": st.column_config.NumberColumn("CV accuracy", format="percent"),
                             "ece": st.column_config.NumberColumn("ECE", format="%.3f"),
                             "seconds": st.column_config.NumberColumn("seconds", format="%.1f")})
@@ -99,7 +100,6 @@ if per_class.empty:
 else:
     left, right = st.columns(2)
     left.dataframe(per_class.drop(columns=["class_id"]), key="model_per_class", hide_index=True,
-                   use_container_width=True,
                    column_config={"precision": st.column_config.NumberColumn(format="percent"),
                                   "recall": st.column_config.NumberColumn(format="percent")})
     bars = go.Figure([go.Bar(name="precision", x=per_class["class"], y=per_class["precision"]),
@@ -135,7 +135,6 @@ if plan is None:
     st.info("Auto-accept needs a round with cross-validated human labels.")
 else:
     st.dataframe(plan.thresholds.drop(columns=["class_id"]), key="aa_thresholds", hide_index=True,
-                 use_container_width=True,
                  column_config={"threshold": st.column_config.NumberColumn(format="%.3f"),
                                 "precision": st.column_config.NumberColumn("measured precision", format="percent"),
                                 "support": st.column_config.NumberColumn("held-out items above")})
@@ -149,7 +148,7 @@ else:
         grid = st.columns(AUDIT_COLUMNS)
         for k, card in enumerate(sample):
             with grid[k % AUDIT_COLUMNS]:
-                st.image(card["image"], use_container_width=True)
+                st.image(card["image"], width="stretch")
                 st.text(f"{card['class']} · {card['confidence']:.0%}")
         checked = st.checkbox("I checked the audit sample", key="aa_checked")
         st.button(f"Accept {len(plan.candidates)} items as one batch", key="aa_accept", type="primary",
