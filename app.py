@@ -10,14 +10,14 @@ import streamlit as st
 
 from pages.common import get_service, sidebar
 
-st.set_page_config(page_title="Quorum", page_icon="🗳️", layout="wide")
+st.set_page_config(page_title="Quorum", page_icon=":material/how_to_vote:", layout="wide")
 
 get_service()  # opens the project (and starts the retrain worker) once per server
 nav = st.navigation([
-    st.Page("pages/label.py", title="Label", icon="🏷️", default=True),
-    st.Page("pages/map.py", title="Map", icon="🗺️"),
-    st.Page("pages/model.py", title="Model", icon="📈"),
-    st.Page("pages/data.py", title="Data", icon="🗂️"),
+    st.Page("pages/label.py", title="Label", icon=":material/label:", default=True),
+    st.Page("pages/map.py", title="Map", icon=":material/map:"),
+    st.Page("pages/model.py", title="Model", icon=":material/monitoring:"),
+    st.Page("pages/data.py", title="Data", icon=":material/folder_open:"),
 ])
 sidebar()
 nav.run()

@@ -160,6 +160,20 @@ class ProjectionCache:
 
 
 # ---- background UMAP -----------------------------------------------------------------------
+def umap_2d_in_subprocess(vectors: npt.ArrayLike, *, n_neighbors: int = 15, seed: int = 0) -> Layout:
+    """:func:`umap_2d` in a separate process.
+
+    UMAP's first call compiles numba code for most of a minute while holding the interpreter
+    lock; in a thread of the app's server that would freeze every page. A spawned process keeps
+    the server responsive.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(umap_2d, np.asarray(vectors, dtype=np.float32), n_neighbors=n_neighbors, seed=seed).result()
+
+
 class MapBuilder:
     """Builds the UMAP layout of one project in a background thread, once per vector version.
 
@@ -174,7 +188,7 @@ class MapBuilder:
     def __init__(self, project: Project, *, build: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.project = project
         self.cache = ProjectionCache(project)
-        self._build = build or umap_2d
+        self._build = build or umap_2d_in_subprocess
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._version: str | None = None

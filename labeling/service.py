@@ -131,6 +131,10 @@ class LabelingService:
                                                       "finished_at": str(latest["finished_at"]), "finished_dt": latest["finished_at"],
                                                       "metrics": latest["metrics"]}}
 
+    def item_id_for_uri(self, uri: str) -> int | None:
+        with self.project.db.session() as con:
+            return items_q.id_for_uri(con, [uri]).get(uri)
+
     def current_labels(self) -> dict[int, tuple[str | None, str, str]]:
         """item_id -> (class name or None for skip, user, source) of every item with a live event."""
         with self.project.db.session() as con:

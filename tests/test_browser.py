@@ -1,0 +1,166 @@
+"""The whole app once in a real headless Chromium, as a person would use it.
+
+Keyboard labeling, a neighbourhood accepted and undone, a box selection on the map labeled as one
+batch, and a new model round appearing without a reload. Skips (with the reason) on a machine
+without Chromium; with ``CI=true`` it must run.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from labeling.service import LabelingService
+from storage import labels as labels_q
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.browser
+
+
+def _require_browser():
+    missing = not Path(CHROMIUM).exists()
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing = True
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the browser test: install Debian chromium ({CHROMIUM}) and playwright")
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium) or no playwright package")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _events(root):
+    with LabelingService(root).project.db.session() as con:
+        return labels_q.all_events(con)
+
+
+def _wait(predicate, timeout=60.0, step=0.2, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(step)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def server(trained_project, tmp_path):
+    _require_browser()
+    port = _free_port()
+    env = {**os.environ, "QUORUM_PROJECT": str(trained_project), "QUORUM_USER": "browser",
+           "QUORUM_RETRAIN_EVENTS": "5", "QUORUM_RETRAIN_SECONDS": "5", "PYTHONPATH": str(ROOT)}
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless=true",
+         "--server.address=127.0.0.1", f"--server.port={port}", "--browser.gatherUsageStats=false",
+         "--server.fileWatcherType=none"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy():
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                return r.read().decode() == "ok"
+        except OSError:
+            return False
+
+    try:
+        _wait(healthy, 90, what="the server to come up")
+        yield url, trained_project
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_label_flow_in_a_real_browser(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, root = server
+    service = LabelingService(root)
+    first_round = service.predictions()[0]["id"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(url)
+            page.get_by_text("Suggestion:").first.wait_for(timeout=90_000)
+            page.wait_for_timeout(1000)
+
+            # 20 items from the keyboard: Enter accepts the suggestion, 1..3 pick a class
+            caption = page.locator('[data-testid="stImageCaption"]').first
+            for k in range(20):
+                before = len(_events(root))
+                shown = caption.inner_text()
+                page.keyboard.press("Enter" if k % 2 == 0 else str(1 + k % 3))
+                _wait(lambda: len(_events(root)) == before + 1, 30, what=f"label {k + 1} to be stored")
+                assert _events(root)[-1][1] == service.item_id_for_uri(shown)  # the item on screen was labeled
+                _wait(lambda: caption.inner_text() != shown, 30, what="the next item")
+            manual = [e for e in _events(root) if e[4] == "browser"]
+            assert len(manual) == 20
+            assert {e[5] for e in manual} == {"accept_suggestion", "manual"}
+
+            # accept a neighbourhood (A) with a permissive threshold, then undo it (Ctrl+Z)
+            before = len(_events(root))
+            page.keyboard.press("a")
+            _wait(lambda: len(_events(root)) > before, 30, what="the neighbourhood batch")
+            batch = _events(root)[-1][6]
+            items = [e[1] for e in _events(root) if e[6] == batch]
+            assert items and all(i in service.current_labels() for i in items)
+            page.wait_for_timeout(1500)
+            page.keyboard.press("Control+z")
+            _wait(lambda: not any(i in service.current_labels() for i in items), 30, what="the undo")
+
+            # the map: drag a box over part of the plot and label the selection as one batch
+            page.get_by_role("link", name="Map").click()
+            chart = page.locator(".js-plotly-plot").first
+            chart.wait_for(timeout=60_000)
+            page.wait_for_timeout(2000)
+            box = chart.locator(".nsewdrag").first.bounding_box()
+            # a lasso around most of the plot area
+            corners = [(0.03, 0.03), (0.97, 0.03), (0.97, 0.97), (0.03, 0.97), (0.03, 0.05)]
+            pts = [(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy) for fx, fy in corners]
+            page.mouse.move(*pts[0])
+            page.mouse.down()
+            for pt in pts[1:]:
+                page.mouse.move(*pt, steps=10)
+            page.mouse.up()
+            label_button = page.get_by_role("button", name="Label").filter(has_text="selected")
+            label_button.first.wait_for(timeout=30_000)
+            before = len(_events(root))
+            label_button.first.click()
+            _wait(lambda: len(_events(root)) > before, 30, what="the map batch")
+            new = _events(root)[before:]
+            assert len({e[6] for e in new}) == 1 and {e[5] for e in new} == {"lasso"} and len(new) >= 1
+
+            # a new round appears without a reload: the sidebar names it
+            _wait(lambda: service.predictions()[0]["id"] > first_round, 90, what="the retrain worker's round")
+            newest = service.predictions()[0]["id"]
+            page.get_by_text(re.compile(rf"Round\s+{newest}\b")).first.wait_for(timeout=30_000)
+            page.screenshot(path=str(tmp_path / "quorum.png"), full_page=True)
+            assert (tmp_path / "quorum.png").stat().st_size > 10_000
+        finally:
+            page.screenshot(path=str(tmp_path / "quorum.png"), full_page=True)  # kept with the test's files
+            if os.environ.get("QUORUM_SCREENSHOT_TO"):
+                shutil.copy(tmp_path / "quorum.png", os.environ["QUORUM_SCREENSHOT_TO"])
+            browser.close()
