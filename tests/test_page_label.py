@@ -25,7 +25,7 @@ def _events(root):
 
 
 def _shown_uri(at) -> str:
-    return at.get("imgs")[0].proto.imgs[0].caption
+    return at.get("image")[0].proto.imgs[0].caption
 
 
 def test_accept_stores_event_and_queue_advances_then_undo_restores(trained_project, app_env):
@@ -115,3 +115,35 @@ def test_grid_mode_accepts_all_but_misfits(trained_project, app_env):
     assert all(labels[i] == (cls, "tester", "grid") for i in accepted)
     events = _events(trained_project)
     assert len({e[6] for e in events if e[1] in accepted}) == 1  # one batch
+
+
+def test_two_sessions_see_each_others_labels_and_share_one_worker(trained_project, app_env, monkeypatch):
+    """Two browser sessions of one server: one cached service and worker, labels visible to both."""
+    app_env(trained_project)
+    monkeypatch.setenv("QUORUM_WORKER", "1")
+    monkeypatch.setenv("QUORUM_RETRAIN_EVENTS", "1000")  # keep the shared worker idle in this test
+    monkeypatch.setenv("QUORUM_RETRAIN_SECONDS", "3600")
+    a = AppTest.from_file(APP, default_timeout=90)
+    b = AppTest.from_file(APP, default_timeout=90)
+    a.session_state["user"] = "alice"
+    b.session_state["user"] = "bob"
+    a.run()
+    b.run()
+    assert not a.exception and not b.exception, (a.exception, b.exception)
+    shown_a, shown_b = _shown_uri(a), _shown_uri(b)
+    assert shown_a == shown_b  # same queue head before anyone labels
+    a.button(key="accept").click().run()
+    b.run()  # bob's next rerun (or fragment refresh) no longer offers alice's item
+    assert _shown_uri(b) != shown_b
+    service = LabelingService(trained_project)
+    item = service.item_id_for_uri(shown_a)
+    assert service.current_labels()[item][1] == "alice"
+    b.button(key="skip").click().run()
+    users = {u for _, u, _ in service.current_labels().values()}
+    assert {"alice", "bob"} <= users
+    from pages.common import _open
+    service_a, worker_a = _open(str(trained_project), True)
+    service_b, worker_b = _open(str(trained_project), True)
+    assert worker_a is worker_b and worker_a is not None and service_a is service_b
+    worker_a.stop()
+    _open.clear()
