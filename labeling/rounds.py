@@ -54,7 +54,12 @@ class RoundPredictions:
     ``item_ids`` (n,), ``confidence`` (n,), ``predicted`` (n,) class id, ``true`` (n,) class id."""
 
     def row_of(self) -> dict[int, int]:
-        return {int(i): r for r, i in enumerate(self.item_ids.tolist())}
+        """item_id -> row, built once per loaded round (the label page asks on every rerun)."""
+        index = self.__dict__.get("_row_index")
+        if index is None:
+            index = {int(i): r for r, i in enumerate(self.item_ids.tolist())}
+            self.__dict__["_row_index"] = index
+        return index
 
 
 def _cv_metrics(x, labels, n_classes, graph, config: LearnerConfig, device, *, seed: int = 0) -> dict:
