@@ -1,0 +1,80 @@
+"""Server-side cost of one label action plus everything the next item's render needs.
+
+Builds synthetic projects (clustered vectors, no image files) of a given size, trains one round,
+then times: ``label`` (one committed event) + ``queue(1)`` + ``item_card`` + ``neighbours(k=12)``,
+which is what the Label page's rerun does after a key press.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from labeling.project import Project
+from labeling.rounds import train_round
+from labeling.service import LabelingService
+from storage import items as items_q
+from storage import labels as labels_q
+from storage import rounds as rounds_q
+from storage.vectors import VectorStore
+
+
+def clustered(n: int, d: int, c: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(c, d)).astype(np.float32) * 3
+    y = rng.integers(0, c, n)
+    return (centres[y] + rng.normal(size=(n, d)).astype(np.float32)), y
+
+
+def build_project(root: Path, n: int, *, d: int = 128, classes: int = 10, labels: int = 1000, seed: int = 0) -> Project:
+    project = Project(root, create=True)
+    x, y = clustered(n, d, classes, seed=seed)
+    with project.db.session() as con:
+        con.execute(
+            "INSERT INTO items (uri, sha256, width, height, status) "
+            "SELECT 'img/' || i || '.png', md5(i::VARCHAR), 32, 32, 'ok' FROM range(?) t(i)", [n])
+        ids, _ = items_q.ok_items(con)
+        cls = labels_q.ensure_classes(con, [f"class-{k}" for k in range(classes)], user="bench")
+        pick = np.random.default_rng(seed).choice(n, labels, replace=False)
+        events = [labels_q.Event(int(ids[i]), cls[f"class-{y[i]}"]) for i in pick]
+        labels_q.append_events(con, events, user="bench", source="import", batch_id=str(uuid.uuid4()), model_round=None)
+        rounds_q.set_setting(con, "vector_key", "bench")
+        rounds_q.set_setting(con, "vector_dim", str(d))
+        rounds_q.set_setting(con, "backbone", "bench")
+    store = VectorStore(project.vectors_dir("bench"), key="bench", dim=d)
+    store.add(ids, x)
+    store.compact()
+    train_round(project, device="cpu", cv=False)
+    return project
+
+
+def time_actions(root: Path, *, repeats: int = 50) -> np.ndarray:
+    service = LabelingService(root)
+    names = sorted(service.class_names().values())
+    service.queue(1)
+    service.neighbours(service.queue(1)[0].item_id)  # warm caches, as a running server has them
+    out = []
+    for k in range(repeats):
+        t0 = time.perf_counter()
+        item = service.queue(1)[0]
+        service.label([item.item_id], names[k % len(names)], user="bench")
+        nxt = service.queue(1)[0]
+        service.item_card(nxt.item_id)
+        service.neighbours(nxt.item_id, k=12)
+        out.append(time.perf_counter() - t0)
+    return np.array(out) * 1000
+
+
+def run(work: Path, *, sizes=(10_000, 100_000), repeats: int = 50) -> list[dict]:
+    rows = []
+    for n in sizes:
+        t0 = time.perf_counter()
+        root = work / f"interaction-{n}"
+        build_project(root, n)
+        built = time.perf_counter() - t0
+        ms = time_actions(root, repeats=repeats)
+        rows.append({"items": n, "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+                     "build_s": built})
+    return rows
