@@ -1,4 +1,194 @@
+"""Data: project statistics, import and embed, classes (add, rename, merge), export."""
+from __future__ import annotations
+
+import plotly.express as px
 import streamlit as st
 
-st.title("data")
-st.info("Coming soon.")
+from labeling import data_admin
+from labeling.export import FORMATS
+from pages.common import current_user, get_service
+
+ENGINE_ERRORS = (ValueError, LookupError, OSError)
+"""What the engine raises for a request it cannot carry out; anything else is a bug and surfaces."""
+
+service = get_service()
+st.title("Data")
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _show_import_result(result: dict) -> None:
+    st.success(f"Imported {result['added']} new images; {result['already_present']} were already in the project; "
+               f"{result['labels']} initial labels.")
+    if result.get("embedded") is not None:
+        st.caption(f"Embedded with {result['embedded'].get('backbone')} on {result['embedded'].get('device')}.")
+    if result["skipped"]:
+        st.warning(f"{len(result['skipped'])} files skipped:")
+        st.dataframe(result["skipped"], hide_index=True, key="data_import_skipped",
+                     column_config={"path": "file", "reason": "reason"})
+    if result["duplicates"]:
+        st.info(f"{len(result['duplicates'])} duplicates of images already in the project:")
+        st.dataframe(result["duplicates"], hide_index=True, key="data_import_duplicates")
+    for problem in result["problems"]:
+        st.text(problem)
+
+
+def _add_class(user: str) -> None:
+    """Button callback: runs before the page, so the name field can be emptied after a success."""
+    name = st.session_state.get("data_new_class", "")
+    try:
+        data_admin.add_class(service, name, user=user)
+    except ENGINE_ERRORS as exc:
+        st.session_state["data_add_error"] = str(exc)
+    else:
+        st.session_state["data_class_message"] = f"Added class {name.strip()!r}."
+        st.session_state["data_new_class"] = ""
+
+
+def _default_export_path() -> None:
+    """Radio callback: suggest a path that fits the chosen format."""
+    st.session_state["data_export_path"] = data_admin.DEFAULT_EXPORT_NAMES[st.session_state["data_export_format"]]
+
+
+tab_stats, tab_import, tab_classes, tab_export = st.tabs(["Statistics", "Import", "Classes", "Export"])
+
+with tab_stats:
+    stats = data_admin.project_stats(service)
+    items = stats["items"]
+    cols = st.columns(5)
+    cols[0].metric("Images", items["ok"], help="readable, unique images")
+    cols[1].metric("Labeled", stats["labeled"])
+    cols[2].metric("Skipped / unsure", stats["skipped"])
+    cols[3].metric("Unreadable", items["unreadable"])
+    cols[4].metric("Duplicates", items["duplicate"])
+    cols = st.columns(4)
+    cols[0].metric("Rounds", stats["rounds"]["total"])
+    cols[1].metric("Backbone", stats["backbone"] or "not embedded")
+    cols[2].metric("Vector size", stats["vector_dim"] or "—")
+    cols[3].metric("Disk (.quorum + db)", _mib(stats["disk_bytes"] + stats["database_bytes"]))
+    per_class = stats["per_class"]
+    if len(per_class):
+        fig = px.bar(per_class, x="class", y="labels", title="Labels per class")
+        fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+        st.plotly_chart(fig, key="data_class_chart")
+    else:
+        st.caption("No classes yet.")
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Labels per annotator")
+        st.dataframe(stats["by_annotator"], hide_index=True, key="data_by_annotator")
+    with right:
+        st.subheader("Labels per source")
+        st.dataframe(stats["by_source"], hide_index=True, key="data_by_source")
+    st.subheader("Unreadable and duplicate files")
+    bad = data_admin.unreadable_files(service)
+    if len(bad):
+        st.dataframe(bad, hide_index=True, key="data_unreadable")
+    else:
+        st.caption("Every recorded file is a usable image.")
+
+with tab_import:
+    st.caption(f"Images must live inside the project folder `{service.project.root}`. Give a folder relative "
+               "to it (or an absolute path inside it) and/or a CSV/Parquet manifest of `path[,label]`.")
+    path = st.text_input("Folder", key="data_import_path", placeholder="images/new")
+    from_folders = st.checkbox("Initial labels from sub-folder names", key="data_labels_from_folders")
+    manifest = st.text_input("Manifest (optional)", key="data_manifest_path", placeholder="manifest.csv")
+    embed_after = st.checkbox("Embed the new images afterwards", value=True, key="data_embed_after")
+    if st.button("Import", key="data_import_button", type="primary"):
+        import_bar = st.progress(0.0, text="Importing…")
+        try:
+            result = data_admin.run_import(
+                service, path, labels_from_folders=from_folders, manifest=manifest, user=current_user(),
+                progress=lambda done, total: import_bar.progress(done / max(total, 1),
+                                                                 text=f"Imported {done} of {total}"))
+            import_bar.progress(1.0, text="Import done")
+            result["embedded"] = None
+            if embed_after and result["added"]:
+                embed_bar = st.progress(0.0, text="Embedding…")
+                result["embedded"] = data_admin.run_embed(
+                    service, progress=lambda done, total: embed_bar.progress(done / max(total, 1),
+                                                                            text=f"Embedded {done} of {total}"))
+                embed_bar.progress(1.0, text="Embedding done")
+        except ENGINE_ERRORS as exc:
+            st.session_state.pop("data_import_result", None)
+            st.error(f"Import failed: {exc}")
+        else:
+            st.session_state["data_import_result"] = result
+    if "data_import_result" in st.session_state:
+        _show_import_result(st.session_state["data_import_result"])
+
+with tab_classes:
+    user = current_user()
+    table = data_admin.class_table(service)
+    st.dataframe(table, hide_index=True, key="data_class_table")
+    active = table.loc[table["merged_into"].isna(), "class"].tolist()
+    merged = table.loc[table["merged_into"].notna(), "class"].tolist()
+
+    st.subheader("Add")
+    st.text_input("New class", key="data_new_class")
+    st.button("Add class", key="data_add_class", on_click=_add_class, args=(user,))
+    if "data_add_error" in st.session_state:
+        st.error(st.session_state.pop("data_add_error"))
+
+    st.subheader("Rename")
+    rename_from = st.selectbox("Class", active, key="data_rename_from", index=None, placeholder="Choose a class")
+    rename_to = st.text_input("New name", key="data_rename_to")
+    if st.button("Rename", key="data_rename_button", disabled=not active):
+        try:
+            data_admin.rename_class(service, rename_from or "", rename_to, user=user)
+        except ENGINE_ERRORS as exc:
+            st.error(str(exc))
+        else:
+            st.session_state["data_class_message"] = f"Renamed {rename_from!r} to {rename_to.strip()!r}."
+            st.rerun()
+
+    st.subheader("Merge")
+    st.caption("Every item labeled with the first class is relabeled with the second as one batch; the history "
+               "stays, and the first class can be un-merged later.")
+    merge_cols = st.columns(2)
+    merge_from = merge_cols[0].selectbox("Merge", active, key="data_merge_from", index=None, placeholder="Choose")
+    merge_into = merge_cols[1].selectbox("into", active, key="data_merge_into", index=None, placeholder="Choose")
+    if st.button("Merge", key="data_merge_button", disabled=len(active) < 2):
+        try:
+            done = data_admin.merge_classes(service, merge_from or "", merge_into or "", user=user)
+        except ENGINE_ERRORS as exc:
+            st.error(str(exc))
+        else:
+            st.session_state["data_class_message"] = (
+                f"Merged {done['source']!r} into {done['target']!r}: {done['moved']} items relabeled.")
+            st.rerun()
+    if merged:
+        unmerge = st.selectbox("Un-merge", merged, key="data_unmerge_from", index=None, placeholder="Choose")
+        if st.button("Un-merge", key="data_unmerge_button"):
+            try:
+                restored = data_admin.undo_merge(service, unmerge or "", user=user)
+            except ENGINE_ERRORS as exc:
+                st.error(str(exc))
+            else:
+                st.session_state["data_class_message"] = f"Un-merged {unmerge!r}: {len(restored)} labels restored."
+                st.rerun()
+    if "data_class_message" in st.session_state:
+        st.toast(st.session_state.pop("data_class_message"))
+
+with tab_export:
+    st.session_state.setdefault("data_export_path", data_admin.DEFAULT_EXPORT_NAMES[FORMATS[0]])
+    fmt = st.radio("Format", FORMATS, horizontal=True, key="data_export_format", on_change=_default_export_path)
+    out = st.text_input("Output path (relative to the project, or absolute)", key="data_export_path")
+    labeled_only = st.checkbox("Labeled items only", key="data_export_labeled_only",
+                               help="ImageFolder always holds labeled items only.")
+    if st.button("Export", key="data_export_button", type="primary"):
+        try:
+            st.session_state["data_export_result"] = data_admin.run_export(service, fmt, out,
+                                                                           labeled_only=labeled_only)
+        except ENGINE_ERRORS as exc:
+            st.session_state.pop("data_export_result", None)
+            st.error(f"Export failed: {exc}")
+    result = st.session_state.get("data_export_result")
+    if result is not None:
+        st.success(f"Wrote {result['rows']} rows as {result['format']} to {result['out']}")
+        payload = data_admin.export_payload(result)
+        if payload is not None:
+            data, name, mime = payload
+            st.download_button("Download", data=data, file_name=name, mime=mime, key="data_export_download")
