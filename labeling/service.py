@@ -131,6 +131,11 @@ class LabelingService:
                                                       "finished_at": str(latest["finished_at"]), "finished_dt": latest["finished_at"],
                                                       "metrics": latest["metrics"]}}
 
+    def is_open(self, item_id: int) -> bool:
+        """True while the item has neither a label nor a skip (it belongs in the queue)."""
+        with self.project.db.session() as con:
+            return not labels_q.has_live_event(con, item_id)
+
     def item_id_for_uri(self, uri: str) -> int | None:
         with self.project.db.session() as con:
             return items_q.id_for_uri(con, [uri]).get(uri)

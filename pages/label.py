@@ -34,6 +34,7 @@ classes = sorted(service.class_names().values())
 def _record(batch: str, message: str) -> None:
     ss.last_batch = batch
     ss.flash = message
+    ss.current_item = None  # move on to the next item
 
 
 def _undo() -> None:
@@ -41,6 +42,7 @@ def _undo() -> None:
         items = service.undo(ss.last_batch, user=user) if ss.last_batch else service.undo(user=user)
         ss.flash = f"Undid {len(items)} label(s)"
         ss.last_batch = None
+        ss.current_item = None  # the undone item is back at the head of the queue
     except LookupError as exc:
         ss.flash = str(exc)
 
@@ -82,23 +84,32 @@ if grid_mode:
     st.stop()
 
 # ---------------------------------------------------------------------------------------------
-try:
-    queue = service.queue(1, strategy=strategy, exclude=ss.passed)
-except LookupError as exc:
-    st.info(str(exc))
-    st.stop()
-except ValueError as exc:
-    st.warning(str(exc))
-    st.stop()
-if not queue:
-    if ss.passed:
-        ss.passed = []
-        st.rerun()
-    st.success("Every item has a label. Export it from the Data page.")
-    st.stop()
+# The item on screen stays pinned until the person acts on it, so a new round (or a colleague's
+# label elsewhere) never swaps the item under a key press.
+current = ss.get("current_item")
+if ss.get("current_strategy") != strategy or (current is not None and (current in ss.passed
+                                                                         or not service.is_open(current))):
+    current = None
+if current is None:
+    try:
+        queue = service.queue(1, strategy=strategy, exclude=ss.passed)
+    except LookupError as exc:
+        st.info(str(exc))
+        st.stop()
+    except ValueError as exc:
+        st.warning(str(exc))
+        st.stop()
+    if not queue:
+        if ss.passed:
+            ss.passed = []
+            st.rerun()
+        st.success("Every item has a label. Export it from the Data page.")
+        st.stop()
+    current = queue[0].item_id
+    ss.current_item = current
+    ss.current_strategy = strategy
 
-item = queue[0]
-card = service.item_card(item.item_id)
+card = service.item_card(current)
 suggestion = card["pseudo_label"]
 left, right = st.columns([3, 4])
 with left:
@@ -121,7 +132,7 @@ with right:
                    "classes have labels.")
 
     def act(label: str | None, source: str) -> None:
-        batch = service.label([item.item_id], label, user=user, source=source, model_round=card["round_id"])
+        batch = service.label([current], label, user=user, source=source, model_round=card["round_id"])
         _record(batch, f"{card['uri']} → {label or 'skipped'}")
 
     a = st.columns(4)
@@ -133,7 +144,7 @@ with right:
         act(None, "manual")
         st.rerun()
     if a[2].button("Next", key="next", shortcut="N"):
-        ss.passed = [*ss.passed, item.item_id]
+        ss.passed = [*ss.passed, current]
         st.rerun()
     if a[3].button("Undo", key="undo", shortcut="Ctrl+Z"):
         _undo()
@@ -164,9 +175,9 @@ nh = st.columns([2, 1, 1])
 nh[0].subheader("Neighbourhood")
 k = nh[1].slider("Neighbours", 4, 15, 12, key="nh_k")
 threshold = nh[2].slider("Similarity threshold", 0.5, 1.0, 0.8, 0.01, key="nh_threshold")
-neighbours = service.neighbours(item.item_id, k=k)
+neighbours = service.neighbours(current, k=k)
 target = suggestion
-candidates = service.neighbourhood_candidates(item.item_id, target, k=k, min_similarity=threshold) if target else []
+candidates = service.neighbourhood_candidates(current, target, k=k, min_similarity=threshold) if target else []
 cols = st.columns(6)
 for j, n in enumerate(neighbours):
     with cols[j % 6]:
@@ -176,7 +187,7 @@ for j, n in enumerate(neighbours):
         st.caption(f"{n['similarity']:.2f} · {shown}{mark}")
 if target and st.button(f"Accept neighbourhood as {target} ({len(candidates) + 1} items)", key="accept_neighbourhood",
                         shortcut="A"):
-    batch, items = service.accept_neighbourhood(item.item_id, target, user=user, k=k, min_similarity=threshold,
+    batch, items = service.accept_neighbourhood(current, target, user=user, k=k, min_similarity=threshold,
                                                 model_round=card["round_id"])
     _record(batch, f"Accepted {len(items)} items as {target}")
     st.rerun()

@@ -14,6 +14,7 @@ file is free for other processes between operations.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import random
 import threading
@@ -41,35 +42,87 @@ def _is_lock_error(exc: BaseException) -> bool:
     return "lock" in text or "conflicting" in text or "already open" in text
 
 
+LINGER_S = 0.3
+"""Seconds a process keeps a database file open after its last session ends.
+
+One label action on a page runs about ten short transactions; opening the file costs ~20 ms each
+time, so a short linger lets a burst share one open while other processes (the command line, a
+second server) still get the file between bursts, retrying with back-off as usual."""
+
+
+MAX_HOLD_S = 1.0
+"""A process that has kept a file open this long closes it when idle and lets others in."""
+YIELD_S = 0.1
+"""How long it then stays away; waiting processes retry at least this often."""
+
+
 class _SharedInstances:
     """Reference-counted open DuckDB instances, one per file, for the sessions of this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, linger_s: float = LINGER_S) -> None:
         self._lock = threading.Lock()
-        self._open: dict[str, tuple[duckdb.DuckDBPyConnection, int]] = {}
+        self._open: dict[str, list] = {}  # key -> [connection, users, generation, opened_at]
+        self.linger_s = linger_s
 
     def acquire(self, key: str, opener) -> duckdb.DuckDBPyConnection:
-        with self._lock:
-            if key in self._open:
-                base, count = self._open[key]
-            else:
-                base, count = opener(), 0
-            self._open[key] = (base, count + 1)
-            return base.cursor()
+        while True:
+            with self._lock:
+                entry = self._open.get(key)
+                if entry is not None and entry[1] == 0 and time.monotonic() - entry[3] > MAX_HOLD_S:
+                    del self._open[key]  # held long enough: give other processes a turn
+                    entry[0].close()
+                    entry = None
+                    pause = True
+                else:
+                    pause = False
+                if not pause:
+                    if entry is None:
+                        entry = self._open[key] = [opener(), 0, 0, time.monotonic()]
+                    entry[1] += 1
+                    entry[2] += 1
+                    return entry[0].cursor()
+            time.sleep(YIELD_S)
 
     def release(self, key: str, cursor: duckdb.DuckDBPyConnection) -> None:
         with self._lock:
             cursor.close()
-            base, count = self._open[key]
-            if count <= 1:
+            entry = self._open[key]
+            entry[1] -= 1
+            if entry[1] > 0:
+                return
+            if self.linger_s <= 0:
                 del self._open[key]
-                base.close()
-            else:
-                self._open[key] = (base, count - 1)
+                entry[0].close()
+                return
+            generation = entry[2]
+        timer = threading.Timer(self.linger_s, self._close_if_idle, args=(key, generation))
+        timer.daemon = True
+        timer.start()
+
+    def _close_if_idle(self, key: str, generation: int) -> None:
+        with self._lock:
+            entry = self._open.get(key)
+            if entry is not None and entry[1] == 0 and entry[2] == generation:
+                del self._open[key]
+                entry[0].close()
+
+    def close_idle(self) -> None:
+        """Close every instance no session is using now (before handing the file to another process)."""
+        with self._lock:
+            for key in [k for k, e in self._open.items() if e[1] == 0]:
+                self._open.pop(key)[0].close()
 
 
 _INSTANCES = _SharedInstances()
 """The process's open database files; the one piece of process-wide state in storage."""
+
+
+def release_files() -> None:
+    """Close this process's idle database files now instead of after the linger."""
+    _INSTANCES.close_idle()
+
+
+atexit.register(release_files)  # a lingering file is closed cleanly when the process ends
 
 
 class Database:
@@ -103,7 +156,7 @@ class Database:
                         ) from exc
                     raise
                 time.sleep(delay * (0.5 + random.random()))  # jitter: no lock-step retries
-                delay = min(delay * 2, 0.25)
+                delay = min(delay * 2, YIELD_S / 2)  # never sleep through another process's pause
 
     @contextmanager
     def session(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -136,3 +136,9 @@ def item_history(con: duckdb.DuckDBPyConnection, item_id: int) -> list[tuple]:
         " FROM annotations a LEFT JOIN classes c ON c.id = a.class_id WHERE a.item_id = ? ORDER BY a.id",
         [item_id],
     ).fetchall()
+
+
+def has_live_event(con: duckdb.DuckDBPyConnection, item_id: int) -> bool:
+    """Whether the item currently has a label or a skip."""
+    row = con.execute("SELECT 1 FROM current_labels WHERE item_id = ? LIMIT 1", [int(item_id)]).fetchone()
+    return row is not None

@@ -147,3 +147,21 @@ def test_two_sessions_see_each_others_labels_and_share_one_worker(trained_projec
     assert worker_a is worker_b and worker_a is not None and service_a is service_b
     worker_a.stop()
     _open.clear()
+
+
+def test_a_new_round_never_swaps_the_item_under_the_person(trained_project, app_env):
+    from labeling.rounds import train_round
+
+    service = LabelingService(trained_project)
+    at = _app(trained_project, app_env)
+    shown = _shown_uri(at)
+    item = service.item_id_for_uri(shown)
+    # a colleague labels other items and a new round reorders the queue meanwhile
+    others = [q.item_id for q in service.queue(12) if q.item_id != item][:10]
+    service.label(others, "cat", user="colleague")
+    train_round(service.project, device="cpu", cv=False)
+    at.run()  # the fragment refresh / any rerun
+    assert _shown_uri(at) == shown  # the person keeps their place
+    at.button(key="accept").click().run()
+    assert service.current_labels()[item][1] == "tester"  # the key press labeled the item on screen
+    assert _shown_uri(at) != shown

@@ -10,7 +10,7 @@ import pytest
 from storage import items as items_q
 from storage import labels as labels_q
 from storage import rounds as rounds_q
-from storage.db import Database, DatabaseBusy
+from storage.db import Database, DatabaseBusy, release_files
 from storage.schema import MIGRATIONS
 
 
@@ -105,6 +105,7 @@ def test_second_process_waits_for_the_lock_then_writes(tmp_path):
     path = tmp_path / "q.duckdb"
     db = Database(path, timeout=10)
     db.migrate()
+    release_files()  # no linger: the other process must get the file at once
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
     holder = ctx.Process(target=_hold_lock, args=(str(path), 1.5, ready))
@@ -119,6 +120,7 @@ def test_second_process_waits_for_the_lock_then_writes(tmp_path):
 def test_lock_held_too_long_gives_clear_error(tmp_path):
     path = tmp_path / "q.duckdb"
     Database(path).migrate()
+    release_files()
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
     holder = ctx.Process(target=_hold_lock, args=(str(path), 3, ready))
@@ -159,3 +161,36 @@ def test_concurrent_threads_lose_no_event(db):
     with db.session() as con:
         items, classes = labels_q.current_labels(con)
     assert dict(zip(items.tolist(), classes.tolist())) == replay
+
+
+def _poll_writes(path, seconds, out):
+    db = Database(path, timeout=20)
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        with db.session() as con:
+            con.execute("SELECT count(*) FROM items").fetchone()
+        n += 1
+        time.sleep(0.02)  # polls far faster than the linger: the file never goes idle on its own
+    out.put(n)
+
+
+def test_a_busy_process_still_lets_another_one_in(tmp_path):
+    """A process that never idles long enough still yields the file: the other side's write lands."""
+    path = tmp_path / "q.duckdb"
+    Database(path).migrate()
+    release_files()
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    busy = ctx.Process(target=_poll_writes, args=(str(path), 6, out))
+    busy.start()
+    time.sleep(2.5)  # the poller is up and holding the file
+    db = Database(path, timeout=10)
+    t0 = time.monotonic()
+    _items(db, 1)
+    waited = time.monotonic() - t0
+    busy.join()
+    assert out.get(timeout=5) > 10
+    assert waited < 5
+    with db.session() as con:
+        assert items_q.counts(con) == {"ok": 1}

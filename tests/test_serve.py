@@ -1,0 +1,68 @@
+"""``serve`` starts the app, and the command line keeps working on the project while it runs."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "labeling", *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+
+
+def test_cli_works_while_the_server_runs(trained_project, tmp_path):
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "QUORUM_RETRAIN_EVENTS": "3", "QUORUM_RETRAIN_SECONDS": "2",
+           "QUORUM_MAP_BUILD": "0"}
+    log = open(tmp_path / "serve.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "labeling", "serve", str(trained_project), "--port", str(port),
+                               "--headless"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                    if r.read() == b"ok":
+                        break
+            except OSError:
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.5)
+        # a page load opens the project and starts the retrain worker inside the server
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read()
+        res = _cli("queue", str(trained_project), "--n", "4", "--format", "json")
+        assert res.returncode == 0, res.stderr
+        rows = json.loads(res.stdout)
+        csv = tmp_path / "l.csv"
+        csv.write_text("item_id,label\n" + "".join(f"{r['item_id']},{r['pseudo_label'] or 'cat'}\n" for r in rows))
+        res = _cli("label", str(trained_project), "--csv", str(csv), "--user", "cli")
+        assert res.returncode == 0, res.stderr
+        res = _cli("train", str(trained_project), "--no-cv", "--format", "json")
+        assert res.returncode == 0, res.stderr
+        trained = json.loads(res.stdout)["round_id"]
+        res = _cli("rounds", str(trained_project), "--format", "json")
+        assert res.returncode == 0 and trained in [r["round_id"] for r in json.loads(res.stdout)]
+        res = _cli("export", str(trained_project), "--format", "csv", "--out", str(tmp_path / "out.csv"))
+        assert res.returncode == 0, res.stderr
+        text = (tmp_path / "out.csv").read_text()
+        assert sum(1 for line in text.splitlines() if ",cli," in line) == 4
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
