@@ -121,6 +121,9 @@ def _label_panel(service, ids: list[int]) -> None:
         cols = st.columns(GRID_COLUMNS)
         for col, (item_id, path, _uri) in zip(cols, shown[start:start + GRID_COLUMNS]):
             col.image(str(path), caption=f"#{item_id}", width="stretch")
+    if st.button("Clear selection", key="map_clear_selection"):
+        st.session_state.pop("map_selection", None)
+        st.rerun()
     if len(ids) > MAX_GRID:
         st.caption(f"Showing {MAX_GRID} of {len(ids)}; all {len(ids)} are labeled by the button below.")
     c1, c2, c3 = st.columns([2, 2, 2])
@@ -140,6 +143,7 @@ def _label_panel(service, ids: list[int]) -> None:
             st.error(str(exc))
         else:
             st.session_state["map_last_batch"] = {"batch": batch, "n": len(ids), "label": label}
+            st.session_state.pop("map_selection", None)
             st.rerun()  # redraw with the new labels and classes
 
 
@@ -199,7 +203,13 @@ if typed.strip():
     except ValueError as exc:
         st.error(str(exc))
 else:
+    # The chart is redrawn whenever a new round lands, and a redraw drops the lasso: keep the
+    # selection until it is labeled or cleared.
     selected = _selected_ids(event)
+    if selected:
+        st.session_state["map_selection"] = selected
+    else:
+        selected = st.session_state.get("map_selection", [])
 
 if st.session_state.pop("map_undone", None) is not None:
     st.info("Undone: those items are unlabeled again.")
