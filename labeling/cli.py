@@ -157,13 +157,21 @@ def cmd_simulate(a) -> int:
 def cmd_serve(a) -> int:
     import os
     import subprocess
+    import threading
+    import webbrowser
+
     from labeling.project import Project
     Project(a.dir)  # fail early with a clear message
     app = Path(__file__).resolve().parent.parent / "app.py"
     env = dict(os.environ, QUORUM_PROJECT=str(Path(a.dir).resolve()))
+    # Streamlit always runs headless (no first-run prompt on the terminal); the browser is opened here.
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", a.host, "--server.port",
-           str(a.port), "--browser.gatherUsageStats", "false", "--server.headless", str(a.headless).lower()]
-    return subprocess.call(cmd, env=env)
+           str(a.port), "--browser.gatherUsageStats", "false", "--server.headless", "true"]
+    url = f"http://{a.host}:{a.port}"
+    print(f"Quorum: serving {Path(a.dir).resolve()} at {url} (Ctrl+C to stop)", flush=True)
+    if not a.headless:
+        threading.Timer(4.0, webbrowser.open, args=(url,)).start()
+    return subprocess.call(cmd, env=env, stdin=subprocess.DEVNULL)
 
 
 def build_parser() -> argparse.ArgumentParser:

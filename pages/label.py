@@ -130,6 +130,8 @@ with right:
         st.subheader("No suggestion yet")
         st.caption("The first rounds ask for typical items of distinct clusters; suggestions appear once two "
                    "classes have labels.")
+        if card.get("hint"):
+            st.caption(f"The backbone's ImageNet guess: {card['hint'][0]} ({card['hint'][1]:.0%})")
 
     def act(label: str | None, source: str) -> None:
         batch = service.label([current], label, user=user, source=source, model_round=card["round_id"])

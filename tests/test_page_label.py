@@ -165,3 +165,10 @@ def test_a_new_round_never_swaps_the_item_under_the_person(trained_project, app_
     at.button(key="accept").click().run()
     assert service.current_labels()[item][1] == "tester"  # the key press labeled the item on screen
     assert _shown_uri(at) != shown
+
+
+def test_cold_start_card_shows_the_backbone_guess(demo_project, app_env):
+    at = _app(demo_project, app_env)
+    assert at.subheader[0].value == "No suggestion yet"
+    assert any("ImageNet guess:" in c.value for c in at.caption)
+    assert at.button(key="accept").disabled  # nothing to accept before a suggestion exists
