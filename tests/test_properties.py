@@ -1,0 +1,67 @@
+"""Property tests: derived labels always equal a sequential replay of the event log."""
+from __future__ import annotations
+
+import uuid
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from storage import items as items_q
+from storage import labels as labels_q
+from storage.db import Database
+
+N_ITEMS = 6
+CLASSES = ("a", "b", "c")
+
+action = st.one_of(
+    st.tuples(st.just("label"), st.lists(st.integers(0, N_ITEMS - 1), min_size=1, max_size=4, unique=True),
+              st.sampled_from((*CLASSES, None))),
+    st.tuples(st.just("undo"), st.integers(0, 50)),
+)
+
+
+def _replay(log: list[tuple[str, list[int], str | None]], undone: set[int]) -> dict[int, str | None]:
+    """The model: the newest event of each item among batches not undone (None = skip)."""
+    state: dict[int, str | None] = {}
+    for k, (_, items, cls) in enumerate(log):
+        if k in undone:
+            continue
+        for i in items:
+            state[i] = cls
+    return state
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(actions=st.lists(action, min_size=1, max_size=15))
+def test_any_sequence_of_labels_bulk_actions_and_undos_replays_exactly(tmp_path_factory, actions):
+    db = Database(tmp_path_factory.mktemp("prop") / "q.duckdb")
+    with db.session() as con:
+        ids = items_q.insert_items(con, [items_q.NewItem(f"{i}.png", f"h{i}", 1, 1, "ok") for i in range(N_ITEMS)])
+        cls = labels_q.ensure_classes(con, list(CLASSES), user="u")
+    log: list[tuple[str, list[int], str | None]] = []
+    batch_ids: list[str] = []
+    undone: set[int] = set()
+    for act in actions:
+        if act[0] == "label":
+            _, items, name = act
+            batch = str(uuid.uuid4())
+            kind = "label" if name else "skip"
+            with db.session() as con:
+                labels_q.append_events(con, [labels_q.Event(ids[i], cls[name] if name else None, kind) for i in items],
+                                       user="u", source="manual", batch_id=batch, model_round=None)
+            log.append(("label", items, name))
+            batch_ids.append(batch)
+        else:
+            live = [k for k in range(len(log)) if k not in undone]
+            if not live:
+                continue
+            target = live[act[1] % len(live)]  # undo any live batch, not only the newest
+            with db.session() as con:
+                labels_q.undo_batch(con, batch_ids[target], user="u", undo_batch_id=str(uuid.uuid4()))
+            undone.add(target)
+    expected = _replay(log, undone)
+    with db.session() as con:
+        state = {int(r[0]): r for r in labels_q.current_state(con)}
+        names = dict(labels_q.classes(con))
+    got = {ids.index(i): (names[r[1]] if r[2] == "label" else None) for i, r in state.items()}
+    assert got == expected
