@@ -143,6 +143,16 @@ def cmd_export(a) -> int:
     return 0
 
 
+def cmd_check(a) -> int:
+    from labeling.check import check_project
+    from labeling.project import Project
+    report = check_project(Project(a.dir), repair=a.repair)
+    lines = [("healthy" if report.healthy else "problems found")]
+    lines += [f"  problem: {p}" for p in report.problems] + [f"  repaired: {r}" for r in report.repaired]
+    _print(report.to_dict(), a.format, "\n".join(lines))
+    return 0 if report.healthy else 1
+
+
 def cmd_simulate(a) -> int:
     from labeling.simulate import format_table, simulate_folder
     res = simulate_folder(a.src, strategies=a.strategies.split(","), budgets=[int(b) for b in a.budgets.split(",")],
@@ -248,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--labeled-only", action="store_true")
     s.set_defaults(func=cmd_export, format="table")
+
+    s = sub.add_parser("check", help="verify a project; --repair rebuilds what the images allow")
+    s.add_argument("dir")
+    s.add_argument("--repair", action="store_true")
+    _fmt_arg(s)
+    s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("simulate", help="compare strategies by replaying an oracle over SRC/<class>/<image>")
     s.add_argument("src")
