@@ -143,6 +143,37 @@ def cmd_export(a) -> int:
     return 0
 
 
+def cmd_user(a) -> int:
+    import getpass
+
+    from labeling import auth
+    from labeling.project import Project
+    project = Project(a.dir)
+    if a.action == "add":
+        password = sys.stdin.readline().rstrip("\n") if a.password_stdin else getpass.getpass(f"Password for {a.name}: ")
+        auth.add_user(project, a.name, password, role=a.role, by=None)
+        _print({"added": a.name, "role": a.role}, a.format, f"added {a.name} ({a.role})")
+    elif a.action == "list":
+        users = auth.list_users(project)
+        _print(users, a.format, "\n".join(f"{u['name']:<20} {u['role']:<10} {'disabled' if u['disabled'] else ''}"
+                                         for u in users) or "no users")
+    elif a.action == "set-role":
+        auth.set_role(project, a.name, a.role, by=None)
+        _print({"name": a.name, "role": a.role}, a.format, f"{a.name} is now a {a.role}")
+    elif a.action in ("disable", "enable"):
+        auth.set_disabled(project, a.name, a.action == "disable", by=None)
+        _print({"name": a.name, "disabled": a.action == "disable"}, a.format, f"{a.name}: {a.action}d")
+    elif a.action == "mode":
+        if a.name not in ("local", "team"):
+            raise ValueError("usage: user DIR mode local|team")
+        admins = [u for u in auth.list_users(project) if u["role"] == "admin" and not u["disabled"]]
+        if a.name == "team" and not admins:
+            raise ValueError("team mode needs an admin first: python -m labeling user DIR add NAME --role admin")
+        project.set_setting("auth_mode", a.name)
+        _print({"mode": a.name}, a.format, f"project mode: {a.name}")
+    return 0
+
+
 def cmd_check(a) -> int:
     from labeling.check import check_project
     from labeling.project import Project
@@ -258,6 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--labeled-only", action="store_true")
     s.set_defaults(func=cmd_export, format="table")
+
+    s = sub.add_parser("user", help="manage people: add, list, set-role, disable, enable, mode local|team")
+    s.add_argument("dir")
+    s.add_argument("action", choices=("add", "list", "set-role", "disable", "enable", "mode"))
+    s.add_argument("name", nargs="?", help="user name (for mode: local or team)")
+    s.add_argument("role", nargs="?", default="annotator", choices=("annotator", "reviewer", "admin"))
+    s.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    _fmt_arg(s)
+    s.set_defaults(func=cmd_user)
 
     s = sub.add_parser("check", help="verify a project; --repair rebuilds what the images allow")
     s.add_argument("dir")
