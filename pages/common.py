@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 import streamlit as st
 
+from labeling import auth
 from labeling.project import ProjectError
 from labeling.service import LabelingService
 from labeling.worker import RetrainWorker
@@ -47,11 +48,40 @@ def get_worker() -> RetrainWorker | None:
     return _open(project_root(), os.environ.get("QUORUM_WORKER", "1") != "0")[1]
 
 
-def current_user() -> str:
-    """The person labeling in this browser session (single-user local mode: a name, no password)."""
+def identity() -> auth.Identity:
+    """Who this browser session acts as: the signed-in user in team mode, the typed name in local mode."""
+    service = get_service()
+    if auth.mode(service.project) == "team":
+        ident = st.session_state.get("identity")
+        if ident is None:
+            _sign_in_form(service)
+            st.stop()
+        return ident
     if "user" not in st.session_state:
         st.session_state["user"] = os.environ.get(USER_ENV, "local")
-    return st.session_state["user"]
+    return auth.local_identity(service.project, st.session_state["user"])
+
+
+def _sign_in_form(service) -> None:
+    st.title("Sign in")
+    with st.form("sign_in"):
+        name = st.text_input("Name", key="signin_name")
+        password = st.text_input("Password", type="password", key="signin_password")
+        if st.form_submit_button("Sign in"):
+            try:
+                st.session_state["identity"] = auth.sign_in(service.project, name, password)
+                st.rerun()
+            except auth.AuthError as exc:
+                st.error(str(exc))
+
+
+def current_user() -> str:
+    """The name stored with every label this session makes."""
+    return identity().name
+
+
+def current_role() -> str:
+    return identity().role
 
 
 def ago(ts) -> str:
@@ -100,8 +130,15 @@ def sidebar_status() -> None:
 
 def sidebar() -> None:
     with st.sidebar:
-        user = st.text_input("Annotator", value=current_user(), key="user_input",
-                             help="Your name is stored with every label you make.")
-        if user.strip() and user.strip() != st.session_state.get("user"):
-            st.session_state["user"] = user.strip()
+        if auth.mode(get_service().project) == "team":
+            ident = identity()
+            st.caption(f"Signed in as **{ident.name}** ({ident.role})")
+            if st.button("Sign out", key="sign_out"):
+                st.session_state.pop("identity", None)
+                st.rerun()
+        else:
+            user = st.text_input("Annotator", value=current_user(), key="user_input",
+                                 help="Your name is stored with every label you make (single-user local mode).")
+            if user.strip() and user.strip() != st.session_state.get("user"):
+                st.session_state["user"] = user.strip()
         sidebar_status()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from labeling.service import QUEUE_STRATEGIES, UnknownClass
-from pages.common import REFRESH_S, current_user, get_service
+from pages.common import REFRESH_S, current_role, current_user, get_service
 
 service = get_service()
 user = current_user()
@@ -39,7 +39,8 @@ def _record(batch: str, message: str) -> None:
 
 def _undo() -> None:
     try:
-        items = service.undo(ss.last_batch, user=user) if ss.last_batch else service.undo(user=user)
+        items = (service.undo(ss.last_batch, user=user, role=current_role()) if ss.last_batch
+                 else service.undo(user=user, role=current_role()))
         ss.flash = f"Undid {len(items)} label(s)"
         ss.last_batch = None
         ss.current_item = None  # the undone item is back at the head of the queue

@@ -7,7 +7,7 @@ import streamlit as st
 from labeling import model_report
 from labeling.autoaccept import Candidate
 from labeling.service import LabelingService
-from pages.common import current_user, get_service, get_worker
+from pages.common import current_role, current_user, get_service, get_worker
 
 AUDIT_N = 12
 AUDIT_COLUMNS = 6
@@ -29,7 +29,7 @@ def _accept(service: LabelingService, candidates: list[Candidate], user: str, ro
 def _undo(service: LabelingService, batch_id: str, user: str) -> None:
     """Button callback: revoke the whole auto-accept batch."""
     try:
-        items = service.undo(batch_id, user=user)
+        items = service.undo(batch_id, user=user, role=current_role())
     except LookupError as exc:
         st.session_state["aa_message"] = ("error", str(exc))
     else:

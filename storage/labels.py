@@ -142,3 +142,9 @@ def has_live_event(con: duckdb.DuckDBPyConnection, item_id: int) -> bool:
     """Whether the item currently has a label or a skip."""
     row = con.execute("SELECT 1 FROM current_labels WHERE item_id = ? LIMIT 1", [int(item_id)]).fetchone()
     return row is not None
+
+
+def batch_owners(con: duckdb.DuckDBPyConnection, batch_id: str) -> set[str]:
+    """The users who wrote the live events of a batch."""
+    return {r[0] for r in con.execute(
+        "SELECT DISTINCT user_name FROM live_events WHERE batch_id = ?", [batch_id]).fetchall()}

@@ -7,6 +7,19 @@ from pathlib import Path
 import pytest
 
 
+def copy_project(src: Path, dest: Path) -> Path:
+    """Copy a project directory after closing this process's lingering handle on its database.
+
+    A database file stays open for a moment after its last transaction (see storage.db); copying
+    while it closes would race with the write-ahead log being checkpointed and removed.
+    """
+    from storage.db import release_files
+
+    release_files()
+    shutil.copytree(src, dest)
+    return dest
+
+
 @pytest.fixture(scope="session")
 def demo_project_template(tmp_path_factory) -> Path:
     """A 200-image Animal-MNIST demo project (imported, embedded, first round), built once."""
@@ -21,7 +34,7 @@ def demo_project_template(tmp_path_factory) -> Path:
 def demo_project(demo_project_template, tmp_path) -> Path:
     """A private copy of the demo project, free to change."""
     dest = tmp_path / "demo"
-    shutil.copytree(demo_project_template, dest)
+    copy_project(demo_project_template, dest)
     return dest
 
 
@@ -47,7 +60,7 @@ def trained_project_template(demo_project_template, tmp_path_factory) -> Path:
     from labeling.service import LabelingService
 
     root = tmp_path_factory.mktemp("trained-template") / "demo"
-    shutil.copytree(demo_project_template, root)
+    copy_project(demo_project_template, root)
     service = LabelingService(root)
     by_class: dict[str, list[str]] = {}
     for uri, cls in sorted(_truth_of(root).items()):
@@ -60,7 +73,7 @@ def trained_project_template(demo_project_template, tmp_path_factory) -> Path:
 @pytest.fixture
 def trained_project(trained_project_template, tmp_path) -> Path:
     dest = tmp_path / "trained"
-    shutil.copytree(trained_project_template, dest)
+    copy_project(trained_project_template, dest)
     return dest
 
 

@@ -66,3 +66,17 @@ def test_user_command(demo_project, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert '"role": "admin"' in out and '"disabled": true' in out and "a-long-password" not in out
     assert main(["user", str(demo_project), "mode", "team"]) == 2  # the only admin is disabled
+
+
+def test_annotators_undo_only_their_own_batches(demo_project):
+    from labeling.service import LabelingService
+
+    service = LabelingService(demo_project)
+    ids = [q.item_id for q in service.queue(2)]
+    alices = service.label([ids[0]], "cat", user="alice")
+    with pytest.raises(auth.AuthError, match="only their own"):
+        service.undo(alices, user="bob", role="annotator")
+    assert ids[0] in service.current_labels()
+    assert service.undo(alices, user="rita", role="reviewer") == [ids[0]]  # reviewers may
+    bobs = service.label([ids[1]], "dog", user="bob")
+    assert service.undo(bobs, user="bob", role="annotator") == [ids[1]]  # one's own: always

@@ -172,3 +172,29 @@ def test_cold_start_card_shows_the_backbone_guess(demo_project, app_env):
     assert at.subheader[0].value == "No suggestion yet"
     assert any("ImageNet guess:" in c.value for c in at.caption)
     assert at.button(key="accept").disabled  # nothing to accept before a suggestion exists
+
+
+def test_team_mode_requires_sign_in_and_labels_carry_the_signed_in_name(trained_project, app_env):
+    from labeling import auth
+    from labeling.project import Project
+
+    project = Project(trained_project)
+    auth.add_user(project, "root", "admin-password", role="admin", by=None)
+    auth.add_user(project, "ann", "annotator-pw", role="annotator", by=None)
+    project.set_setting("auth_mode", "team")
+    app_env(trained_project)
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.run()
+    assert at.title[0].value == "Sign in" and not at.get("image")  # nothing of the project before sign-in
+    at.text_input(key="signin_name").input("ann")
+    at.text_input(key="signin_password").input("wrong-password")
+    at.button[0].click().run()
+    assert any("wrong name or password" in e.value for e in at.error)
+    at.text_input(key="signin_password").input("annotator-pw")
+    at.button[0].click().run()
+    assert not at.exception
+    service = LabelingService(trained_project)
+    shown = service.item_id_for_uri(_shown_uri(at))
+    at.button(key="accept").click().run()
+    assert service.current_labels()[shown][1] == "ann"  # not a typed name: the signed-in user
+    assert not [t for t in at.text_input if t.key == "user_input"]  # no name box to act as someone else

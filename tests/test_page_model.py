@@ -1,12 +1,12 @@
 """The Model page and its engine (``labeling.model_report``) on a demo project with a trained round."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import copy_project
 from labeling import model_report
 from labeling.rounds import expected_calibration_error, train_round
 from labeling.service import LabelingService
@@ -23,7 +23,7 @@ def labeled_template(demo_project_template, tmp_path_factory) -> Path:
     import csv
 
     root = tmp_path_factory.mktemp("model-page") / "demo"
-    shutil.copytree(demo_project_template, root)
+    copy_project(demo_project_template, root)
     with open(root / ".quorum" / "demo_truth.csv", encoding="utf-8") as fh:
         truth = {r["uri"]: r["true_class"] for r in csv.DictReader(fh)}
     by_class: dict[str, list[str]] = {}
@@ -39,7 +39,7 @@ def labeled_template(demo_project_template, tmp_path_factory) -> Path:
 @pytest.fixture
 def labeled(labeled_template, tmp_path) -> Path:
     dest = tmp_path / "demo"
-    shutil.copytree(labeled_template, dest)
+    copy_project(labeled_template, dest)
     return dest
 
 
