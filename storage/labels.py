@@ -148,3 +148,20 @@ def batch_owners(con: duckdb.DuckDBPyConnection, batch_id: str) -> set[str]:
     """The users who wrote the live events of a batch."""
     return {r[0] for r in con.execute(
         "SELECT DISTINCT user_name FROM live_events WHERE batch_id = ?", [batch_id]).fetchall()}
+
+
+def votes(con: duckdb.DuckDBPyConnection, *, labels_only: bool = True) -> list[tuple]:
+    """Each person's vote on each item (their newest live event; adjudications excluded).
+
+    Rows: (item_id, user_name, class_id, kind, source, model_round, created_at, event_id), ordered by item
+    then event. ``labels_only`` drops skips.
+    """
+    return con.execute(
+        "SELECT item_id, user_name, class_id, kind, source, model_round, created_at, event_id FROM user_votes"
+        " WHERE (NOT ? OR kind = 'label') ORDER BY item_id, event_id", [labels_only]).fetchall()
+
+
+def adjudications(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """(item_id, class_id, kind, user_name, event_id) of every live adjudication."""
+    return con.execute(
+        "SELECT item_id, class_id, kind, user_name, event_id FROM adjudications ORDER BY item_id").fetchall()

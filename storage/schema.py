@@ -84,6 +84,51 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                    max(id) AS event_id
             FROM live_events GROUP BY item_id""",
     ),
+    # 2: team consensus. Each person's newest live event on an item is their vote; the current label
+    # is the live adjudication when a reviewer has settled the item, else the majority of the votes
+    # (a tie goes to the class voted most recently). An item whose only votes are skips is skipped.
+    (
+        """CREATE VIEW user_votes AS
+            SELECT item_id, user_name,
+                   arg_max(class_id, id) AS class_id,
+                   arg_max(kind, id) AS kind,
+                   arg_max(source, id) AS source,
+                   arg_max(model_round, id) AS model_round,
+                   arg_max(created_at, id) AS created_at,
+                   max(id) AS event_id
+            FROM live_events WHERE source <> 'adjudication' GROUP BY item_id, user_name""",
+        """CREATE VIEW adjudications AS
+            SELECT item_id,
+                   arg_max(class_id, id) AS class_id,
+                   arg_max(kind, id) AS kind,
+                   arg_max(user_name, id) AS user_name,
+                   max(id) AS event_id
+            FROM live_events WHERE source = 'adjudication' GROUP BY item_id""",
+        "DROP VIEW current_labels",
+        """CREATE VIEW current_labels AS
+            WITH tallies AS (
+                SELECT item_id, class_id, count(*) AS n, max(event_id) AS last_id
+                FROM user_votes WHERE kind = 'label' GROUP BY item_id, class_id),
+            ranked AS (
+                SELECT *, row_number() OVER (PARTITION BY item_id ORDER BY n DESC, last_id DESC) AS rk,
+                       sum(n) OVER (PARTITION BY item_id) AS n_votes
+                FROM tallies),
+            majority AS (
+                SELECT r.item_id, r.class_id, 'label' AS kind, v.user_name, v.source, r.last_id AS event_id,
+                       CAST(r.n_votes AS INTEGER) AS n_votes, CAST(r.n AS INTEGER) AS n_agree
+                FROM ranked r JOIN user_votes v ON v.event_id = r.last_id WHERE r.rk = 1),
+            skipped AS (
+                SELECT item_id, CAST(NULL AS INTEGER) AS class_id, 'skip' AS kind,
+                       arg_max(user_name, event_id) AS user_name, arg_max(source, event_id) AS source,
+                       max(event_id) AS event_id, 0 AS n_votes, 0 AS n_agree
+                FROM user_votes WHERE item_id NOT IN (SELECT item_id FROM tallies) GROUP BY item_id),
+            decided AS (SELECT * FROM majority UNION ALL SELECT * FROM skipped)
+            SELECT a.item_id, a.class_id, a.kind, a.user_name, 'adjudication' AS source, a.event_id,
+                   coalesce(d.n_votes, 0) AS n_votes, coalesce(d.n_agree, 0) AS n_agree
+            FROM adjudications a LEFT JOIN decided d USING (item_id)
+            UNION ALL
+            SELECT d.* FROM decided d WHERE d.item_id NOT IN (SELECT item_id FROM adjudications)""",
+    ),
 )
 
 
