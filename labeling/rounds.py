@@ -21,6 +21,7 @@ from labeling.ensemble import EnsembleConfig, FeatureScaler, pick_device
 from labeling.learner import LearnerConfig, fit_predict
 from labeling.pipeline import knn_graph_cached, load_vectors
 from labeling.project import Project
+from labeling.review import pending_overlap
 from storage import labels as labels_q
 from storage import rounds as rounds_q
 
@@ -131,6 +132,10 @@ def train_round(
     with project.db.session() as con:
         classes = labels_q.classes(con)
         lab_items, lab_classes = labels_q.current_labels(con)
+        pending = pending_overlap(project, con)  # overlap items still waiting for their other votes
+        if pending:
+            keep = ~np.isin(lab_items, np.fromiter(pending, dtype=np.int64, count=len(pending)))
+            lab_items, lab_classes = lab_items[keep], lab_classes[keep]
         last_event = labels_q.last_event_id(con)
         round_id = rounds_q.start_round(
             con, n_labels=len(lab_items), last_event_id=last_event, backbone=project.setting("backbone") or "",

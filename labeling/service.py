@@ -67,8 +67,12 @@ class LabelingService:
             return dict(labels_q.classes(con))
 
     def queue(self, n: int, *, strategy: str = "default", seed: int = 0,
-              exclude: Sequence[int] = ()) -> list[QueueItem]:
-        """The next ``n`` unlabeled items, most useful first, from the newest round."""
+              exclude: Sequence[int] = (), user: str | None = None) -> list[QueueItem]:
+        """The next ``n`` unlabeled items, most useful first, from the newest round.
+
+        With ``user`` and an overlap set, overlap items others labeled but ``user`` has not voted on yet
+        (and that still lack votes) come first, and items ``user`` already voted on never come back.
+        """
         if n < 1:
             raise ValueError("n must be at least 1")
         if strategy not in QUEUE_STRATEGIES:
@@ -77,8 +81,11 @@ class LabelingService:
         if got is None:
             raise LookupError(f"no finished round yet; run 'python -m labeling train {self.project.root}'")
         rnd, p = got
+        from labeling.review import blind_items
+
+        blind = blind_items(self.project, user)
         with self.project.db.session() as con:
-            done = {int(r[0]) for r in labels_q.current_state(con)} | {int(i) for i in exclude}
+            done = ({int(r[0]) for r in labels_q.current_state(con)} - blind) | {int(i) for i in exclude}
             names = dict(labels_q.classes(con))
         score_name = {"default": None, "bald": "bald"}.get(strategy, strategy)
         if strategy == "default":
@@ -96,7 +103,16 @@ class LabelingService:
             base = p.scores[score_name]
             order = np.argsort(-base, kind="stable")
         picked = []
+        if blind:  # overlap items awaiting this person's independent vote come first, in rank order
+            rank_of = np.empty(len(order), np.int64)
+            rank_of[np.asarray(order)] = np.arange(len(order))
+            row_of = p.row_of()
+            firsts = sorted((row_of[i] for i in blind if i in row_of and i not in done), key=lambda r: rank_of[r])
+            picked.extend(int(r) for r in firsts[:n])
+            done = done | {int(p.item_ids[r]) for r in firsts[:n]}
         for r in order:
+            if len(picked) >= n:
+                break
             if int(p.item_ids[r]) in done:
                 continue
             picked.append(int(r))
@@ -140,12 +156,19 @@ class LabelingService:
         with self.project.db.session() as con:
             return items_q.id_for_uri(con, [uri]).get(uri)
 
-    def current_labels(self) -> dict[int, tuple[str | None, str, str]]:
-        """item_id -> (class name or None for skip, user, source) of every item with a live event."""
+    def current_labels(self, user: str | None = None) -> dict[int, tuple[str | None, str, str]]:
+        """item_id -> (class name or None for skip, user, source) of every item with a live event.
+
+        With ``user``, overlap items whose labels that person may not see yet are left out.
+        """
+        from labeling.review import blind_items
+
+        blind = blind_items(self.project, user)
         with self.project.db.session() as con:
             names = dict(labels_q.classes(con))
             state = labels_q.current_state(con)
-        return {int(r[0]): (names.get(r[1]) if r[2] == "label" else None, r[3], r[4]) for r in state}
+        return {int(r[0]): (names.get(r[1]) if r[2] == "label" else None, r[3], r[4]) for r in state
+                if int(r[0]) not in blind}
 
     def _graph(self) -> tuple[np.ndarray, np.ndarray, dict[int, int], np.ndarray]:
         """The cached kNN graph of the active vectors: (sims, rows, item_id -> row, row -> item_id)."""
@@ -159,7 +182,7 @@ class LabelingService:
             self._graph_cache = (version, sims, idx, rows, pv.item_ids)
         return self._graph_cache[1:]
 
-    def item_card(self, item_id: int) -> dict:
+    def item_card(self, item_id: int, *, user: str | None = None) -> dict:
         """Everything the label page shows about one item."""
         with self.project.db.session() as con:
             info = items_q.items_by_ids(con, [item_id]).get(int(item_id))
@@ -184,17 +207,17 @@ class LabelingService:
                 card["top"] = [(names.get(int(c), str(c)), float(pr)) for c, pr in zip(p.top_idx[row], p.top_p[row])
                                if c >= 0]
                 card["votes"] = [(m, names.get(int(v), str(v))) for m, v in zip(p.member_names, p.votes[:, row])]
-        card["current"] = self.current_labels().get(int(item_id))
+        card["current"] = self.current_labels(user).get(int(item_id))
         return card
 
-    def neighbours(self, item_id: int, *, k: int = 12) -> list[dict]:
+    def neighbours(self, item_id: int, *, k: int = 12, user: str | None = None) -> list[dict]:
         """The k nearest items (cosine similarity) with their human label or pseudo-label."""
         sims, idx, rows, ids = self._graph()
         row = rows.get(int(item_id))
         if row is None:
             return []
         keep = [(int(ids[j]), float(s)) for j, s in zip(idx[row], sims[row]) if j >= 0][:k]
-        current = self.current_labels()
+        current = self.current_labels(user)
         got = self.predictions()
         names = self.class_names()
         pseudo = {}
@@ -217,15 +240,17 @@ class LabelingService:
                         "confidence": pseudo.get(nid, (None, None))[1]})
         return out
 
-    def neighbourhood_candidates(self, item_id: int, label: str, *, k: int = 12, min_similarity: float = 0.8) -> list[int]:
+    def neighbourhood_candidates(self, item_id: int, label: str, *, k: int = 12, min_similarity: float = 0.8,
+                                 user: str | None = None) -> list[int]:
         """Unlabeled neighbours above ``min_similarity`` whose suggestion is ``label``."""
-        return [n["item_id"] for n in self.neighbours(item_id, k=k)
+        return [n["item_id"] for n in self.neighbours(item_id, k=k, user=user)
                 if n["similarity"] >= min_similarity and n["label"] is None and n["pseudo_label"] == label]
 
     def accept_neighbourhood(self, item_id: int, label: str, *, user: str, k: int = 12,
                              min_similarity: float = 0.8, model_round: int | None = None) -> tuple[str, list[int]]:
         """Label the item and its matching neighbours as one batch; returns (batch id, item ids)."""
-        items = [int(item_id)] + self.neighbourhood_candidates(item_id, label, k=k, min_similarity=min_similarity)
+        items = [int(item_id)] + self.neighbourhood_candidates(item_id, label, k=k, min_similarity=min_similarity,
+                                                               user=user)
         batch = self.label(items, label, user=user, source="accept_neighbourhood", model_round=model_round)
         return batch, items
 
@@ -266,13 +291,20 @@ class LabelingService:
         source: str = "manual",
         create_class: bool = True,
         model_round: int | None = None,
+        role: str = "annotator",
     ) -> str:
         """Give every item ``label`` (None: skip/unsure) as one batch; returns the batch id.
 
-        The events are committed before this returns: an acknowledged label is durable.
+        The events are committed before this returns: an acknowledged label is durable. Writing an
+        ``adjudication`` needs the reviewer role (``role`` is the acting session's).
         """
         if not user or not user.strip():
             raise ValueError("a user name is required")
+        if source == "adjudication":
+            from labeling.auth import RANK, AuthError
+
+            if RANK.get(role, -1) < RANK["reviewer"]:
+                raise AuthError(f"{user} ({role}) may not adjudicate: that needs the reviewer role")
         batch_id = str(uuid.uuid4())
         with self.project.db.session() as con:
             known = items_q.items_by_ids(con, item_ids)
@@ -339,3 +371,33 @@ class LabelingService:
             except LookupError as exc:
                 problems.append(str(exc))
         return {"labeled": written, "problems": problems}
+
+    # ---- team review -----------------------------------------------------------------------
+    def adjudicate(self, item_ids: Sequence[int], label: str | None, *, user: str, role: str) -> str:
+        """Settle items (a conflict, a suspected error or an audit) with a reviewer's decision; one batch.
+
+        The adjudication overrides every vote on those items until it is undone.
+        """
+        got = self.predictions()
+        return self.label(item_ids, label, user=user, source="adjudication", role=role,
+                          model_round=None if got is None else got[0]["id"])
+
+    def set_overlap(self, fraction: float, votes: int = 2, *, role: str) -> None:
+        """Send ``fraction`` of the items to ``votes`` people each (admins only)."""
+        from labeling.auth import RANK, AuthError
+        from labeling.review import set_overlap
+
+        if RANK.get(role, -1) < RANK["admin"]:
+            raise AuthError("only an admin may change the overlap setting")
+        set_overlap(self.project, fraction, votes)
+
+    def history(self, item_id: int) -> list[dict]:
+        """Every event on one item (who, when, source, the round they saw, undone or not)."""
+        from labeling.review import history
+
+        return history(self.project, item_id)
+
+    def batches(self, *, limit: int = 200, user: str | None = None) -> list[dict]:
+        """The newest label batches, live or undone."""
+        with self.project.db.session() as con:
+            return labels_q.recent_batches(con, limit=limit, user=user)

@@ -165,3 +165,27 @@ def adjudications(con: duckdb.DuckDBPyConnection) -> list[tuple]:
     """(item_id, class_id, kind, user_name, event_id) of every live adjudication."""
     return con.execute(
         "SELECT item_id, class_id, kind, user_name, event_id FROM adjudications ORDER BY item_id").fetchall()
+
+
+def voters(con: duckdb.DuckDBPyConnection, item_ids: Sequence[int] | None = None) -> dict[int, set[str]]:
+    """item_id -> the people whose vote on it is a label (or a skip) and is live."""
+    rows = con.execute(
+        "SELECT item_id, user_name FROM user_votes WHERE (? IS NULL OR list_contains(?, item_id))",
+        [None if item_ids is None else 1, [int(i) for i in item_ids or []]]).fetchall()
+    out: dict[int, set[str]] = {}
+    for item, user in rows:
+        out.setdefault(int(item), set()).add(user)
+    return out
+
+
+def recent_batches(con: duckdb.DuckDBPyConnection, *, limit: int = 200, user: str | None = None) -> list[dict]:
+    """The newest label batches, live or undone: who, when, source, how many items, which classes."""
+    rows = con.execute(
+        """SELECT a.batch_id, any_value(a.user_name), any_value(a.source), count(*), min(a.created_at),
+                  string_agg(DISTINCT coalesce(c.name, '(skip)'), ', '),
+                  a.batch_id IN (SELECT revokes FROM annotations WHERE kind = 'undo') AS undone, max(a.id)
+           FROM annotations a LEFT JOIN classes c ON c.id = a.class_id
+           WHERE a.kind IN ('label', 'skip') AND (? IS NULL OR a.user_name = ?)
+           GROUP BY a.batch_id ORDER BY max(a.id) DESC LIMIT ?""", [user, user, int(limit)]).fetchall()
+    return [{"batch_id": r[0], "user": r[1], "source": r[2], "items": int(r[3]), "created_at": r[4],
+             "classes": r[5], "undone": bool(r[6])} for r in rows]

@@ -13,12 +13,37 @@ ACTIONS = 500
 
 
 def _replay(events) -> dict[int, tuple[int | None, str]]:
-    """Sequential replay of the log: undo events revoke their batch; the newest live event wins."""
+    """Sequential replay of the log, written independently of the SQL views.
+
+    Undo events revoke their batch; each person's newest live event on an item is their vote; the
+    newest live adjudication wins, else the majority of label votes (a tie: the class voted most
+    recently); an item with only skip votes is skipped.
+    """
     revoked = {e[7] for e in events if e[3] == "undo"}
-    state: dict[int, tuple[int | None, str]] = {}
+    vote: dict[tuple[int, str], tuple[int, int | None, str]] = {}
+    adjudicated: dict[int, tuple[int | None, str]] = {}
     for e in events:
-        if e[3] in ("label", "skip") and e[6] not in revoked:
-            state[e[1]] = (e[2], e[3])
+        if e[3] not in ("label", "skip") or e[6] in revoked:
+            continue
+        if e[5] == "adjudication":
+            adjudicated[e[1]] = (e[2], e[3])
+        else:
+            vote[(e[1], e[4])] = (e[0], e[2], e[3])
+    by_item: dict[int, list[tuple[int, int | None, str]]] = {}
+    for (item, _), v in vote.items():
+        by_item.setdefault(item, []).append(v)
+    state: dict[int, tuple[int | None, str]] = {}
+    for item, vs in by_item.items():
+        tally: dict[int, list[int]] = {}
+        for eid, cls, kind in vs:
+            if kind == "label":
+                tally.setdefault(cls, []).append(eid)
+        if tally:
+            best = max(tally, key=lambda c: (len(tally[c]), max(tally[c])))
+            state[item] = (best, "label")
+        else:
+            state[item] = (None, "skip")
+    state.update(adjudicated)
     return state
 
 

@@ -13,21 +13,39 @@ from storage.db import Database
 N_ITEMS = 6
 CLASSES = ("a", "b", "c")
 
+USERS = ("u", "v", "w")
 action = st.one_of(
     st.tuples(st.just("label"), st.lists(st.integers(0, N_ITEMS - 1), min_size=1, max_size=4, unique=True),
-              st.sampled_from((*CLASSES, None))),
+              st.sampled_from((*CLASSES, None)), st.sampled_from(USERS), st.booleans()),
     st.tuples(st.just("undo"), st.integers(0, 50)),
 )
 
 
-def _replay(log: list[tuple[str, list[int], str | None]], undone: set[int]) -> dict[int, str | None]:
-    """The model: the newest event of each item among batches not undone (None = skip)."""
-    state: dict[int, str | None] = {}
-    for k, (_, items, cls) in enumerate(log):
+def _replay(log: list[tuple], undone: set[int]) -> dict[int, str | None]:
+    """The model: among batches not undone, each person's newest event on an item is their vote; the
+    newest adjudication decides, else the majority of label votes (a tie: the class voted last); an
+    item with only skip votes is skipped (None)."""
+    votes: dict[tuple[int, str], tuple[int, str | None]] = {}
+    adjudicated: dict[int, str | None] = {}
+    for k, (_, items, cls, user, adjudication) in enumerate(log):
         if k in undone:
             continue
         for i in items:
-            state[i] = cls
+            if adjudication:
+                adjudicated[i] = cls
+            else:
+                votes[(i, user)] = (k, cls)
+    state: dict[int, str | None] = {}
+    for (i, _), (k, cls) in sorted(votes.items(), key=lambda kv: kv[1][0]):
+        state.setdefault(i, None)
+    for i in state:
+        tally: dict[str, list[int]] = {}
+        for (j, _), (k, cls) in votes.items():
+            if j == i and cls is not None:
+                tally.setdefault(cls, []).append(k)
+        if tally:
+            state[i] = max(tally, key=lambda c: (len(tally[c]), max(tally[c])))
+    state.update(adjudicated)
     return state
 
 
@@ -43,13 +61,14 @@ def test_any_sequence_of_labels_bulk_actions_and_undos_replays_exactly(tmp_path_
     undone: set[int] = set()
     for act in actions:
         if act[0] == "label":
-            _, items, name = act
+            _, items, name, user, adjudication = act
             batch = str(uuid.uuid4())
             kind = "label" if name else "skip"
             with db.session() as con:
                 labels_q.append_events(con, [labels_q.Event(ids[i], cls[name] if name else None, kind) for i in items],
-                                       user="u", source="manual", batch_id=batch, model_round=None)
-            log.append(("label", items, name))
+                                       user=user, source="adjudication" if adjudication else "manual",
+                                       batch_id=batch, model_round=None)
+            log.append(("label", items, name, user, adjudication))
             batch_ids.append(batch)
         else:
             live = [k for k in range(len(log)) if k not in undone]
