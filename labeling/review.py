@@ -143,11 +143,11 @@ def disagreements(project: Project, *, include_settled: bool = False, limit: int
                     "settled_by": settled[item][3] if item in settled else None})
     out.sort(key=lambda d: (-d["entropy"], -len(d["votes"]), d["item_id"]))
     out = out[:limit]
-    _attach_uris(project, out)
+    attach_uris(project, out)
     return out
 
 
-def _attach_uris(project: Project, rows: list[dict]) -> None:
+def attach_uris(project: Project, rows: list[dict]) -> None:
     with project.db.session() as con:
         info = items_q.items_by_ids(con, [r["item_id"] for r in rows])
     for r in rows:
@@ -218,7 +218,7 @@ def suspected_errors(service, *, min_neighbour_disagreement: float = 0.5, limit:
                     "labeled_by": state[item][3], "source": state[item][4]})
     out.sort(key=lambda d: (-d["score"], d["item_id"]))
     out = out[:limit]
-    _attach_uris(project, out)
+    attach_uris(project, out)
     return out
 
 

@@ -147,10 +147,15 @@ class LabelingService:
                                                       "finished_at": str(latest["finished_at"]), "finished_dt": latest["finished_at"],
                                                       "metrics": latest["metrics"]}}
 
-    def is_open(self, item_id: int) -> bool:
-        """True while the item has neither a label nor a skip (it belongs in the queue)."""
+    def is_open(self, item_id: int, *, user: str | None = None) -> bool:
+        """True while the item has neither a label nor a skip (it belongs in the queue), or, for ``user``,
+        while it is an overlap item awaiting their independent vote."""
         with self.project.db.session() as con:
-            return not labels_q.has_live_event(con, item_id)
+            if not labels_q.has_live_event(con, item_id):
+                return True
+        from labeling.review import blind_items
+
+        return int(item_id) in blind_items(self.project, user)
 
     def item_id_for_uri(self, uri: str) -> int | None:
         with self.project.db.session() as con:
@@ -391,11 +396,17 @@ class LabelingService:
             raise AuthError("only an admin may change the overlap setting")
         set_overlap(self.project, fraction, votes)
 
-    def history(self, item_id: int) -> list[dict]:
-        """Every event on one item (who, when, source, the round they saw, undone or not)."""
-        from labeling.review import history
+    def history(self, item_id: int, *, user: str | None = None) -> list[dict]:
+        """Every event on one item (who, when, source, the round they saw, undone or not).
 
-        return history(self.project, item_id)
+        With ``user``, an overlap item awaiting their vote shows only their own events.
+        """
+        from labeling.review import blind_items, history
+
+        events = history(self.project, item_id)
+        if int(item_id) in blind_items(self.project, user):
+            events = [e for e in events if e["user"] == user]
+        return events
 
     def batches(self, *, limit: int = 200, user: str | None = None) -> list[dict]:
         """The newest label batches, live or undone."""

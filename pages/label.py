@@ -89,11 +89,11 @@ if grid_mode:
 # label elsewhere) never swaps the item under a key press.
 current = ss.get("current_item")
 if ss.get("current_strategy") != strategy or (current is not None and (current in ss.passed
-                                                                         or not service.is_open(current))):
+                                                                         or not service.is_open(current, user=user))):
     current = None
 if current is None:
     try:
-        queue = service.queue(1, strategy=strategy, exclude=ss.passed)
+        queue = service.queue(1, strategy=strategy, exclude=ss.passed, user=user)
     except LookupError as exc:
         st.info(str(exc))
         st.stop()
@@ -110,7 +110,7 @@ if current is None:
     ss.current_item = current
     ss.current_strategy = strategy
 
-card = service.item_card(current)
+card = service.item_card(current, user=user)
 suggestion = card["pseudo_label"]
 left, right = st.columns([3, 4])
 with left:
@@ -178,9 +178,9 @@ nh = st.columns([2, 1, 1])
 nh[0].subheader("Neighbourhood")
 k = nh[1].slider("Neighbours", 4, 15, 12, key="nh_k")
 threshold = nh[2].slider("Similarity threshold", 0.5, 1.0, 0.8, 0.01, key="nh_threshold")
-neighbours = service.neighbours(current, k=k)
+neighbours = service.neighbours(current, k=k, user=user)
 target = suggestion
-candidates = service.neighbourhood_candidates(current, target, k=k, min_similarity=threshold) if target else []
+candidates = service.neighbourhood_candidates(current, target, k=k, min_similarity=threshold, user=user) if target else []
 cols = st.columns(6)
 for j, n in enumerate(neighbours):
     with cols[j % 6]:
@@ -194,6 +194,16 @@ if target and st.button(f"Accept neighbourhood as {target} ({len(candidates) + 1
                                                 model_round=card["round_id"])
     _record(batch, f"Accepted {len(items)} items as {target}")
     st.rerun()
+
+with st.expander("History of this item"):
+    events = service.history(current, user=user)
+    if not events:
+        st.caption("No labels yet.")
+    for e in events:
+        what = "undo" if e["kind"] == "undo" else (e["label"] or "skip")
+        seen = f" · saw round {e['model_round']}" if e["model_round"] is not None else ""
+        undone = " · undone" if e["undone"] else ""
+        st.text(f"{e['when']:%Y-%m-%d %H:%M:%S} · {e['user']} · {what} · {e['source']}{seen}{undone}")
 
 
 @st.fragment(run_every=REFRESH_S)

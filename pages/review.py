@@ -1,0 +1,134 @@
+"""Review (reviewers and admins): conflicts, suspected label errors, audits of bulk batches, agreement, batches."""
+from __future__ import annotations
+
+import streamlit as st
+
+from labeling import auth, review
+from pages.common import current_role, current_user, get_service
+
+PAGE = 12
+
+service = get_service()
+user, role = current_user(), current_role()
+ss = st.session_state
+st.title("Review")
+if auth.RANK[role] < auth.RANK["reviewer"]:
+    st.error("The Review page needs the reviewer role.")
+    st.stop()
+if ss.get("review_flash"):
+    st.toast(ss.pop("review_flash"))
+
+classes = sorted(service.class_names().values())
+
+
+def _settle(item_ids: list[int], label: str | None, note: str) -> None:
+    """Button callback: write the adjudication (the engine checks the role again)."""
+    try:
+        service.adjudicate(item_ids, label, user=user, role=role)
+        ss.review_flash = note
+    except (auth.AuthError, LookupError, ValueError) as exc:
+        ss.review_flash = f"Not saved: {exc}"
+
+
+def _thumb(row: dict) -> None:
+    if row.get("thumb"):
+        st.image(row["thumb"], width=96)
+    st.caption(row.get("uri") or f"item {row['item_id']}")
+
+
+def _agreement() -> None:
+    st.info("Agreement figures appear here.")
+
+
+tabs = st.tabs(["Disagreements", "Suspected errors", "Audits", "Agreement", "Batches"])
+
+with tabs[0]:
+    conflicts = review.disagreements(service.project)
+    st.caption(f"{len(conflicts)} item(s) where annotators disagree and no reviewer has settled it, "
+               "most contested first. Settling writes an adjudication that overrides the votes.")
+    for d in conflicts[:PAGE]:
+        c = st.columns([1, 3, 2])
+        with c[0]:
+            _thumb(d)
+        with c[1]:
+            st.text(" · ".join(f"{u}: {cls} ({src})" for u, cls, src in d["votes"]))
+            st.caption(f"Majority now: {d['current']}")
+        with c[2]:
+            for cls in sorted(d["tally"]):
+                st.button(f"Settle as {cls}", key=f"settle_{d['item_id']}_{cls}", on_click=_settle,
+                          args=([d["item_id"]], cls, f"Settled item {d['item_id']} as {cls}"))
+            other = st.selectbox("Other class", classes, index=None, key=f"settle_other_{d['item_id']}",
+                                 label_visibility="collapsed", placeholder="Another class…")
+            if other:
+                st.button(f"Settle as {other}", key=f"settle_{d['item_id']}_other", on_click=_settle,
+                          args=([d["item_id"]], other, f"Settled item {d['item_id']} as {other}"))
+
+with tabs[1]:
+    suspects = review.suspected_errors(service)
+    st.caption(f"{len(suspects)} human label(s) contradicted by a confident held-out ensemble prediction and "
+               "by the item's labeled neighbours (confident learning with leave-one-out kNN).")
+    for s in suspects[:PAGE]:
+        c = st.columns([1, 3, 2])
+        with c[0]:
+            _thumb(s)
+        with c[1]:
+            st.text(f"Labeled {s['label']} by {s['labeled_by']} ({s['source']})")
+            st.caption(f"Ensemble: {s['suggested']} at {s['confidence']:.0%} (typical {s['threshold']:.0%}); "
+                       f"neighbours disagree {s['neighbour_disagreement']:.0%}")
+        with c[2]:
+            st.button(f"Change to {s['suggested']}", key=f"fix_{s['item_id']}", type="primary", on_click=_settle,
+                      args=([s["item_id"]], s["suggested"], f"Item {s['item_id']} is now {s['suggested']}"))
+            st.button(f"Keep {s['label']}", key=f"keep_{s['item_id']}", on_click=_settle,
+                      args=([s["item_id"]], s["label"], f"Kept {s['label']} on item {s['item_id']}"))
+
+with tabs[2]:
+    batches = review.audits(service.project)
+    st.caption("A fixed random sample of each bulk or automatic batch. Confirm or correct each sampled item; "
+               "the share confirmed estimates the batch's precision.")
+    if not batches:
+        st.info("No bulk or automatic batches yet.")
+    for a in batches[:PAGE]:
+        est = "not audited yet" if a["precision"] is None else f"precision {a['precision']:.0%} of {a['checked']}"
+        with st.expander(f"{a['source']} · {a['items']} items as {a['label']} by {a['user']} · {est}"):
+            todo = a["todo"][:6]
+            if not todo:
+                st.success("Every sampled item is checked.")
+            info = {r["item_id"]: r for r in [{"item_id": i} for i in todo]}
+            review.attach_uris(service.project, list(info.values()))
+            labels_now = service.current_labels()
+            cols = st.columns(6)
+            for k, item in enumerate(todo):
+                with cols[k % 6]:
+                    _thumb(info[item])
+                    given = labels_now.get(item, (None,))[0]
+                    st.button("Correct", key=f"audit_ok_{a['batch_id']}_{item}", on_click=_settle,
+                              args=([item], given, f"Confirmed item {item}"), disabled=given is None)
+                    fix = st.selectbox("Should be", [c for c in classes if c != given], index=None,
+                                       key=f"audit_fix_{a['batch_id']}_{item}", placeholder="Should be…",
+                                       label_visibility="collapsed")
+                    if fix:
+                        st.button(f"Fix → {fix}", key=f"audit_fixbtn_{a['batch_id']}_{item}", on_click=_settle,
+                                  args=([item], fix, f"Item {item} is now {fix}"))
+    precision = review.source_precision(service.project)
+    if precision:
+        st.subheader("Measured precision by source")
+        st.dataframe([{"source": s, **v} for s, v in precision.items()], hide_index=True)
+
+with tabs[3]:
+    _agreement()
+
+with tabs[4]:
+    st.caption("Every label batch, newest first. Reviewers may undo anyone's batch; the undo is itself an event.")
+    for b in service.batches(limit=30):
+        c = st.columns([4, 1])
+        state = "undone" if b["undone"] else "live"
+        c[0].text(f"{b['created_at']:%Y-%m-%d %H:%M:%S} · {b['user']} · {b['source']} · {b['items']} item(s) · "
+                  f"{b['classes']} · {state}")
+        if not b["undone"]:
+            def _undo(batch=b["batch_id"]) -> None:
+                try:
+                    n = len(service.undo(batch, user=user, role=role))
+                    ss.review_flash = f"Undid {n} label(s)"
+                except (auth.AuthError, LookupError) as exc:
+                    ss.review_flash = f"Not undone: {exc}"
+            c[1].button("Undo", key=f"undo_batch_{b['batch_id']}", on_click=_undo)
