@@ -6,7 +6,8 @@ import streamlit as st
 
 from labeling import data_admin
 from labeling.export import FORMATS
-from pages.common import current_user, get_service
+from pages import team_admin
+from pages.common import current_user, get_service, identity
 
 ENGINE_ERRORS = (ValueError, LookupError, OSError)
 """What the engine raises for a request it cannot carry out; anything else is a bug and surfaces."""
@@ -52,7 +53,8 @@ def _default_export_path() -> None:
     st.session_state["data_export_path"] = data_admin.DEFAULT_EXPORT_NAMES[st.session_state["data_export_format"]]
 
 
-tab_stats, tab_import, tab_classes, tab_export = st.tabs(["Statistics", "Import", "Classes", "Export"])
+tab_stats, tab_import, tab_classes, tab_export, tab_team = st.tabs(
+    ["Statistics", "Import", "Classes", "Export", "Team"])
 
 with tab_stats:
     stats = data_admin.project_stats(service)
@@ -192,3 +194,6 @@ with tab_export:
         if payload is not None:
             data, name, mime = payload
             st.download_button("Download", data=data, file_name=name, mime=mime, key="data_export_download")
+
+with tab_team:
+    team_admin.render(service, identity())

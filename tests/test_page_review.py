@@ -73,3 +73,23 @@ def test_annotators_cannot_reach_review_even_by_address(trained_project, app_env
     page.run()
     assert any("needs the reviewer role" in e.value for e in page.error)
     assert not [b for b in page.button if (b.key or "").startswith(("settle_", "undo_batch_"))]
+
+
+def test_admin_manages_people_and_overlap_on_the_data_page(trained_project, app_env):
+    app_env(trained_project)
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.run()
+    at.switch_page("pages/data.py").run()
+    assert not at.exception, at.exception
+    at.text_input(key="new_user_name").input("rita")
+    at.text_input(key="new_user_password").input("reviewer-password")
+    at.selectbox(key="new_user_role").select("reviewer")
+    at.button(key="FormSubmitter:add_user-Add person").click().run()
+    assert not at.exception, at.exception
+    project = Project(trained_project)
+    users = {u["name"]: u for u in auth.list_users(project)}
+    assert users["rita"]["role"] == "reviewer"
+    assert auth.sign_in(project, "rita", "reviewer-password").role == "reviewer"
+    at.slider(key="overlap_fraction").set_value(20)
+    at.button(key="overlap_save").click().run()
+    assert review.overlap_settings(project)[:2] == (0.2, 2)
