@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from labeling import auth, review
+from labeling import auth, consensus, review
 from pages.common import current_role, current_user, get_service
 
 PAGE = 12
@@ -62,6 +62,28 @@ with tabs[0]:
             if other:
                 st.button(f"Settle as {other}", key=f"settle_{d['item_id']}_other", on_click=_settle,
                           args=([d["item_id"]], other, f"Settled item {d['item_id']} as {other}"))
+
+    with st.expander("Model-weighted consensus (CROWDLAB-style)"):
+        st.caption("Weighs each annotator by their agreement with the others and the model by its accuracy, "
+                   "instead of counting votes. Applying it writes adjudications by model-consensus, one batch "
+                   "per class, which can be undone from the Batches tab.")
+        result, names, current = consensus.model_weighted(service)
+        differs = [(i, names[c]) for i, c in zip(result.item_ids.tolist(), result.labels.tolist())
+                   if i in current and current[i] != c]
+        if result.annotator_weight:
+            st.dataframe([{"annotator": a, "agreement": round(result.annotator_agreement[a], 3),
+                           "weight": round(w, 3)} for a, w in sorted(result.annotator_weight.items())],
+                         hide_index=True)
+            st.caption(f"Model weight {result.model_weight:.2f}; {len(differs)} item(s) differ from the majority.")
+
+        def _apply() -> None:
+            try:
+                _, items = consensus.apply_model_weighted(service, user=user, role=role)
+                ss.review_flash = f"Applied the model-weighted consensus to {len(items)} item(s)"
+            except (auth.AuthError, LookupError, ValueError) as exc:
+                ss.review_flash = f"Not applied: {exc}"
+        st.button("Apply to items with several votes", key="apply_consensus", on_click=_apply,
+                  disabled=not differs)
 
 with tabs[1]:
     suspects = review.suspected_errors(service)
