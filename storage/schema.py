@@ -88,22 +88,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # is the live adjudication when a reviewer has settled the item, else the majority of the votes
     # (a tie goes to the class voted most recently). An item whose only votes are skips is skipped.
     (
+        # Votes and adjudications name the class an item's label counts as now: a merged class's
+        # labels count for the class it was merged into (and for itself again after an un-merge).
+        # Relabel events written by a merge are history, not anyone's vote.
         """CREATE VIEW user_votes AS
-            SELECT item_id, user_name,
-                   arg_max(class_id, id) AS class_id,
-                   arg_max(kind, id) AS kind,
-                   arg_max(source, id) AS source,
-                   arg_max(model_round, id) AS model_round,
-                   arg_max(created_at, id) AS created_at,
-                   max(id) AS event_id
-            FROM live_events WHERE source <> 'adjudication' GROUP BY item_id, user_name""",
+            SELECT e.item_id, e.user_name,
+                   arg_max(coalesce(c.merged_into, e.class_id), e.id) AS class_id,
+                   arg_max(e.kind, e.id) AS kind,
+                   arg_max(e.source, e.id) AS source,
+                   arg_max(e.model_round, e.id) AS model_round,
+                   arg_max(e.created_at, e.id) AS created_at,
+                   max(e.id) AS event_id
+            FROM live_events e LEFT JOIN classes c ON c.id = e.class_id
+            WHERE e.source NOT IN ('adjudication', 'merge') GROUP BY e.item_id, e.user_name""",
         """CREATE VIEW adjudications AS
-            SELECT item_id,
-                   arg_max(class_id, id) AS class_id,
-                   arg_max(kind, id) AS kind,
-                   arg_max(user_name, id) AS user_name,
-                   max(id) AS event_id
-            FROM live_events WHERE source = 'adjudication' GROUP BY item_id""",
+            SELECT e.item_id,
+                   arg_max(coalesce(c.merged_into, e.class_id), e.id) AS class_id,
+                   arg_max(e.kind, e.id) AS kind,
+                   arg_max(e.user_name, e.id) AS user_name,
+                   max(e.id) AS event_id
+            FROM live_events e LEFT JOIN classes c ON c.id = e.class_id
+            WHERE e.source = 'adjudication' GROUP BY e.item_id""",
         "DROP VIEW current_labels",
         """CREATE VIEW current_labels AS
             WITH tallies AS (

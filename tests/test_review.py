@@ -118,3 +118,21 @@ def test_audit_samples_measure_a_bulk_batch_precision(trained_project):
     assert (audit["checked"], audit["confirmed"]) == (4, 3) and audit["precision"] == 0.75
     assert len(audit["todo"]) == review.AUDIT_SIZE - 4
     assert review.source_precision(service.project)["lasso"] == {"checked": 4, "confirmed": 3, "precision": 0.75}
+
+
+def test_a_merge_maps_votes_without_casting_one(trained_project):
+    from labeling import data_admin
+
+    service = LabelingService(trained_project)
+    item, other = [q.item_id for q in service.queue(2)]
+    service.label([item], "kitty", user="alice")
+    service.label([item], "dog", user="bob")  # a tie: bob's newer vote wins
+    service.label([other], "kitty", user="alice")
+    service.label([other], "cat", user="bob")
+    data_admin.merge_classes(service, "kitty", "cat", user="admin")
+    labels = service.current_labels()
+    assert labels[item][0] == "dog"  # the merge did not vote for "cat"
+    assert labels[other][0] == "cat"  # both votes now count for the merged class
+    [d] = [d for d in review.disagreements(service.project) if d["item_id"] == item]
+    assert d["tally"] == {"cat": 1, "dog": 1}
+    assert other not in [d["item_id"] for d in review.disagreements(service.project)]  # no longer a conflict
