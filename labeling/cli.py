@@ -207,7 +207,8 @@ def cmd_serve(a) -> int:
     env = dict(os.environ, QUORUM_PROJECT=str(Path(a.dir).resolve()))
     # Streamlit always runs headless (no first-run prompt on the terminal); the browser is opened here.
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", a.host, "--server.port",
-           str(a.port), "--browser.gatherUsageStats", "false", "--server.headless", "true"]
+           str(a.port), "--browser.gatherUsageStats", "false", "--server.headless", "true",
+           "--client.toolbarMode", "minimal"]  # no "Deploy" button: this is a labeling tool, not a demo
     url = f"http://{a.host}:{a.port}"
     print(f"Quorum: serving {Path(a.dir).resolve()} at {url} (Ctrl+C to stop)", flush=True)
     if not a.headless:
