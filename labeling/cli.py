@@ -197,6 +197,7 @@ def cmd_simulate(a) -> int:
 
 def cmd_serve(a) -> int:
     import os
+    import signal
     import subprocess
     import threading
     import webbrowser
@@ -213,7 +214,22 @@ def cmd_serve(a) -> int:
     print(f"Quorum: serving {Path(a.dir).resolve()} at {url} (Ctrl+C to stop)", flush=True)
     if not a.headless:
         threading.Timer(4.0, webbrowser.open, args=(url,)).start()
-    return subprocess.call(cmd, env=env, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # stopping ``serve`` stops the server it runs
+        signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
+    return proc.wait()
+
+
+def _die_with_parent() -> None:
+    """In the server's process: ask Linux to end it when ``serve`` itself is killed (even by SIGKILL)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -66,3 +66,34 @@ def test_cli_works_while_the_server_runs(trained_project, tmp_path):
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+def test_stopping_serve_stops_the_server_it_runs(trained_project, tmp_path):
+    """SIGTERM to ``serve`` is passed on, and SIGKILL of ``serve`` still ends the server (no orphan holding
+    the port and the project)."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        port = _free_port()
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "QUORUM_MAP_BUILD": "0", "QUORUM_WORKER": "0"}
+        serve = subprocess.Popen([sys.executable, "-m", "labeling", "serve", str(trained_project), "--port",
+                                  str(port), "--headless"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                    if r.read() == b"ok":
+                        break
+            except OSError:
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.5)
+        serve.send_signal(sig)
+        serve.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while True:  # the port is free again: the streamlit child ended too
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) != 0:
+                    break
+            assert time.monotonic() < deadline, f"the server outlived serve after {sig.name}"
+            time.sleep(0.3)
