@@ -84,6 +84,11 @@ def current_role() -> str:
     return identity().role
 
 
+def plain(text) -> str:
+    """Text safe inside Markdown: user-provided names are shown, never interpreted."""
+    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~$" else ch for ch in str(text))
+
+
 def ago(ts) -> str:
     if ts is None:
         return "never"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from labeling.service import QUEUE_STRATEGIES, UnknownClass
-from pages.common import REFRESH_S, current_role, current_user, get_service
+from pages.common import REFRESH_S, current_role, current_user, get_service, plain
 
 service = get_service()
 user = current_user()
@@ -73,7 +73,7 @@ if grid_mode:
             if st.checkbox(f"misfit · {cell['confidence']:.0%}", key=f"misfit_{cell['item_id']}"):
                 misfits.append(cell["item_id"])
     n_accept = len(cells) - len(misfits)
-    if st.button(f"Accept {n_accept} as {grid_class}", type="primary", key="grid_accept", disabled=n_accept == 0):
+    if st.button(f"Accept {n_accept} as {plain(grid_class)}", type="primary", key="grid_accept", disabled=n_accept == 0):
         batch = service.accept_grid([c["item_id"] for c in cells], misfits, grid_class, user=user)
         _record(batch, f"Accepted {n_accept} items as {grid_class}")
         for c in cells:
@@ -117,15 +117,15 @@ with left:
     st.image(card["path"], width="stretch", caption=card["uri"])
 with right:
     if suggestion:
-        st.subheader(f"Suggestion: {suggestion}")
+        st.subheader(f"Suggestion: {plain(suggestion)}")
         m = st.columns(3)
         m[0].metric("Confidence", f"{card['confidence']:.0%}")
         m[1].metric("Disagreement (BALD)", f"{card['scores'].get('bald', 0):.3f}")
         m[2].metric("Margin score", f"{card['scores'].get('margin', 0):.2f}")
         for name, p in card["top"]:
-            st.progress(min(max(p, 0.0), 1.0), text=f"{name} · {p:.0%}")
+            st.progress(min(max(p, 0.0), 1.0), text=f"{plain(name)} · {p:.0%}")
         if card["votes"]:
-            votes = ", ".join(f"{m}: {v}" for m, v in card["votes"])
+            votes = ", ".join(f"{m}: {plain(v)}" for m, v in card["votes"])
             st.caption(f"Votes of round {card['round_id']}: {votes}")
     else:
         st.subheader("No suggestion yet")
@@ -139,7 +139,7 @@ with right:
         _record(batch, f"{card['uri']} → {label or 'skipped'}")
 
     a = st.columns(4)
-    if a[0].button(f"Accept {suggestion or ''}".strip(), type="primary", key="accept", shortcut="Enter",
+    if a[0].button(f"Accept {plain(suggestion or '')}".strip(), type="primary", key="accept", shortcut="Enter",
                    disabled=suggestion is None):
         act(suggestion, "accept_suggestion")
         st.rerun()
@@ -157,7 +157,7 @@ with right:
         st.write("Pick a class")
         bcols = st.columns(min(len(classes), 5) or 1)
         for k, name in enumerate(classes[:9]):
-            if bcols[k % len(bcols)].button(f"{k + 1} · {name}", key=f"class_{k + 1}", shortcut=str(k + 1)):
+            if bcols[k % len(bcols)].button(f"{k + 1} · {plain(name)}", key=f"class_{k + 1}", shortcut=str(k + 1)):
                 act(name, "manual")
                 st.rerun()
     f = st.columns([3, 1])
@@ -187,8 +187,8 @@ for j, n in enumerate(neighbours):
         st.image(n["thumb"], width="stretch")
         shown = n["label"] or (f"{n['pseudo_label']}?" if n["pseudo_label"] else "—")
         mark = " ✓" if n["item_id"] in candidates else ""
-        st.caption(f"{n['similarity']:.2f} · {shown}{mark}")
-if target and st.button(f"Accept neighbourhood as {target} ({len(candidates) + 1} items)", key="accept_neighbourhood",
+        st.caption(f"{n['similarity']:.2f} · {plain(shown)}{mark}")
+if target and st.button(f"Accept neighbourhood as {plain(target)} ({len(candidates) + 1} items)", key="accept_neighbourhood",
                         shortcut="A"):
     batch, items = service.accept_neighbourhood(current, target, user=user, k=k, min_similarity=threshold,
                                                 model_round=card["round_id"])

@@ -15,7 +15,7 @@ from labeling.project import ProjectError
 from labeling.projection import (
     COLOR_BY, NO_VALUE, MapBuilders, get_layout, label_selection, map_frame, parse_item_ids, thumbnails,
 )
-from pages.common import current_role, current_user, get_service
+from pages.common import current_role, current_user, get_service, plain
 
 MAX_GRID = 60
 GRID_COLUMNS = 10
@@ -30,11 +30,6 @@ MAP_BUILD_ENV = "QUORUM_MAP_BUILD"
 def _builders() -> MapBuilders:
     """One UMAP builder per project per server."""
     return MapBuilders()
-
-
-def _plain(text: str) -> str:
-    """Text safe inside Markdown: user-provided names are shown, never interpreted."""
-    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~$" else ch for ch in str(text))
 
 
 def _figure(frame, color_by: str) -> go.Figure:
@@ -152,7 +147,7 @@ def _last_batch(service) -> None:
     if not last:
         return
     c1, c2 = st.columns([5, 1])
-    c1.success(f"Labeled {last['n']} items as {_plain(last['label'])} (one batch).")
+    c1.success(f"Labeled {last['n']} items as {plain(last['label'])} (one batch).")
     if c2.button("Undo", key="map_undo_button"):
         try:
             items = service.undo(last["batch"], user=current_user(), role=current_role())

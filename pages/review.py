@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from labeling import auth, consensus, review
-from pages.common import current_role, current_user, get_service
+from pages.common import current_role, current_user, get_service, plain
 
 PAGE = 12
 
@@ -52,15 +52,15 @@ with tabs[0]:
             _thumb(d)
         with c[1]:
             st.text(" · ".join(f"{u}: {cls} ({src})" for u, cls, src in d["votes"]))
-            st.caption(f"Majority now: {d['current']}")
+            st.caption(f"Majority now: {plain(d['current'])}")
         with c[2]:
             for cls in sorted(d["tally"]):
-                st.button(f"Settle as {cls}", key=f"settle_{d['item_id']}_{cls}", on_click=_settle,
+                st.button(f"Settle as {plain(cls)}", key=f"settle_{d['item_id']}_{cls}", on_click=_settle,
                           args=([d["item_id"]], cls, f"Settled item {d['item_id']} as {cls}"))
             other = st.selectbox("Other class", classes, index=None, key=f"settle_other_{d['item_id']}",
                                  label_visibility="collapsed", placeholder="Another class…")
             if other:
-                st.button(f"Settle as {other}", key=f"settle_{d['item_id']}_other", on_click=_settle,
+                st.button(f"Settle as {plain(other)}", key=f"settle_{d['item_id']}_other", on_click=_settle,
                           args=([d["item_id"]], other, f"Settled item {d['item_id']} as {other}"))
 
     with st.expander("Model-weighted consensus (CROWDLAB-style)"):
@@ -95,12 +95,12 @@ with tabs[1]:
             _thumb(s)
         with c[1]:
             st.text(f"Labeled {s['label']} by {s['labeled_by']} ({s['source']})")
-            st.caption(f"Ensemble: {s['suggested']} at {s['confidence']:.0%} (typical {s['threshold']:.0%}); "
+            st.caption(f"Ensemble: {plain(s['suggested'])} at {s['confidence']:.0%} (typical {s['threshold']:.0%}); "
                        f"neighbours disagree {s['neighbour_disagreement']:.0%}")
         with c[2]:
-            st.button(f"Change to {s['suggested']}", key=f"fix_{s['item_id']}", type="primary", on_click=_settle,
+            st.button(f"Change to {plain(s['suggested'])}", key=f"fix_{s['item_id']}", type="primary", on_click=_settle,
                       args=([s["item_id"]], s["suggested"], f"Item {s['item_id']} is now {s['suggested']}"))
-            st.button(f"Keep {s['label']}", key=f"keep_{s['item_id']}", on_click=_settle,
+            st.button(f"Keep {plain(s['label'])}", key=f"keep_{s['item_id']}", on_click=_settle,
                       args=([s["item_id"]], s["label"], f"Kept {s['label']} on item {s['item_id']}"))
 
 with tabs[2]:
@@ -111,7 +111,7 @@ with tabs[2]:
         st.info("No bulk or automatic batches yet.")
     for a in batches[:PAGE]:
         est = "not audited yet" if a["precision"] is None else f"precision {a['precision']:.0%} of {a['checked']}"
-        with st.expander(f"{a['source']} · {a['items']} items as {a['label']} by {a['user']} · {est}"):
+        with st.expander(f"{a['source']} · {a['items']} items as {plain(a['label'])} by {plain(a['user'])} · {est}"):
             todo = a["todo"][:6]
             if not todo:
                 st.success("Every sampled item is checked.")
@@ -129,7 +129,7 @@ with tabs[2]:
                                        key=f"audit_fix_{a['batch_id']}_{item}", placeholder="Should be…",
                                        label_visibility="collapsed")
                     if fix:
-                        st.button(f"Fix → {fix}", key=f"audit_fixbtn_{a['batch_id']}_{item}", on_click=_settle,
+                        st.button(f"Fix → {plain(fix)}", key=f"audit_fixbtn_{a['batch_id']}_{item}", on_click=_settle,
                                   args=([item], fix, f"Item {item} is now {fix}"))
     precision = review.source_precision(service.project)
     if precision:
