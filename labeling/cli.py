@@ -135,6 +135,14 @@ def cmd_rounds(a) -> int:
     return 0
 
 
+def cmd_stats(a) -> int:
+    from labeling.project import Project
+    from labeling.stats import format_text, project_stats
+    stats = project_stats(Project(a.dir))
+    _print(stats, a.format, format_text(stats))
+    return 0
+
+
 def cmd_export(a) -> int:
     from labeling.export import export
     from labeling.project import Project
@@ -299,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dir")
     _fmt_arg(s)
     s.set_defaults(func=cmd_rounds)
+
+    s = sub.add_parser("stats", help="team figures: kappa, alpha, agreement, labels per hour, precision by source")
+    s.add_argument("dir")
+    _fmt_arg(s)
+    s.set_defaults(func=cmd_stats)
 
     s = sub.add_parser("export", help="export labels")
     s.add_argument("dir")

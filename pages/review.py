@@ -37,7 +37,48 @@ def _thumb(row: dict) -> None:
 
 
 def _agreement() -> None:
-    st.info("Agreement figures appear here.")
+    import plotly.express as px
+
+    from labeling.stats import project_stats
+
+    stats = project_stats(service.project)
+    m = st.columns(4)
+    m[0].metric("Items with several votes", stats["items_with_several_votes"])
+    m[1].metric("In dispute", stats["items_in_dispute"])
+    m[2].metric("Fleiss' kappa", "–" if stats["fleiss_kappa"] is None else f"{stats['fleiss_kappa']:.3f}",
+                help=f"On the {stats['fleiss_items']} items with {stats['fleiss_raters']} votes each")
+    m[3].metric("Krippendorff's alpha",
+                "–" if stats["krippendorff_alpha"] is None else f"{stats['krippendorff_alpha']:.3f}")
+    if not stats["items_with_several_votes"]:
+        st.info("Agreement needs items labeled by several people: set an overlap on the Data page (Team).")
+    if stats["pairwise_kappa"]:
+        st.subheader("Cohen's kappa per pair")
+        st.dataframe([{"annotator": p["a"], "other": p["b"], "shared items": p["items"],
+                       "kappa": round(p["kappa"], 3), "raw agreement": round(p["agreement"], 3)}
+                      for p in stats["pairwise_kappa"]], hide_index=True)
+    people = [{"annotator": w, "agreement with the others": a["agreement"], "items": a["items"]}
+              for w, a in stats["agreement_with_consensus"].items()]
+    c = st.columns(2)
+    if people:
+        c[0].plotly_chart(px.bar(people, x="annotator", y="agreement with the others", hover_data=["items"],
+                                 range_y=[0, 1], title="Agreement with the others' majority"), key="chart_agree")
+    speed = [{"annotator": w, "labels per hour": t["labels_per_hour"] or 0, "labels": t["labels"]}
+             for w, t in stats["labels_per_hour"].items()]
+    if speed:
+        c[1].plotly_chart(px.bar(speed, x="annotator", y="labels per hour", hover_data=["labels"],
+                                 title="Labels per active hour"), key="chart_speed")
+    conf = stats["confusion"]
+    if conf["labels"] and len(conf["labels"]) > 1:
+        st.plotly_chart(px.imshow(conf["matrix"], x=conf["labels"], y=conf["labels"], text_auto=True,
+                                  labels={"x": "one annotator", "y": "another", "color": "pairs"},
+                                  title="Confusion between annotators (pairs of votes on one item)"),
+                        key="chart_confusion")
+    if stats["source_precision"]:
+        st.plotly_chart(px.bar([{"source": s, "precision": v["precision"] or 0, "checked": v["checked"]}
+                                for s, v in stats["source_precision"].items()], x="source", y="precision",
+                               hover_data=["checked"], range_y=[0, 1], title="Measured precision by source (audits)"),
+                        key="chart_precision")
+    st.caption("The same figures: python -m labeling stats DIR --format json")
 
 
 tabs = st.tabs(["Disagreements", "Suspected errors", "Audits", "Agreement", "Batches"])

@@ -93,3 +93,20 @@ def test_admin_manages_people_and_overlap_on_the_data_page(trained_project, app_
     at.slider(key="overlap_fraction").set_value(20)
     at.button(key="overlap_save").click().run()
     assert review.overlap_settings(project)[:2] == (0.2, 2)
+
+
+def test_agreement_tab_shows_the_figures(trained_project, app_env):
+    from sklearn.metrics import cohen_kappa_score
+
+    service = LabelingService(trained_project)
+    ids = [q.item_id for q in service.queue(12)]
+    a = ["cat", "dog", "cat", "cow"] * 3
+    b = ["cat", "dog", "dog", "cow"] * 3
+    for i, x, y in zip(ids, a, b):
+        service.label([i], x, user="alice")
+        service.label([i], y, user="bob")
+    at = _review(trained_project, app_env)
+    frames = [d.value for d in at.dataframe]
+    pair = next(f for f in frames if "kappa" in f.columns)
+    assert pair["kappa"].iloc[0] == pytest.approx(round(cohen_kappa_score(a, b), 3))
+    assert any(m.label == "Krippendorff's alpha" for m in at.metric)
