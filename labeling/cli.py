@@ -112,6 +112,15 @@ def cmd_label(a) -> int:
     return 0 if not out["problems"] or out["labeled"] else 1
 
 
+def cmd_import_labels(a) -> int:
+    from labeling.formats import import_labels
+    from labeling.service import LabelingService
+    out = import_labels(LabelingService(a.dir), a.file, fmt=a.label_format, user=a.user)
+    _print(out, a.format, f"imported {out['labeled']} of {out['rows']} rows (source import)"
+           + "".join(f"\n  {p}" for p in out["problems"][:50]))
+    return 0 if out["labeled"] or not out["rows"] else 1
+
+
 def cmd_undo(a) -> int:
     from labeling.service import LabelingService
     items = LabelingService(a.dir).undo(a.batch, user=a.user, role="admin")  # the project owner
@@ -146,7 +155,7 @@ def cmd_stats(a) -> int:
 def cmd_export(a) -> int:
     from labeling.export import export
     from labeling.project import Project
-    out = export(Project(a.dir), a.export_format, a.out, labeled_only=a.labeled_only)
+    out = export(Project(a.dir), a.export_format, a.out, labeled_only=a.labeled_only, link=a.link)
     _print(out, a.format, f"wrote {out['rows']} rows to {out['out']}")
     return 0
 
@@ -289,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     _fmt_arg(s)
     s.set_defaults(func=cmd_queue)
 
+    s = sub.add_parser("import-labels", help="import labels from CSV, JSONL, Parquet, COCO JSON or HF metadata.jsonl")
+    s.add_argument("dir")
+    s.add_argument("file", help="the label file (or an HF imagefolder with metadata.jsonl)")
+    s.add_argument("--label-format", default="auto", choices=("auto", "csv", "jsonl", "parquet", "coco", "hf"))
+    s.add_argument("--user", default="import", help="the name stored with the imported labels")
+    _fmt_arg(s)
+    s.set_defaults(func=cmd_import_labels)
     s = sub.add_parser("label", help="apply labels from a CSV (uri or item_id, label)")
     s.add_argument("dir")
     s.add_argument("--csv", required=True)
@@ -315,9 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("export", help="export labels")
     s.add_argument("dir")
-    s.add_argument("--format", dest="export_format", required=True, choices=("csv", "jsonl", "parquet", "imagefolder"))
+    s.add_argument("--format", dest="export_format", required=True,
+                   choices=("csv", "jsonl", "parquet", "imagefolder", "coco", "hf"),
+                   help="coco: COCO-style classification JSON; hf: Hugging Face imagefolder (images + metadata.jsonl)")
     s.add_argument("--out", required=True)
     s.add_argument("--labeled-only", action="store_true")
+    s.add_argument("--link", action="store_true", help="imagefolder/hf: link the images instead of copying them")
     s.set_defaults(func=cmd_export, format="table")
 
     s = sub.add_parser("user", help="manage people: add, list, set-role, disable, enable, mode local|team")

@@ -42,11 +42,12 @@ LOG = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 """Called with ``(done, total)`` as work advances."""
 
-FILE_FORMATS = ("csv", "jsonl", "parquet")
+FILE_FORMATS = ("csv", "jsonl", "parquet", "coco")
 """Export formats that produce one file (and so can be downloaded); ``imagefolder`` is a tree."""
 
 DEFAULT_EXPORT_NAMES = {"csv": "exports/labels.csv", "jsonl": "exports/labels.jsonl",
-                        "parquet": "exports/labels.parquet", "imagefolder": "exports/imagefolder"}
+                        "parquet": "exports/labels.parquet", "imagefolder": "exports/imagefolder",
+                        "coco": "exports/labels.coco.json", "hf": "exports/hf-imagefolder"}
 """Suggested output paths, relative to the project root."""
 
 
@@ -395,7 +396,7 @@ def run_embed(service: LabelingService, *, backbone: str | None = None, device: 
 
 
 def run_export(service: LabelingService, fmt: str, out: str | os.PathLike[str], *,
-               labeled_only: bool = False) -> dict:
+               labeled_only: bool = False, link: bool = False) -> dict:
     """Export the labels; a relative ``out`` is taken from the project root.
 
     Returns
@@ -418,7 +419,7 @@ def run_export(service: LabelingService, fmt: str, out: str | os.PathLike[str], 
     target = Path(text).expanduser()
     if not target.is_absolute():
         target = service.project.root / target
-    return export(service.project, fmt, target, labeled_only=labeled_only)
+    return export(service.project, fmt, target, labeled_only=labeled_only, link=link)
 
 
 def export_payload(result: dict) -> tuple[bytes, str, str] | None:
@@ -426,6 +427,26 @@ def export_payload(result: dict) -> tuple[bytes, str, str] | None:
     if result["format"] not in FILE_FORMATS:
         return None
     path = Path(result["out"])
-    mime = {"jsonl": "application/jsonl", "parquet": "application/vnd.apache.parquet"}.get(
+    mime = {"jsonl": "application/jsonl", "parquet": "application/vnd.apache.parquet",
+            "coco": "application/json"}.get(
         result["format"], mimetypes.guess_type(path.name)[0] or "text/csv")
     return path.read_bytes(), path.name, mime
+
+
+def run_label_import(service: LabelingService, path: str | os.PathLike[str], *, user: str) -> dict:
+    """Import a label file (CSV, JSONL, Parquet, COCO JSON, HF metadata.jsonl) from inside the project.
+
+    The path is taken from the project root and may not leave it: a page must not read other files of
+    the server's machine. Labels keep the source ``import``; the acting person is recorded as the user.
+    """
+    from labeling.formats import import_labels
+
+    text = str(path).strip()
+    if not text:
+        raise ValueError("give the path of a label file")
+    root = service.project.root.resolve()
+    target = Path(text).expanduser()
+    target = (target if target.is_absolute() else root / target).resolve()
+    if not target.is_relative_to(root):
+        raise ValueError(f"{text} is outside the project folder; copy the label file into {root} first")
+    return import_labels(service, target, user=user)

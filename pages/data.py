@@ -121,6 +121,21 @@ with tab_import:
     if "data_import_result" in st.session_state:
         _show_import_result(st.session_state["data_import_result"])
 
+    st.subheader("Import labels")
+    st.caption("CSV, JSONL or Parquet with `label` and `uri`/`file_name`/`item_id`, a COCO-style classification "
+               "JSON, or a Hugging Face imagefolder's `metadata.jsonl`, inside the project folder. Rows match "
+               "by path, by file content, or by a file name found once; labels keep the source `import`.")
+    label_file = st.text_input("Label file", key="data_label_file", placeholder="exports/labels.coco.json")
+    if st.button("Import labels", key="data_label_import_button"):
+        try:
+            got = data_admin.run_label_import(service, label_file, user=current_user())
+        except ENGINE_ERRORS as exc:
+            st.error(f"Label import failed: {exc}")
+        else:
+            st.success(f"Imported {got['labeled']} of {got['rows']} rows")
+            for problem in got["problems"][:20]:
+                st.text(problem)
+
 with tab_classes:
     user = current_user()
     table = data_admin.class_table(service)
@@ -179,11 +194,13 @@ with tab_export:
     fmt = st.radio("Format", FORMATS, horizontal=True, key="data_export_format", on_change=_default_export_path)
     out = st.text_input("Output path (relative to the project, or absolute)", key="data_export_path")
     labeled_only = st.checkbox("Labeled items only", key="data_export_labeled_only",
-                               help="ImageFolder always holds labeled items only.")
+                               help="ImageFolder, COCO and Hugging Face exports always hold labeled items only.")
+    link = st.checkbox("Link the images instead of copying them", key="data_export_link",
+                       disabled=fmt not in ("imagefolder", "hf"))
     if st.button("Export", key="data_export_button", type="primary"):
         try:
             st.session_state["data_export_result"] = data_admin.run_export(service, fmt, out,
-                                                                           labeled_only=labeled_only)
+                                                                           labeled_only=labeled_only, link=link)
         except ENGINE_ERRORS as exc:
             st.session_state.pop("data_export_result", None)
             st.error(f"Export failed: {exc}")

@@ -189,3 +189,12 @@ def recent_batches(con: duckdb.DuckDBPyConnection, *, limit: int = 200, user: st
            GROUP BY a.batch_id ORDER BY max(a.id) DESC LIMIT ?""", [user, user, int(limit)]).fetchall()
     return [{"batch_id": r[0], "user": r[1], "source": r[2], "items": int(r[3]), "created_at": r[4],
              "classes": r[5], "undone": bool(r[6])} for r in rows]
+
+
+def current_provenance(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """Per item with a live event: (item_id, class_id, kind, user_name, source, event_id, n_votes, n_agree,
+    created_at, model_round) of the event that decides its current label."""
+    return con.execute(
+        "SELECT c.item_id, c.class_id, c.kind, c.user_name, c.source, c.event_id, c.n_votes, c.n_agree,"
+        " a.created_at, a.model_round FROM current_labels c JOIN annotations a ON a.id = c.event_id"
+        " ORDER BY c.item_id").fetchall()
