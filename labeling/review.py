@@ -17,8 +17,9 @@ Suspected label errors
     class's typical confidence, and the neighbours' vote, leaving the item out, goes mostly elsewhere.
 
 Audits
-    Each bulk or automatic batch (neighbourhood, grid, lasso, auto-accept, import) gets a fixed random sample
-    drawn from its items (seeded by the batch id). A reviewer confirms or corrects each sampled item; both
+    Each bulk or automatic batch (neighbourhood, grid, lasso, auto-accept, import), and each person's labels
+    given one by one (manual, accepted suggestion), gets a fixed random sample drawn from its items (seeded
+    by the batch id). A reviewer confirms or corrects each sampled item; both
     write an ``adjudication`` event, and the share confirmed estimates the batch's, and its source's,
     precision.
 """
@@ -40,6 +41,7 @@ OVERLAP_FRACTION = "overlap_fraction"
 OVERLAP_VOTES = "overlap_votes"
 OVERLAP_SALT = "overlap_salt"
 BULK_SOURCES = ("accept_neighbourhood", "grid", "lasso", "auto_accept", "import")
+SINGLE_SOURCES = ("manual", "accept_suggestion")
 AUDIT_SIZE = 10
 
 
@@ -233,8 +235,10 @@ def audit_sample(item_ids: Sequence[int], batch_id: str, n: int = AUDIT_SIZE) ->
 
 
 def audits(project: Project, *, n: int = AUDIT_SIZE, limit: int = 100) -> list[dict]:
-    """Every live bulk or automatic batch with its audit sample, what reviewers found so far and the estimate.
+    """Every live bulk or automatic batch, and each person's one-by-one labels, with an audit sample.
 
+    Bulk batches are audited one by one; a person's manual labels and accepted suggestions form one group
+    per person and source (``batch_id`` ``"manual:alice"``), so single labels get a measured precision too.
     Each entry: batch_id, user, source, created_at, items, label, sample [item ids], checked, confirmed,
     precision (confirmed / checked, None before any check), todo [sampled items not yet checked].
     """
@@ -243,11 +247,22 @@ def audits(project: Project, *, n: int = AUDIT_SIZE, limit: int = 100) -> list[d
                    if b["source"] in BULK_SOURCES and not b["undone"]]
         settled = {int(r[0]): r for r in labels_q.adjudications(con)}
         rows = con.execute(
-            "SELECT batch_id, item_id, class_id FROM live_events WHERE list_contains(?, batch_id)",
+            "SELECT e.batch_id, e.item_id, coalesce(c.merged_into, e.class_id) FROM live_events e"
+            " LEFT JOIN classes c ON c.id = e.class_id WHERE e.kind = 'label' AND list_contains(?, e.batch_id)",
             [[b["batch_id"] for b in batches]]).fetchall()
+        singles = [v for v in labels_q.votes(con) if v[4] in SINGLE_SOURCES]
     members: dict[str, dict[int, int]] = {}
     for batch, item, cls in rows:
         members.setdefault(batch, {})[int(item)] = cls
+    for item, user, cls, _, source, _, created, _ in singles:
+        key = f"{source}:{user}"
+        if key not in members:
+            batches.append({"batch_id": key, "user": user, "source": source, "items": 0, "created_at": created,
+                            "classes": "one by one", "undone": False})
+        members.setdefault(key, {})[int(item)] = cls
+    for b in batches:
+        if b["batch_id"] in members and ":" in b["batch_id"]:
+            b["items"] = len(members[b["batch_id"]])
     out = []
     for b in batches[:limit]:
         given = members.get(b["batch_id"], {})

@@ -152,7 +152,8 @@ with tabs[2]:
         st.info("No bulk or automatic batches yet.")
     for a in batches[:PAGE]:
         est = "not audited yet" if a["precision"] is None else f"precision {a['precision']:.0%} of {a['checked']}"
-        with st.expander(f"{a['source']} · {a['items']} items as {plain(a['label'])} by {plain(a['user'])} · {est}"):
+        what = "labeled one by one" if ":" in a["batch_id"] else f"as {plain(a['label'])}"
+        with st.expander(f"{a['source']} · {a['items']} items {what} by {plain(a['user'])} · {est}"):
             todo = a["todo"][:6]
             if not todo:
                 st.success("Every sampled item is checked.")

@@ -136,3 +136,15 @@ def test_a_merge_maps_votes_without_casting_one(trained_project):
     [d] = [d for d in review.disagreements(service.project) if d["item_id"] == item]
     assert d["tally"] == {"cat": 1, "dog": 1}
     assert other not in [d["item_id"] for d in review.disagreements(service.project)]  # no longer a conflict
+
+
+def test_one_by_one_labels_are_audited_per_person(trained_project):
+    service = LabelingService(trained_project)
+    ids = [q.item_id for q in service.queue(15)]
+    for i in ids:
+        service.label([i], "cat", user="alice")
+    [group] = [a for a in review.audits(service.project) if a["batch_id"] == "manual:alice"]
+    assert group["items"] == 15 and len(group["sample"]) == review.AUDIT_SIZE
+    service.adjudicate(group["sample"][:2], "cat", user="rita", role="reviewer")
+    service.adjudicate(group["sample"][2:3], "dog", user="rita", role="reviewer")
+    assert review.source_precision(service.project)["manual"]["precision"] == pytest.approx(2 / 3)
