@@ -326,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("stats", help="team figures: kappa, alpha, agreement, labels per hour, precision by source")
     s.add_argument("dir")
-    _fmt_arg(s)
+    s.add_argument("--format", choices=("table", "text", "json"), default="table",
+                   help="output format (text: the same as table)")
     s.set_defaults(func=cmd_stats)
 
     s = sub.add_parser("export", help="export labels")
