@@ -155,8 +155,15 @@ def cmd_stats(a) -> int:
 def cmd_export(a) -> int:
     from labeling.export import export
     from labeling.project import Project
-    out = export(Project(a.dir), a.export_format, a.out, labeled_only=a.labeled_only, link=a.link)
-    _print(out, a.format, f"wrote {out['rows']} rows to {out['out']}")
+    out = export(Project(a.dir), a.export_format, a.out, labeled_only=a.labeled_only, link=a.link,
+                 history=a.history)
+    lines = [f"wrote {out['rows']} rows to {out['out']}"]
+    if "linked" in out:
+        lines.append(f"  {out['linked']} images linked, {out['copied']} copied")
+    if "history" in out:
+        lines.append(f"  wrote {out['events']} label events to {out['history']}")
+    lines += [f"  note: {n}" for n in out.get("notes", [])]
+    _print(out, a.format, "\n".join(lines))
     return 0
 
 
@@ -298,10 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     _fmt_arg(s)
     s.set_defaults(func=cmd_queue)
 
-    s = sub.add_parser("import-labels", help="import labels from CSV, JSONL, Parquet, COCO JSON or HF metadata.jsonl")
+    s = sub.add_parser("import-labels", help="import labels from CSV, JSONL, Parquet, COCO JSON, HF metadata.jsonl "
+                                             "or an ImageFolder tree")
     s.add_argument("dir")
-    s.add_argument("file", help="the label file (or an HF imagefolder with metadata.jsonl)")
-    s.add_argument("--label-format", default="auto", choices=("auto", "csv", "jsonl", "parquet", "coco", "hf"))
+    s.add_argument("file", help="the label file (or an HF imagefolder with metadata.jsonl, or an ImageFolder tree)")
+    s.add_argument("--label-format", default="auto",
+                   choices=("auto", "csv", "jsonl", "parquet", "coco", "hf", "imagefolder"))
     s.add_argument("--user", default="import", help="the name stored with the imported labels")
     _fmt_arg(s)
     s.set_defaults(func=cmd_import_labels)
@@ -338,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--labeled-only", action="store_true")
     s.add_argument("--link", action="store_true", help="imagefolder/hf: link the images instead of copying them")
+    s.add_argument("--history", action="store_true",
+                   help="also write every label event (inside a folder export: events.jsonl; beside a file: "
+                        "NAME.events.EXT)")
     s.set_defaults(func=cmd_export, format="table")
 
     s = sub.add_parser("user", help="manage people: add, list, set-role, disable, enable, mode local|team")

@@ -123,7 +123,8 @@ with tab_import:
 
     st.subheader("Import labels")
     st.caption("CSV, JSONL or Parquet with `label` and `uri`/`file_name`/`item_id`, a COCO-style classification "
-               "JSON, or a Hugging Face imagefolder's `metadata.jsonl`, inside the project folder. Rows match "
+               "JSON, a Hugging Face imagefolder's `metadata.jsonl`, or an ImageFolder tree (a folder per "
+               "class), inside the project folder. Rows match "
                "by path, by file content, or by a file name found once; labels keep the source `import`.")
     label_file = st.text_input("Label file", key="data_label_file", placeholder="exports/labels.coco.json")
     if st.button("Import labels", key="data_label_import_button"):

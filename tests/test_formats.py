@@ -126,3 +126,180 @@ def test_the_data_page_imports_a_label_file_from_inside_the_project_only(labeled
     at.button(key="data_label_import_button").click().run()
     assert not at.exception, at.exception
     assert _labels(fresh) == _labels(labeled)
+
+
+# ---- exchange details: ImageFolder import, history, refused links, per-row messages --------------------
+def _labels_by_content(root) -> dict[str, str]:
+    """sha256 of the image -> label, for projects whose paths and file names differ."""
+    import hashlib
+
+    service = LabelingService(root)
+    with service.project.db.session() as con:
+        uris = dict(con.execute("SELECT id, uri FROM items").fetchall())
+    return {hashlib.sha256((root / uris[i]).read_bytes()).hexdigest(): v[0]
+            for i, v in service.current_labels().items() if v[0]}
+
+
+def _fresh_uris(root) -> list[str]:
+    from storage import items as items_q
+
+    with LabelingService(root).project.db.session() as con:
+        return items_q.ok_items(con)[1]
+
+
+def test_imagefolder_round_trips_by_folder_names_and_by_import_labels(labeled, fresh, tmp_path):
+    expected = _labels_by_content(labeled)
+    tree = tmp_path / "new" / "tree"
+    assert main(["export", str(labeled), "--format", "imagefolder", "--out", str(tree)]) == 0
+    # a project made of the exported tree: labels come from the class folders
+    assert main(["import", str(tmp_path / "new"), str(tree), "--labels-from-folders", "--quiet"]) == 0
+    assert _labels_by_content(tmp_path / "new") == expected
+    # a project of the same images elsewhere: import-labels reads the tree and matches by content
+    assert main(["import-labels", str(fresh), str(tree)]) == 0
+    assert _labels_by_content(fresh) == expected
+    assert {v[2] for v in LabelingService(fresh).current_labels().values()} == {"import"}
+
+
+def test_history_writes_every_event_beside_a_file_and_inside_a_folder(labeled, tmp_path, capsys):
+    service = LabelingService(labeled)
+    item = service.queue(1)[0].item_id
+    batch = service.label([item], "bird", user="zoe")
+    service.undo(batch, user="zoe")
+    assert main(["export", str(labeled), "--format", "csv", "--out", str(tmp_path / "l.csv"), "--history"]) == 0
+    assert "label events to" in capsys.readouterr().out
+    events = pd.read_csv(tmp_path / "l.events.csv")
+    with service.project.db.session() as con:
+        total = con.execute("SELECT count(*) FROM annotations").fetchone()[0]
+    assert len(events) == total
+    mine = events[events["item_id"] == item]
+    bird = mine[mine["label"] == "bird"].iloc[0]
+    assert bird["user"] == "zoe" and bool(bird["undone"]) and bird["source"] == "manual"
+    assert (mine["kind"] == "undo").sum() == 1
+    adjudicated = events[events["source"] == "adjudication"].iloc[0]
+    assert adjudicated["user"] == "rita" and adjudicated["label"] == "cow" and not adjudicated["undone"]
+    got = export(service.project, "hf", tmp_path / "hf", history=True)
+    assert got["history"] == str(tmp_path / "hf" / "events.jsonl")
+    assert len((tmp_path / "hf" / "events.jsonl").read_text().splitlines()) == total
+
+
+def test_refused_links_fall_back_to_copies_with_a_note(labeled, tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    def refuse(self, target, target_is_directory=False):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(Path, "symlink_to", refuse)
+    out = tmp_path / "hf"
+    assert main(["export", str(labeled), "--format", "hf", "--out", str(out), "--link"]) == 0
+    printed = capsys.readouterr().out
+    assert "refused links" in printed and "copied instead" in printed
+    images = [p for p in out.iterdir() if p.suffix == ".png"]
+    assert images and not any(p.is_symlink() for p in images)
+    assert len(images) == len(_labels(labeled))
+    got = export(LabelingService(labeled).project, "imagefolder", tmp_path / "if", link=True)
+    assert got["linked"] == 0 and got["copied"] == got["rows"] and got["link_refused"] == got["rows"]
+    assert any("refused links" in n for n in got["notes"])
+
+
+def test_classes_whose_folder_names_collide_get_their_own_folders(labeled, tmp_path):
+    service = LabelingService(labeled)
+    a, b = [q.item_id for q in service.queue(12)][-2:]
+    service.label([a], "a/b", user="alice")
+    service.label([b], "a_b", user="alice")
+    out = tmp_path / "if"
+    got = export(service.project, "imagefolder", out)
+    folders = {p.name: [f.name for f in p.iterdir()] for p in out.iterdir()}
+    assert any(name.startswith(f"{a}_") for name in folders["a_b"])
+    assert any(name.startswith(f"{b}_") for name in folders["a_b-2"])
+    assert any("a_b-2" in n for n in got["notes"])
+    assert all(p.resolve().is_relative_to(out.resolve()) for p in out.rglob("*"))
+
+
+def test_coco_names_the_project_and_date_and_carries_provenance(labeled, tmp_path):
+    out = tmp_path / "l.json"
+    export(LabelingService(labeled).project, "coco", out)
+    doc = json.loads(out.read_text())
+    assert doc["info"]["project"] == labeled.name and doc["info"]["date_created"].startswith("20")
+    names = {c["id"]: c["name"] for c in doc["categories"]}
+    settled = [a for a in doc["annotations"] if a["source"] == "adjudication"]
+    assert len(settled) == 1 and names[settled[0]["category_id"]] == "cow"
+    assert settled[0]["adjudicated_by"] == "rita" and settled[0]["n_votes"] == 1
+    images = {i["id"]: i for i in doc["images"]}
+    assert all(images[a["image_id"]]["width"] == 28 for a in doc["annotations"])
+    assert len(doc["annotations"]) == len(_labels(labeled))
+
+
+def test_bad_rows_are_reported_by_line_and_the_good_ones_imported(fresh, tmp_path):
+    a, b, c = _fresh_uris(fresh)[:3]
+    (tmp_path / "outside.png").write_bytes((fresh / a).read_bytes())
+    text = (f"path,label,notes\n{a},cat,x\n{b},dog,y\n{a},cat,z\n{b},cow,w\n"
+            "pictures/nope.png,cat,\n../outside.png,cat,\n")
+    (fresh / "labels.csv").write_text(text)
+    result = import_labels(LabelingService(fresh), fresh / "labels.csv")
+    assert result["labeled"] == 2 and result["rows"] == 6
+    assert result["problems"] == [
+        "ignored columns: 'notes'",
+        f"line 4: {a!r} repeats line 2 (the same image), ignored",
+        f"line 5: {b!r} is labelled 'cow' here but 'dog' on line 3 (the same image); keeping 'dog'",
+        "line 6: no item matches 'pictures/nope.png'",
+        "line 7: '../outside.png' leaves the folder of the label file, not read",
+    ]
+    lines = [{"item_id": 999999, "label": "cat"}, {"file_name": c, "label": ["x"]}, {"item_id": 1, "label": ""},
+             {"file_name": c, "label": 7}]
+    (fresh / "more.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n{broken\n")
+    result = import_labels(LabelingService(fresh), fresh / "more.jsonl")
+    assert result["labeled"] == 1
+    assert result["problems"] == ["line 2: the label ['x'] is not text, row ignored",
+                                  "line 5: not JSON (Expecting property name enclosed in double quotes), ignored",
+                                  "line 1: no readable item has id 999999, ignored"]
+    now = LabelingService(fresh).current_labels()
+    current = {uri: now.get(i, (None,))[0] for i, uri in zip(*_ids_and_uris(fresh))}
+    assert (current[a], current[b], current[c]) == ("cat", "dog", "7")
+
+
+def _ids_and_uris(root):
+    from storage import items as items_q
+
+    with LabelingService(root).project.db.session() as con:
+        ids, uris = items_q.ok_items(con)
+    return ids.tolist(), uris
+
+
+def test_coco_problems_name_the_annotation_and_the_rest_is_imported(fresh, tmp_path):
+    a, b = _fresh_uris(fresh)[:2]
+    doc = {"images": [{"id": 1, "file_name": a}, {"id": 2, "file_name": b}, {"id": 2, "file_name": a}],
+           "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]},
+                           {"id": 2, "image_id": 3, "category_id": 1},
+                           {"id": 3, "image_id": 2, "category_id": 9},
+                           {"id": 4, "image_id": 2, "category_id": 2}]}
+    (fresh / "coco.json").write_text(json.dumps(doc))
+    result = import_labels(LabelingService(fresh), fresh / "coco.json")
+    assert result["labeled"] == 2
+    assert result["problems"] == ["ignored annotation fields: 'bbox'",
+                                  "image 3: id 2 repeats an earlier image, ignored",
+                                  "annotation 2: image_id 3 is not among the images, ignored",
+                                  "annotation 3: category_id 9 is not among the categories, ignored"]
+    now = LabelingService(fresh).current_labels()
+    labels = {uri: now[i][0] for i, uri in zip(*_ids_and_uris(fresh)) if uri in (a, b)}
+    assert labels == {a: "cat", b: "dog"}
+
+
+def test_import_reads_no_file_outside_the_label_files_folder(labeled, fresh, tmp_path, monkeypatch):
+    import labeling.formats as formats
+
+    hashed = []
+    real_hash = formats._hash_file
+    monkeypatch.setattr(formats, "_hash_file", lambda p: hashed.append(p) or real_hash(p))
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    uri = _fresh_uris(fresh)[0]
+    original = labeled / uri.replace("pictures/", "images/", 1)
+    shutil.copy(fresh / uri, folder / "copy.png")
+    (folder / "link.png").symlink_to(original)  # same content, but the file lies outside the folder
+    (folder / "labels.jsonl").write_text('{"file_name": "copy.png", "label": "cat"}\n'
+                                         '{"file_name": "link.png", "label": "dog"}\n')
+    result = import_labels(LabelingService(fresh), folder / "labels.jsonl")
+    assert result["labeled"] == 1
+    assert result["problems"] == ["line 2: 'link.png' leaves the folder of the label file, not read"]
+    assert hashed and all(p.is_relative_to(folder.resolve()) for p in hashed)
