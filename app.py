@@ -11,20 +11,28 @@ import streamlit as st
 from labeling import auth
 from pages.common import get_service, identity, sidebar
 
-st.set_page_config(page_title="Quorum", page_icon=":material/how_to_vote:", layout="wide")
 
-get_service()  # opens the project (and starts the retrain worker) once per server
-who = identity()  # team mode: nothing below shows before the session signs in
-pages = [
-    st.Page("pages/label.py", title="Label", icon=":material/label:", default=True),
-    st.Page("pages/map.py", title="Map", icon=":material/map:"),
-]
-if auth.RANK[who.role] >= auth.RANK["reviewer"]:  # the engine refuses annotators too; this only hides it
-    pages.append(st.Page("pages/review.py", title="Review", icon=":material/rule:"))
-pages += [
-    st.Page("pages/model.py", title="Model", icon=":material/monitoring:"),
-    st.Page("pages/data.py", title="Data", icon=":material/folder_open:"),
-]
-nav = st.navigation(pages)
-sidebar()
-nav.run()
+def main() -> None:
+    st.set_page_config(page_title="Quorum", page_icon=":material/how_to_vote:", layout="wide")
+    get_service()  # opens the project (and starts the retrain worker) once per server
+    who = identity()  # team mode: nothing below shows before the session signs in
+    pages = [
+        st.Page("pages/label.py", title="Label", icon=":material/label:", default=True),
+        st.Page("pages/map.py", title="Map", icon=":material/map:"),
+    ]
+    if auth.RANK[who.role] >= auth.RANK["reviewer"]:  # the engine refuses annotators too; this only hides it
+        pages.append(st.Page("pages/review.py", title="Review", icon=":material/rule:"))
+    pages += [
+        st.Page("pages/model.py", title="Model", icon=":material/monitoring:"),
+        st.Page("pages/data.py", title="Data", icon=":material/folder_open:"),
+    ]
+    nav = st.navigation(pages)
+    sidebar()
+    nav.run()
+
+
+# Streamlit runs this file as "__main__" (and leaves it registered as the main module). A process that
+# multiprocessing spawns (the map's UMAP worker) re-imports the main module as "__mp_main__": it must
+# not run the app.
+if __name__ != "__mp_main__":
+    main()

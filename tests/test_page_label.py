@@ -198,3 +198,17 @@ def test_team_mode_requires_sign_in_and_labels_carry_the_signed_in_name(trained_
     at.button(key="accept").click().run()
     assert service.current_labels()[shown][1] == "ann"  # not a typed name: the signed-in user
     assert not [t for t in at.text_input if t.key == "user_input"]  # no name box to act as someone else
+
+
+def test_a_spawned_process_after_the_app_ran_does_not_run_the_app(trained_project, app_env, monkeypatch, tmp_path):
+    """Streamlit leaves app.py registered as the main module; processes spawned afterwards (the map's
+    UMAP worker) re-import it and must not try to run the app."""
+    import multiprocessing as mp
+    import os
+
+    _app(trained_project, app_env)
+    monkeypatch.setenv("QUORUM_PROJECT", str(tmp_path / "not-a-project"))  # as in a later, unrelated test
+    child = mp.get_context("spawn").Process(target=os.getpid)
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0
