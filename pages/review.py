@@ -76,7 +76,7 @@ def _agreement() -> None:
     if stats["source_precision"]:
         st.plotly_chart(px.bar([{"source": s, "precision": v["precision"] or 0, "checked": v["checked"]}
                                 for s, v in stats["source_precision"].items()], x="source", y="precision",
-                               hover_data=["checked"], range_y=[0, 1], title="Measured precision by source (audits)"),
+                               hover_data=["checked"], range_y=[0, 1], title="Precision by source (checked by a reviewer or by other annotators)"),
                         key="chart_precision")
     st.caption("The same figures: python -m labeling stats DIR --format json")
 
