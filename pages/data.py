@@ -121,6 +121,33 @@ with tab_import:
     if "data_import_result" in st.session_state:
         _show_import_result(st.session_state["data_import_result"])
 
+    st.subheader("Embeddings")
+    from labeling.backbones import list_backbones
+
+    specs = list_backbones()
+    current = service.project.setting("backbone") or specs[0].name
+    names = [sp.name for sp in specs]
+    e = st.columns([2, 1, 1])
+    chosen_backbone = e[0].selectbox("Backbone", names, index=names.index(current) if current in names else 0,
+                                     key="data_backbone", format_func=lambda n: next(
+                                         f"{sp.name} · {sp.dim}-d · {sp.description}" for sp in specs if sp.name == n))
+    device = e[1].selectbox("Device", ["auto", "cpu", "cuda"], key="data_device",
+                            help="auto: the GPU when torch sees one, else the CPU")
+    if chosen_backbone != current:
+        st.caption(f"Switching from {current} embeds every image again with {chosen_backbone}; the vectors of "
+                   f"{current} stay on disk, so switching back is instant.")
+    if e[2].button("Embed", key="data_embed_button"):
+        bar = st.progress(0.0, text="Embedding…")
+        try:
+            got = data_admin.run_embed(service, backbone=chosen_backbone, device=device,
+                                       progress=lambda done, total: bar.progress(done / max(total, 1),
+                                                                                 text=f"Embedded {done} of {total}"))
+        except ENGINE_ERRORS as exc:
+            st.error(f"Embedding failed: {exc}")
+        else:
+            bar.progress(1.0, text="Embedding done")
+            st.success(f"Embedded with {got['backbone']} on {got['device']}")
+
     st.subheader("Import labels")
     st.caption("CSV, JSONL or Parquet with `label` and `uri`/`file_name`/`item_id`, a COCO-style classification "
                "JSON, a Hugging Face imagefolder's `metadata.jsonl`, or an ImageFolder tree (a folder per "

@@ -128,3 +128,18 @@ def test_import_outside_project_shows_error(demo_project, monkeypatch):
     at.button(key="data_import_button").click().run()
     assert any("outside the project folder" in e.value for e in at.error)
     assert LabelingService(demo_project).summary()["items"] == 200
+
+
+def test_embed_with_a_chosen_backbone_and_device(demo_project, monkeypatch):
+    at = _data_page(demo_project, monkeypatch)
+    assert at.selectbox(key="data_backbone").value == "efficientnet_lite0"
+    at.selectbox(key="data_device").select("cuda")
+    at.button(key="data_embed_button").click().run()
+    import torch
+
+    if not torch.cuda.is_available():  # a clear message, nothing changed
+        assert any("cuda" in e.value.lower() for e in at.error)
+    at.selectbox(key="data_device").select("cpu")
+    at.button(key="data_embed_button").click().run()
+    assert not at.exception, at.exception
+    assert any("Embedded with efficientnet_lite0 on cpu" in s.value for s in at.success)
