@@ -163,19 +163,17 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
         raise ValueError("no embedded items: import images and run embed first")
     class_ids = np.array([c for c, _ in classes], dtype=np.int64)
     class_names = [name for _, name in classes]
-    col = {int(c): k for k, c in enumerate(class_ids.tolist())}
-    row = {int(i): r for r, i in enumerate(pv.item_ids.tolist())}
-    labels = np.full(n, -1, dtype=np.int64)
-    for item, cls in zip(lab_items.tolist(), lab_classes.tolist()):
-        if item in row and cls in col:
-            labels[row[item]] = col[cls]
-    x = FeatureScaler.fit(pv.vectors).transform(pv.vectors)
+    labels = _label_rows(pv.item_ids, np.asarray(lab_items, np.int64), np.asarray(lab_classes, np.int64), class_ids)
     graph = knn_graph_cached(project, pv)
     rng = np.random.default_rng(seed)
     c = len(class_ids)
     metrics: dict = {"n_items": n, "n_labels": int((labels >= 0).sum()), "n_classes": c}
     labeled_classes = np.unique(labels[labels >= 0])
     suggestions = None
+    if len(labeled_classes) < 2:  # cold start: the backbone's own proposals, from the raw vectors
+        suggestions, cold_confidence = _imagenet_suggestions(pv)
+    # The round's vectors are its own copy: scale them in place, so a round holds one N x D matrix.
+    x = FeatureScaler.fit(pv.vectors).transform(pv.vectors, out=pv.vectors)
     cv_out: dict[str, np.ndarray] = {}
     if len(labeled_classes) >= 2:
         pred = fit_predict(x, labels, c, graph=graph, config=config, device=dev)
@@ -214,7 +212,7 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
             None, x, min(DEFAULT_BATCH, int((labels < 0).sum())), labels=labels, n_classes=max(c, 1), rng=rng,
             exclude=labels >= 0, knn_sims=graph[0])
         metrics["note"] = "cold start: fewer than two classes labeled, items ordered by typicality"
-        suggestions, confidence = _imagenet_suggestions(pv)
+        confidence = cold_confidence
     metrics["phase"] = phase
     rest_score = scores.get("margin", scores.get("typicality"))
     in_batch = np.zeros(n, dtype=bool)
@@ -227,6 +225,24 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
                              {k: np.asarray(v, np.float32) for k, v in scores.items()}, default_order, phase,
                              cv=cv_out, suggestions=suggestions)
     return preds, metrics
+
+
+def _label_rows(item_ids: np.ndarray, lab_items: np.ndarray, lab_classes: np.ndarray,
+                class_ids: np.ndarray) -> np.ndarray:
+    """Column of each item's current label in ``class_ids``, -1 where unlabeled (or the item or class
+    is unknown), row-aligned with ``item_ids``; vectorised, no per-item dict at 1M items."""
+    labels = np.full(len(item_ids), -1, dtype=np.int64)
+    if not len(lab_items) or not len(item_ids) or not len(class_ids):
+        return labels
+    order = np.argsort(item_ids, kind="stable")
+    pos = np.minimum(np.searchsorted(item_ids, lab_items, sorter=order), len(order) - 1)
+    rows = order[pos]
+    corder = np.argsort(class_ids, kind="stable")
+    cpos = np.minimum(np.searchsorted(class_ids, lab_classes, sorter=corder), len(corder) - 1)
+    cols = corder[cpos]
+    ok = (item_ids[rows] == lab_items) & (class_ids[cols] == lab_classes)
+    labels[rows[ok]] = cols[ok]
+    return labels
 
 
 def _imagenet_suggestions(pv, *, chunk_size: int = 65_536) -> tuple[np.ndarray | None, np.ndarray]:
