@@ -65,6 +65,16 @@ def cmd_import(a) -> int:
 def cmd_embed(a) -> int:
     from labeling.pipeline import embed_project
     from labeling.project import Project
+    if a.engine == "ray":
+        from labeling.embed_ray import embed_project_ray
+        out = embed_project_ray(Project(a.dir), backbone=a.backbone, weights=a.weights, device=a.device,
+                                batch_size=a.batch_size, image_size=a.image_size, address=a.address,
+                                workers=a.workers, progress=not a.quiet)
+        _print(out, a.format, f"embedded {out['embedded']} items with {out['backbone']} on {out['workers']} Ray "
+                              f"{out['device'].upper()} workers ({out['already']} already done, {out['failed']} failed)")
+        return 0
+    if a.address or a.workers:
+        raise ValueError("--address and --workers apply to --engine ray only")
     out = embed_project(Project(a.dir), backbone=a.backbone, weights=a.weights, device=a.device,
                         batch_size=a.batch_size, image_size=a.image_size, progress=not a.quiet)
     _print(out, a.format, f"embedded with {out['backbone']} on {out['device']}")
@@ -287,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--image-size", type=int)
+    s.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="local (this machine) or ray (Ray Data workers; pip install 'quorum[ray]')")
+    s.add_argument("--address", help="Ray cluster, e.g. ray://host:10001 (default: RAY_ADDRESS, else a local Ray)")
+    s.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, else cluster CPUs / 2)")
     s.add_argument("--quiet", action="store_true")
     _fmt_arg(s)
     s.set_defaults(func=cmd_embed)
