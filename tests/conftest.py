@@ -85,3 +85,119 @@ def app_env(monkeypatch):
         monkeypatch.setenv("QUORUM_WORKER", "0")
         monkeypatch.setenv("QUORUM_USER", "tester")
     return _use
+
+
+# ---- a real server -------------------------------------------------------------------------------
+CHROMIUM = "/usr/bin/chromium"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def require_chromium() -> None:
+    """Skip a browser test (with the reason) on a machine without Chromium or Playwright; with ``CI=true``
+    fail instead: CI must run it."""
+    import os
+
+    import importlib.util
+
+    missing = not Path(CHROMIUM).exists() or importlib.util.find_spec("playwright") is None
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the browser test: install Debian chromium ({CHROMIUM}) and playwright")
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium) or no playwright package")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A running ``python -m labeling serve DIR --headless``: the ``serve`` process, its address, its log."""
+
+    def __init__(self, proc, port: int, log_path: Path | None, log_fh) -> None:
+        self.proc = proc
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self._log_fh = log_fh
+
+    def healthy(self) -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
+                return r.read() == b"ok"
+        except OSError:
+            return False
+
+    def log_tail(self, n: int = 40) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log kept)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def streamlit_pid(self) -> int:
+        """The Streamlit server process itself: ``serve`` runs it as its one child (Linux: read from /proc)."""
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        kids = path.read_text().split() if path.exists() else []
+        assert len(kids) == 1, f"serve (pid {self.proc.pid}) should run exactly one Streamlit child, has {kids}"
+        return int(kids[0])
+
+
+def start_server(root: Path, *, log: Path | None = None, retrain_events: int | None = None,
+                 retrain_seconds: float | None = None, env: dict | None = None, port: int | None = None,
+                 timeout: float = 90.0) -> Server:
+    """Start ``python -m labeling serve ROOT --port P --headless`` and wait until ``/_stcore/health`` says ok.
+
+    The server gets ``QUORUM_MAP_BUILD=0`` (the PCA map only: a finished UMAP reloads a page mid-gesture),
+    no source file watcher, the given ``QUORUM_RETRAIN_*`` values and ``env`` on top. Its output goes to
+    ``log`` (or nowhere). Stop it with ``stop_server``.
+    """
+    import os
+    import subprocess
+    import sys
+    import time
+
+    port = port or free_port()
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "QUORUM_MAP_BUILD": "0",
+                "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none"}
+    if retrain_events is not None:
+        full_env["QUORUM_RETRAIN_EVENTS"] = str(retrain_events)
+    if retrain_seconds is not None:
+        full_env["QUORUM_RETRAIN_SECONDS"] = str(retrain_seconds)
+    full_env.update(env or {})
+    log_fh = open(log, "a") if log is not None else None
+    proc = subprocess.Popen([sys.executable, "-m", "labeling", "serve", str(root), "--port", str(port), "--headless"],
+                            env=full_env, cwd=REPO, stdin=subprocess.DEVNULL,
+                            stdout=log_fh if log_fh else subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    server = Server(proc, port, log, log_fh)
+    deadline = time.monotonic() + timeout
+    while not server.healthy():
+        if proc.poll() is not None:
+            stop_server(server)
+            raise AssertionError(f"serve exited with code {proc.returncode} before answering on port {port}:\n"
+                                 f"{server.log_tail()}")
+        if time.monotonic() > deadline:
+            stop_server(server)
+            raise AssertionError(f"the server on port {port} did not answer /_stcore/health with ok within "
+                                 f"{timeout:.0f} s:\n{server.log_tail()}")
+        time.sleep(0.5)
+    return server
+
+
+def stop_server(server: Server, timeout: float = 20.0) -> None:
+    """Stop ``serve`` (it passes SIGTERM on to Streamlit), kill it if it lingers, and close its log."""
+    import subprocess
+
+    if server.proc.poll() is None:
+        server.proc.terminate()
+        try:
+            server.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait(timeout)
+    if server._log_fh is not None:
+        server._log_fh.close()
+        server._log_fh = None

@@ -9,40 +9,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
+from conftest import CHROMIUM, require_chromium, start_server, stop_server
 
 from labeling.service import LabelingService
 from storage import labels as labels_q
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parent.parent
-
 pytestmark = pytest.mark.browser
-
-
-def _require_browser():
-    missing = not Path(CHROMIUM).exists()
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        missing = True
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the browser test: install Debian chromium ({CHROMIUM}) and playwright")
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium) or no playwright package")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _events(root):
@@ -61,35 +36,14 @@ def _wait(predicate, timeout=60.0, step=0.2, what="condition"):
 
 @pytest.fixture
 def server(trained_project, tmp_path):
-    _require_browser()
-    port = _free_port()
-    env = {**os.environ, "QUORUM_PROJECT": str(trained_project), "QUORUM_USER": "browser",
-           "QUORUM_RETRAIN_EVENTS": "5", "QUORUM_RETRAIN_SECONDS": "5", "PYTHONPATH": str(ROOT),
-           "QUORUM_MAP_BUILD": "0"}  # keep the PCA map: a finished UMAP reloads the page mid-gesture
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless=true",
-         "--server.address=127.0.0.1", f"--server.port={port}", "--browser.gatherUsageStats=false",
-         "--server.fileWatcherType=none"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy():
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                return r.read().decode() == "ok"
-        except OSError:
-            return False
-
+    require_chromium()
+    # the map stays PCA (QUORUM_MAP_BUILD=0, set by start_server): a finished UMAP reloads the page mid-gesture
+    srv = start_server(trained_project, log=tmp_path / "server.log", retrain_events=5, retrain_seconds=5,
+                       env={"QUORUM_USER": "browser"})
     try:
-        _wait(healthy, 90, what="the server to come up")
-        yield url, trained_project
+        yield srv.url, trained_project
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop_server(srv)
 
 
 def test_label_flow_in_a_real_browser(server, tmp_path):

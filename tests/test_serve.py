@@ -10,13 +10,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from conftest import start_server, stop_server
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cli(*args):
@@ -25,24 +21,10 @@ def _cli(*args):
 
 
 def test_cli_works_while_the_server_runs(trained_project, tmp_path):
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "QUORUM_RETRAIN_EVENTS": "3", "QUORUM_RETRAIN_SECONDS": "2",
-           "QUORUM_MAP_BUILD": "0"}
-    log = open(tmp_path / "serve.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "labeling", "serve", str(trained_project), "--port", str(port),
-                               "--headless"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    server = start_server(trained_project, log=tmp_path / "serve.log", retrain_events=3, retrain_seconds=2)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                    if r.read() == b"ok":
-                        break
-            except OSError:
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.5)
         # a page load opens the project and starts the retrain worker inside the server
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read()
+        urllib.request.urlopen(f"{server.url}/", timeout=10).read()
         res = _cli("queue", str(trained_project), "--n", "4", "--format", "json")
         assert res.returncode == 0, res.stderr
         rows = json.loads(res.stdout)
@@ -60,12 +42,7 @@ def test_cli_works_while_the_server_runs(trained_project, tmp_path):
         text = (tmp_path / "out.csv").read_text()
         assert sum(1 for line in text.splitlines() if ",cli," in line) == 4
     finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+        stop_server(server)
 
 
 def test_stopping_serve_stops_the_server_it_runs(trained_project, tmp_path):
@@ -74,22 +51,11 @@ def test_stopping_serve_stops_the_server_it_runs(trained_project, tmp_path):
     import signal
 
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        port = _free_port()
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "QUORUM_MAP_BUILD": "0", "QUORUM_WORKER": "0"}
-        serve = subprocess.Popen([sys.executable, "-m", "labeling", "serve", str(trained_project), "--port",
-                                  str(port), "--headless"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                    if r.read() == b"ok":
-                        break
-            except OSError:
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.5)
-        serve.send_signal(sig)
-        serve.wait(timeout=30)
+        server = start_server(trained_project, env={"QUORUM_WORKER": "0"})
+        port = server.port
+        server.proc.send_signal(sig)
+        server.proc.wait(timeout=30)
+        stop_server(server)
         deadline = time.monotonic() + 30
         while True:  # the port is free again: the streamlit child ended too
             with socket.socket() as s:
