@@ -88,8 +88,11 @@ if grid_mode:
 # The item on screen stays pinned until the person acts on it, so a new round (or a colleague's
 # label elsewhere) never swaps the item under a key press.
 current = ss.get("current_item")
+swapped = None  # the item this person was looking at, when someone else labeled it meanwhile
 if ss.get("current_strategy") != strategy or (current is not None and (current in ss.passed
                                                                          or not service.is_open(current, user=user))):
+    if current is not None and current not in ss.passed and ss.get("current_strategy") == strategy:
+        swapped = current
     current = None
 if current is None:
     try:
@@ -135,6 +138,9 @@ with right:
             st.caption(f"The backbone's ImageNet guess: {card['hint'][0]} ({card['hint'][1]:.0%})")
 
     def act(label: str | None, source: str) -> None:
+        if swapped is not None:  # the key press was meant for the item someone else just labeled
+            ss.flash = "Someone else labeled that item a moment ago: nothing stored. Here is the next one."
+            return
         batch = service.label([current], label, user=user, source=source, model_round=card["round_id"])
         _record(batch, f"{card['uri']} → {label or 'skipped'}")
 
@@ -188,8 +194,12 @@ for j, n in enumerate(neighbours):
         shown = n["label"] or (f"{n['pseudo_label']}?" if n["pseudo_label"] else "—")
         mark = " ✓" if n["item_id"] in candidates else ""
         st.caption(f"{n['similarity']:.2f} · {plain(shown)}{mark}")
-if target and st.button(f"Accept neighbourhood as {plain(target)} ({len(candidates) + 1} items)", key="accept_neighbourhood",
-                        shortcut="A"):
+clicked = bool(target) and st.button(f"Accept neighbourhood as {plain(target)} ({len(candidates) + 1} items)",
+                                    key="accept_neighbourhood", shortcut="A")
+if clicked and swapped is not None:  # meant for the item someone else just labeled
+    ss.flash = "Someone else labeled that item a moment ago: nothing stored. Here is the next one."
+    st.rerun()
+if clicked:
     batch, items = service.accept_neighbourhood(current, target, user=user, k=k, min_similarity=threshold,
                                                 model_round=card["round_id"])
     _record(batch, f"Accepted {len(items)} items as {target}")

@@ -212,3 +212,19 @@ def test_a_spawned_process_after_the_app_ran_does_not_run_the_app(trained_projec
     child.start()
     child.join(120)
     assert child.exitcode == 0
+
+
+def test_a_key_press_meant_for_an_item_someone_else_just_labeled_stores_nothing(trained_project, app_env):
+    service = LabelingService(trained_project)
+    at = _app(trained_project, app_env)
+    shown = service.item_id_for_uri(_shown_uri(at))
+    service.label([shown], "cat", user="colleague")  # meanwhile, in another session
+    before = len(_events(trained_project))
+    at.button(key="class_1").click().run()  # meant for the item on screen
+    assert not at.exception, at.exception
+    assert len(_events(trained_project)) == before  # not applied to an item this person never saw
+    now = service.item_id_for_uri(_shown_uri(at))
+    assert now != shown
+    at.button(key="class_1").click().run()  # the next press acts on what is shown
+    last = _events(trained_project)[-1]
+    assert last[1] == now and last[4] == "tester"
