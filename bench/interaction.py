@@ -67,12 +67,12 @@ def time_actions(root: Path, *, repeats: int = 50) -> np.ndarray:
     return np.array(out) * 1000
 
 
-def run(work: Path, *, sizes=(10_000, 100_000), repeats: int = 50) -> list[dict]:
+def run(work: Path, *, sizes=(10_000, 100_000), repeats: int = 50, labels: int = 1000) -> list[dict]:
     rows = []
     for n in sizes:
         t0 = time.perf_counter()
         root = work / f"interaction-{n}"
-        build_project(root, n)
+        build_project(root, n, labels=min(labels, n // 2))
         built = time.perf_counter() - t0
         ms = time_actions(root, repeats=repeats)
         rows.append({"items": n, "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
