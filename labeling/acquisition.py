@@ -537,7 +537,7 @@ def score(
     return func(probs)
 
 
-def all_scores(probs: npt.ArrayLike, *, chunk_size: int = 100_000) -> dict[str, FloatArray]:
+def all_scores(probs: npt.ArrayLike, *, chunk_size: int = 8_192) -> dict[str, FloatArray]:
     """Every deterministic strategy's scores, computed chunk by chunk over N.
 
     Parameters
@@ -546,7 +546,8 @@ def all_scores(probs: npt.ArrayLike, *, chunk_size: int = 100_000) -> dict[str, 
         Class probabilities of K heads for N items; may be a memory-mapped
         array, as only ``chunk_size`` items are held in float64 at a time.
     chunk_size : int
-        Items per chunk. The result does not depend on it.
+        Items per chunk. The result does not depend on it. Chunks that fit in the CPU caches are
+        about twice as fast as 100k-item chunks (6 heads x 100 classes, 2 cores).
 
     Returns
     -------
