@@ -2,7 +2,7 @@
 
 Runs every benchmark with its baseline measured in the same run, prints one table, and rewrites
 the suite section of ``bench/RESULTS.md`` (date, machine, every figure beside its baseline).
-``--quick`` takes a few minutes on two cores; the full run takes about half an hour there.
+``--quick`` takes 2 to 5 minutes on two cores, the full run (up to 1M items) 10 to 20 minutes.
 """
 from __future__ import annotations
 
@@ -18,7 +18,11 @@ from bench import suite
 
 NAMES = ("interaction", "embedding", "rounds", "neighbours", "memory", "map")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
+
+
+def markers(key: str) -> tuple[str, str]:
+    """The comments around one command's table in RESULTS.md (each command keeps its own table)."""
+    return f"<!-- bench:{key}:begin -->", f"<!-- bench:{key}:end -->"
 
 
 def machine(device: str) -> str:
@@ -53,14 +57,14 @@ def plan(profile: str, device: str) -> dict:
     if profile == "quick":
         return {"interaction": dict(sizes=(2_000, 10_000), repeats=20),
                 "embedding": dict(n_images=300),
-                "rounds": [(10_000, 512, 10, 1_000), (20_000, 1280, 100, 2_000)],
+                "rounds": [(10_000, 512, 10, 1_000), (20_000, 1280, 100, 2_000), (100_000, 512, 10, 10_000)],
                 "neighbours": dict(view=(20_000, 1280, 100, 2_000), graph=(5_000, 512), million=None),
-                "memory": (20_000, 1280, 100, 2_000), "map": dict(n=3_000, d=512)}
+                "memory": (100_000, 512, 10, 10_000), "map": dict(n=3_000, d=512)}
     rounds = [(10_000, 512, 10, 1_000), (100_000, 512, 10, 1_000), (100_000, 512, 10, 10_000),
               (100_000, 512, 100, 10_000), (100_000, 1280, 10, 10_000), (100_000, 1280, 100, 10_000),
               (1_000_000, 512, 10, 10_000)]
     return {"interaction": dict(sizes=(10_000, 100_000), repeats=50),
-            "embedding": dict(n_images=1_000),
+            "embedding": dict(n_images=3_000),
             "rounds": rounds,
             "neighbours": dict(view=(100_000, 1280, 100, 10_000), graph=(50_000, 512),
                                million=(1_000_000, 512, 10, 10_000)),
@@ -98,7 +102,8 @@ def run(names, profile: str, device: str, work: Path) -> list[dict]:
                                              repeats=1 if profile == "tiny" else 2)
             if "rounds" in wanted:
                 keep = {_key(c) for c in p["rounds"]}
-                rows += [r for r in got if r["case"] in keep]
+                rows += [r for r in got if r["case"] in keep and r["benchmark"] == "round latency"]
+                rows += [r for r in got if r["case"] in keep and r["benchmark"] != "round latency"]
         if name == "interaction":
             rows += suite.interaction_rows(work / "interaction", **p["interaction"])
         elif name == "embedding":
@@ -146,14 +151,15 @@ def table(rows: list[dict]) -> str:
 def write_results(rows: list[dict], *, command: str, device: str, seconds: float, loads: tuple[str, str],
                   path: Path = RESULTS) -> None:
     text = path.read_text(encoding="utf-8") if path.exists() else "# Measured results\n"
-    section = (f"{BEGIN}\n## Benchmark suite: `{command}` ({date.today()})\n\n"
+    begin, end = markers(command.replace("python -m bench", "").replace("-", "").replace(" ", "") or "full")
+    section = (f"{begin}\n## Benchmark suite: `{command}` ({date.today()})\n\n"
                f"Machine: {machine(device)}. Took {seconds / 60:.1f} min; load average (1/5/15 min) "
                f"{loads[0]} before, {loads[1]} after.\n\n"
                "Every figure is measured in the same run as its baseline. `met` is the issue's target at "
                "that size (– where none applies).\n\n"
-               f"{table(rows)}\n{END}")
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+               f"{table(rows)}\n{end}")
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text, encoding="utf-8")

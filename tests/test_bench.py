@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from bench.__main__ import BEGIN, END, NAMES, main
+from bench.__main__ import NAMES, main, markers
 
 BENCHMARKS = {  # harness name -> the table rows it must produce
     "interaction": ["interaction p95"],
     "embedding": ["embedding throughput"],
-    "rounds": ["round latency"],
+    "rounds": ["round latency", "round: heads only"],
     "neighbours": ["neighbourhood view p95", "kNN graph (k=15)"],
     "memory": ["round peak memory"],
     "map": ["map (UMAP)"],
@@ -57,7 +57,8 @@ def test_every_benchmark_has_a_baseline_and_a_ratio(tiny_run):
 def test_results_file_gets_the_table_with_machine_and_date(tiny_run):
     rows, text = tiny_run
     assert text.startswith("# Measured results\n\nEarlier text stays.")
-    section = text[text.index(BEGIN):text.index(END)]
+    begin, end = markers("tiny")
+    section = text[text.index(begin):text.index(end)]
     assert "torch" in section and "cores" in section and "device cpu" in section
     for r in rows:
         assert f"| {r['benchmark']} | {r['case']} |" in section
