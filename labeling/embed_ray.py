@@ -134,6 +134,7 @@ def embed_project_ray(
     """
     from labeling.backbones import DEFAULT_BACKBONE, get_backbone
     from labeling.embed import _progress
+    from labeling.pipeline import finish_embedding
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -189,16 +190,7 @@ def embed_project_ray(
         finally:
             report.close()
         store.compact()
-    if failed:
-        with project.db.session() as con:
-            info = items_q.items_by_ids(con, failed)
-            for item_id in failed:
-                it = info[item_id]
-                items_q.update_item(con, item_id, items_q.NewItem(it["uri"], it["sha256"], it["width"], it["height"],
-                                                                  "unreadable", "could not be decoded for embedding"))
-    project.set_setting("backbone", name)
-    project.set_setting("vector_key", loaded.fingerprint)
-    project.set_setting("vector_dim", str(loaded.dim))
+    finish_embedding(project, name, loaded, failed)
     return {"backbone": name, "fingerprint": loaded.fingerprint, "device": "cuda" if use_gpu else "cpu",
             "engine": "ray", "workers": workers, "total": int(len(ids)), "already": int(len(ids) - len(todo)),
             "embedded": embedded, "failed": len(failed)}

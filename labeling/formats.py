@@ -23,7 +23,6 @@ label, an item id nor one of Quorum's export columns are named once.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -35,6 +34,7 @@ import pyarrow.parquet as pq
 
 from labeling.export import PROVENANCE
 from labeling.images import IMAGE_EXTENSIONS, _hash_file
+from labeling.manifest import ManifestError, _iter_delimited, _one_line
 from labeling.project import Project
 from storage import items as items_q
 
@@ -80,10 +80,6 @@ def guess_format(path: Path) -> str:
                          f"({', '.join(LABEL_FORMATS)})")
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _label(value: object) -> tuple[str | None, bool]:
     """(the label as text or None when empty, whether the value could be read as a label)."""
     if value is None:
@@ -108,29 +104,20 @@ def _text(value: object) -> str | None:
 
 # ---- readers: (header, [(where, record dict)], problems) ------------------------------------------
 def _read_delimited(path: Path) -> tuple[list[str], list[tuple[str, dict]], list[str]]:
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     header: list[str] | None = None
     records: list[tuple[str, dict]] = []
     problems: list[str] = []
-    line = 0
     try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            reader = csv.reader(fh, delimiter=delimiter, strict=True)
-            for cells in reader:
-                start, line = line + 1, reader.line_num
-                if not any(cell.strip() for cell in cells):
-                    continue
-                if header is None:
-                    header = cells
-                    continue
-                if len(cells) > len(header):
-                    problems.append(f"line {start}: {len(cells)} fields but the header has {len(header)}; "
-                                    "extra fields ignored")
-                records.append((f"line {start}", dict(zip(header, cells))))
-    except UnicodeDecodeError as exc:
-        raise LabelFileError(f"{path.name}: not a UTF-8 text file (near line {line + 1})") from exc
-    except csv.Error as exc:
-        raise LabelFileError(f"{path.name}: malformed CSV near line {line + 1}: {_one_line(exc)}") from exc
+        for start, cells in _iter_delimited(path, "\t" if path.suffix.lower() == ".tsv" else ","):
+            if header is None:
+                header = cells
+                continue
+            if len(cells) > len(header):
+                problems.append(f"line {start}: {len(cells)} fields but the header has {len(header)}; "
+                                "extra fields ignored")
+            records.append((f"line {start}", dict(zip(header, cells))))
+    except ManifestError as exc:
+        raise LabelFileError(f"{path.name}: {exc.reason}") from exc
     return header or [], records, problems
 
 

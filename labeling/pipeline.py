@@ -55,7 +55,14 @@ def embed_project(
     paths = [project.resolve_uri(u) for u in uris]
     result = embed_project_items(store, ids, paths, loaded, device=dev, batch_size=batch_size, progress=progress)
     store.compact()
-    failed = _failed_ids(result)
+    finish_embedding(project, name, loaded, _failed_ids(result))
+    return {"backbone": name, "fingerprint": loaded.fingerprint, "device": str(dev),
+            **{k: v for k, v in (result if isinstance(result, dict) else {}).items() if k != "failed_ids"}}
+
+
+def finish_embedding(project: Project, name: str, loaded, failed: list[int]) -> None:
+    """After an embedding job (any engine): mark the items that could not be decoded unreadable, and make
+    this backbone's vectors the project's."""
     if failed:
         with project.db.session() as con:
             info = items_q.items_by_ids(con, failed)
@@ -66,8 +73,6 @@ def embed_project(
     project.set_setting("backbone", name)
     project.set_setting("vector_key", loaded.fingerprint)
     project.set_setting("vector_dim", str(loaded.dim))
-    return {"backbone": name, "fingerprint": loaded.fingerprint, "device": str(dev),
-            **{k: v for k, v in (result if isinstance(result, dict) else {}).items() if k != "failed_ids"}}
 
 
 def _failed_ids(result) -> list[int]:

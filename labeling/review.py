@@ -246,10 +246,7 @@ def audits(project: Project, *, n: int = AUDIT_SIZE, limit: int = 100) -> list[d
         batches = [b for b in labels_q.recent_batches(con, limit=10 * limit)
                    if b["source"] in BULK_SOURCES and not b["undone"]]
         settled = {int(r[0]): r for r in labels_q.adjudications(con)}
-        rows = con.execute(
-            "SELECT e.batch_id, e.item_id, coalesce(c.merged_into, e.class_id) FROM live_events e"
-            " LEFT JOIN classes c ON c.id = e.class_id WHERE e.kind = 'label' AND list_contains(?, e.batch_id)",
-            [[b["batch_id"] for b in batches]]).fetchall()
+        rows = labels_q.batch_labels(con, [b["batch_id"] for b in batches])
         singles = [v for v in labels_q.votes(con) if v[4] in SINGLE_SOURCES]
     members: dict[str, dict[int, int]] = {}
     for batch, item, cls in rows:
@@ -290,8 +287,7 @@ def history(project: Project, item_id: int) -> list[dict]:
     """Every event on an item, oldest first: who, when, what, how, the round they saw, and whether undone."""
     with project.db.session() as con:
         rows = labels_q.item_history(con, int(item_id))
-        undone = {r[0] for r in con.execute(
-            "SELECT DISTINCT revokes FROM annotations WHERE kind = 'undo' AND item_id = ?", [int(item_id)]).fetchall()}
+        undone = labels_q.undone_batches_of_item(con, int(item_id))
     out = []
     for eid, kind, cls, user, source, batch, revokes, model_round, created in rows:
         out.append({"event_id": int(eid), "when": created, "user": user, "kind": kind,

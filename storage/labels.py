@@ -198,3 +198,18 @@ def current_provenance(con: duckdb.DuckDBPyConnection) -> list[tuple]:
         "SELECT c.item_id, c.class_id, c.kind, c.user_name, c.source, c.event_id, c.n_votes, c.n_agree,"
         " a.created_at, a.model_round FROM current_labels c JOIN annotations a ON a.id = c.event_id"
         " ORDER BY c.item_id").fetchall()
+
+
+def batch_labels(con: duckdb.DuckDBPyConnection, batch_ids: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(batch_id, item_id, class_id) of the live label events of these batches; a merged class is named by
+    the class it was merged into."""
+    return con.execute(
+        "SELECT e.batch_id, e.item_id, coalesce(c.merged_into, e.class_id) FROM live_events e"
+        " LEFT JOIN classes c ON c.id = e.class_id WHERE e.kind = 'label' AND list_contains(?, e.batch_id)",
+        [list(batch_ids)]).fetchall()
+
+
+def undone_batches_of_item(con: duckdb.DuckDBPyConnection, item_id: int) -> set[str]:
+    """The batches with an event on this item that an undo revoked."""
+    return {r[0] for r in con.execute(
+        "SELECT DISTINCT revokes FROM annotations WHERE kind = 'undo' AND item_id = ?", [int(item_id)]).fetchall()}

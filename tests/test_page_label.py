@@ -206,7 +206,8 @@ def test_a_spawned_process_after_the_app_ran_does_not_run_the_app(trained_projec
     import multiprocessing as mp
     import os
 
-    _app(trained_project, app_env)
+    at = _app(trained_project, app_env)
+    assert at.subheader[0].value.startswith("Suggestion:")  # the page ran and showed an item
     monkeypatch.setenv("QUORUM_PROJECT", str(tmp_path / "not-a-project"))  # as in a later, unrelated test
     child = mp.get_context("spawn").Process(target=os.getpid)
     child.start()
