@@ -133,19 +133,44 @@ def load_vectors(project: Project) -> ProjectVectors:
     return ProjectVectors(ids[keep], [uris[k] for k in keep], vectors, key, store.version)
 
 
+_graphs: dict[str, tuple[tuple[int, int], np.ndarray, np.ndarray, np.ndarray]] = {}
+"""Graphs this process has read, by file: (file's mtime and size, item ids, sims, idx)."""
+
+
 def knn_graph_cached(project: Project, pv: ProjectVectors, *, k: int = GRAPH_K) -> tuple[np.ndarray, np.ndarray]:
-    """The kNN graph ``(sims (N, k), row indices (N, k))`` of the active vectors, cached per version."""
+    """The kNN graph ``(sims (N, k), row indices (N, k))`` of the active vectors, cached per version.
+
+    The arrays are read-only and the same objects on every call of one process while the cached
+    file is unchanged, so what is derived from a graph (the propagation operator) is built once.
+    """
     from labeling.neighbours import knn_graph
 
     tag = hashlib.sha256(f"{pv.key}|{pv.version}|{len(pv.item_ids)}|{k}".encode()).hexdigest()[:16]
     path = project.cache_dir() / f"graph-{tag}.npz"
-    if path.exists():
+    try:
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+    except FileNotFoundError:
+        stamp = None
+    memo = _graphs.get(str(path))
+    if stamp is not None and memo is not None and memo[0] == stamp and np.array_equal(memo[1], pv.item_ids):
+        return memo[2], memo[3]
+    graph = None
+    if stamp is not None:
         with np.load(path) as z:
             if np.array_equal(z["item_ids"], pv.item_ids):
-                return z["sims"], z["idx"]
-    k_eff = min(k, max(1, len(pv.item_ids) - 1))
-    sims, idx = knn_graph(pv.vectors, k_eff)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, sims=sims, idx=idx, item_ids=pv.item_ids)
-    os.replace(tmp, path)
+                graph = z["sims"], z["idx"]
+    if graph is None:
+        k_eff = min(k, max(1, len(pv.item_ids) - 1))
+        graph = knn_graph(pv.vectors, k_eff)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, sims=graph[0], idx=graph[1], item_ids=pv.item_ids)
+        os.replace(tmp, path)
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+    sims, idx = graph
+    for a in (sims, idx):
+        a.flags.writeable = False
+    _graphs.clear()  # one graph per process: a new vector version replaces the old one
+    _graphs[str(path)] = (stamp, np.array(pv.item_ids, copy=True), sims, idx)
     return sims, idx

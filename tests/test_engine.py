@@ -157,6 +157,27 @@ def test_precomputed_embeddings_drive_a_round(demo_project, tmp_path):
         import_embeddings(service.project, tmp_path / "bad.npy", ids_path=tmp_path / "ids.txt")
 
 
+def test_cached_graph_is_read_once_per_process_and_follows_new_vectors(demo_project, tmp_path):
+    from labeling.pipeline import knn_graph_cached
+
+    project = Project(demo_project)
+    pv = load_vectors(project)
+    sims, idx = knn_graph_cached(project, pv)
+    assert not sims.flags.writeable and not idx.flags.writeable  # shared: nobody may change them
+    again = knn_graph_cached(project, load_vectors(project))
+    assert again[0] is sims and again[1] is idx  # derived operators are built once per graph
+    # new vectors (a new version) give a new graph, computed from them
+    vecs = np.random.default_rng(0).normal(size=(len(pv.item_ids), 8)).astype(np.float32)
+    np.save(tmp_path / "e.npy", vecs)
+    (tmp_path / "ids.txt").write_text("\n".join(pv.uris))
+    import_embeddings(project, tmp_path / "e.npy", ids_path=tmp_path / "ids.txt")
+    new_sims, new_idx = knn_graph_cached(project, load_vectors(project))
+    assert new_sims is not sims and not np.array_equal(new_idx, idx)
+    unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    best = np.argsort(-(unit @ unit.T), axis=1)[:, 1]
+    assert (new_idx[:, 0] == best).mean() > 0.95
+
+
 def test_exports_carry_labels_and_provenance(demo_project, tmp_path):
     service = LabelingService(demo_project)
     q = service.queue(2)

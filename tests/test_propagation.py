@@ -11,7 +11,8 @@ from sklearn.datasets import make_moons
 from sklearn.neighbors import NearestNeighbors
 
 from labeling.neighbours import knn_graph
-from labeling.propagation import blend, knn_vote, label_propagation, loo_knn_disagreement
+import labeling.propagation as propagation
+from labeling.propagation import blend, knn_vote, label_propagation, loo_knn_disagreement, propagation_operator
 
 
 def two_clusters(n_per: int, dim: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -171,6 +172,63 @@ def test_propagation_keeps_human_labels_against_neighbours():
     probs = label_propagation(sims, idx, labels, 2)
     np.testing.assert_array_equal(probs[:2], [[1, 0], [0, 1]])
     np.testing.assert_allclose(probs[2], [0.5, 0.5], atol=1e-6)
+
+
+def _reference_propagation(sims, idx, labels, n_classes, *, alpha=0.99, n_iter=20, power=3.0):
+    """Zhou et al.'s iteration written out densely (float64), symmetric normalisation."""
+    n = len(labels)
+    w = np.zeros((n, n))
+    for i in range(n):
+        for s, j in zip(sims[i], idx[i]):
+            if j >= 0 and j != i and s > 0:
+                w[i, j] = s ** power
+    w = np.maximum(w, w.T)
+    d = w.sum(axis=1)
+    inv = np.where(d > 0, 1 / np.sqrt(np.where(d > 0, d, 1)), 0)
+    step = inv[:, None] * w * inv[None, :]
+    y = np.zeros((n, n_classes))
+    y[labels >= 0, labels[labels >= 0]] = 1
+    f = y.copy()
+    for _ in range(n_iter):
+        f = alpha * step @ f + (1 - alpha) * y
+        f[labels >= 0] = y[labels >= 0]
+    total = f.sum(axis=1, keepdims=True)
+    return np.where(total > 0, f / np.where(total > 0, total, 1), 1 / n_classes)
+
+
+@pytest.mark.parametrize("reorder", [False, True])
+def test_propagation_matches_the_dense_iteration_with_and_without_renumbering(monkeypatch, reorder):
+    # Rows in shuffled order, some missing neighbours: renumbering for locality (used on large
+    # graphs) must not change any probability.
+    x, y = two_clusters(120, 8, seed=3)
+    perm = np.random.default_rng(0).permutation(len(y))
+    x, y = x[perm], y[perm]
+    sims, idx = knn_graph(x, 6)
+    idx = idx.copy()
+    idx[::7, -1] = -1
+    labels = np.full(len(y), -1)
+    labels[[0, 5, 9, 40]] = y[[0, 5, 9, 40]]
+    monkeypatch.setattr(propagation, "REORDER_ABOVE", 1 if reorder else 10**9)
+    assert (propagation_operator(sims, idx).order is not None) == reorder
+    got = label_propagation(sims, idx, labels, 2)
+    np.testing.assert_allclose(got, _reference_propagation(sims, idx, labels, 2), atol=1e-5)
+
+
+def test_propagation_operator_is_built_once_per_read_only_graph(clusters_graph):
+    sims, idx, y = clusters_graph
+    assert propagation_operator(sims, idx) is not propagation_operator(sims, idx)  # writable: rebuilt
+    sims, idx = sims.copy(), idx.copy()
+    sims.flags.writeable = idx.flags.writeable = False
+    op = propagation_operator(sims, idx)
+    assert propagation_operator(sims, idx) is op
+    assert propagation_operator(sims, idx, symmetric=False) is not op
+    labels = np.full(len(y), -1)
+    labels[[3, 200]] = y[[3, 200]]
+    first = label_propagation(sims, idx, labels, 2)
+    labels[[10, 160]] = 1 - y[[10, 160]]  # new labels, same graph: the result follows the labels
+    second = label_propagation(sims, idx, labels, 2)
+    np.testing.assert_array_equal(second[[10, 160]].argmax(axis=1), 1 - y[[10, 160]])
+    assert not np.allclose(first, second)
 
 
 @pytest.mark.parametrize(
