@@ -193,7 +193,7 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
         members = pred.member_names
         batch, phase = selection.default_policy(
             probs, x, min(DEFAULT_BATCH, int((labels < 0).sum())), labels=labels, n_classes=c, rng=rng,
-            exclude=labels >= 0, knn_sims=graph[0])
+            exclude=labels >= 0, knn_sims=graph[0], scores=scores)
         if cv:
             cv_metrics, held = _cross_validate(x, labels, c, graph, config, dev, seed=seed)
             metrics.update(cv_metrics)

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import rankdata
 from sklearn.cluster import KMeans, MiniBatchKMeans
+from threadpoolctl import threadpool_limits
 
 from labeling.acquisition import (
     EmptyPoolError,
@@ -133,12 +134,14 @@ def _kmeans_labels(
     x: np.ndarray, n_clusters: int, rng: np.random.Generator, *, n_init: int = 1
 ) -> np.ndarray:
     seed = int(rng.integers(np.iinfo(np.int32).max))
-    if x.shape[0] > MINIBATCH_KMEANS_ABOVE:
-        model = MiniBatchKMeans(
-            n_clusters=n_clusters, n_init=n_init, random_state=seed, batch_size=4096
-        )
-    else:
-        model = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed)
+    if x.shape[0] <= MINIBATCH_KMEANS_ABOVE:
+        # k-means++ on a few thousand rows is hundreds of tiny BLAS products; threaded, each one
+        # waits on the other threads, and on a busy machine (the app's server beside the round)
+        # that wait dominates: 2,000 x 512 into 200 clusters took 9.8 s with 2 BLAS threads while
+        # another process ran, 0.3 s with one, and 0.3 to 0.4 s either way on an idle machine.
+        with threadpool_limits(1, user_api="blas"):
+            return KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed).fit_predict(x)  # [N]
+    model = MiniBatchKMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed, batch_size=4096)
     return model.fit_predict(x)  # [N]
 
 
@@ -451,6 +454,7 @@ def default_policy(
     exclude: npt.ArrayLike | None = None,
     min_per_class: int = 3,
     knn_sims: npt.ArrayLike | None = None,
+    scores: Mapping[str, npt.ArrayLike] | None = None,
 ) -> tuple[IndexArray, Phase]:
     """The next batch to label, choosing between cold start and disagreement.
 
@@ -483,6 +487,11 @@ def default_policy(
         Human labels every class needs before disagreement sampling starts.
     knn_sims : array_like, shape (N, k), optional
         Precomputed neighbour similarities for the cold start.
+    scores : mapping with ``"margin"`` and ``"bald"``, each shape (N,), optional
+        Those two scores of ``probs`` when already computed
+        (:func:`labeling.acquisition.all_scores`, as a round does), so
+        ``probs`` is not scored twice. Must equal ``margin(probs)`` and
+        ``mutual_information(probs)``.
 
     Returns
     -------
@@ -523,10 +532,17 @@ def default_policy(
         )
         return picks, COLD_START_PHASE
 
-    p = _prepare(probs)  # [K, N, C]
-    if p.shape[1] != n_items:
-        raise ValueError(f"probs has {p.shape[1]} items but vectors has {n_items}")
-    mean = p.mean(axis=0)  # [N, C]
-    blend = _rank_average(_margin(p, mean), _mutual_information(p, mean))  # [N]
+    if scores is not None and "margin" in scores and "bald" in scores:
+        close_call, disagreement = (np.asarray(scores[name], dtype=np.float64) for name in ("margin", "bald"))
+        if close_call.shape != (n_items,) or disagreement.shape != (n_items,):
+            raise ValueError(f"scores must have shape ({n_items},); got {close_call.shape} and "
+                             f"{disagreement.shape}")
+    else:
+        p = _prepare(probs)  # [K, N, C]
+        if p.shape[1] != n_items:
+            raise ValueError(f"probs has {p.shape[1]} items but vectors has {n_items}")
+        mean = p.mean(axis=0)  # [N, C]
+        close_call, disagreement = _margin(p, mean), _mutual_information(p, mean)
+    blend = _rank_average(close_call, disagreement)  # [N]
     picks = diverse_top(blend, vectors, n, rng=rng, exclude=blocked, method="clusters")
     return picks, DISAGREEMENT_PHASE

@@ -556,6 +556,29 @@ def test_default_policy_switches_phase_when_every_class_has_labels(three_class_p
     assert sorted(picks) == sorted(uncertain)
 
 
+def test_default_policy_reuses_a_rounds_scores(three_class_pool):
+    probs, x, labels, uncertain = three_class_pool
+    labels = labels.copy()
+    labels[82] = 2
+    rng = np.random.default_rng(1)
+    probs = np.clip(probs + rng.uniform(0, 0.2, probs.shape), 0, None)
+    probs /= probs.sum(axis=-1, keepdims=True)
+    fresh = sel.default_policy(probs, x, 6, labels=labels, n_classes=3, rng=np.random.default_rng(0))
+    reused = sel.default_policy(probs, x, 6, labels=labels, n_classes=3, rng=np.random.default_rng(0),
+                                scores=acq.all_scores(probs))
+    assert fresh[1] == reused[1] == sel.DISAGREEMENT_PHASE
+    np.testing.assert_array_equal(fresh[0], reused[0])
+    assert set(uncertain) <= set(reused[0].tolist())
+    # the scores are what ranks: reversed, the batch changes
+    flipped = {name: -v for name, v in acq.all_scores(probs).items()}
+    other = sel.default_policy(probs, x, 6, labels=labels, n_classes=3, rng=np.random.default_rng(0),
+                               scores=flipped)
+    assert not set(uncertain) & set(other[0].tolist())
+    with pytest.raises(ValueError, match="scores"):
+        sel.default_policy(probs, x, 6, labels=labels, n_classes=3, rng=np.random.default_rng(0),
+                           scores={"margin": np.zeros(3), "bald": np.zeros(3)})
+
+
 def test_default_policy_rejects_bad_labels(three_class_pool):
     probs, x, labels, _ = three_class_pool
     bad = labels.copy()
