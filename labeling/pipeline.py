@@ -12,7 +12,7 @@ import numpy as np
 
 from labeling.project import Project, ProjectError
 from storage import items as items_q
-from storage.vectors import VectorStore
+from storage.vectors import VectorStore, gather_rows
 
 LOG = logging.getLogger(__name__)
 
@@ -126,11 +126,16 @@ def load_vectors(project: Project) -> ProjectVectors:
     store_ids, mat = store.matrix()
     with project.db.session() as con:
         ids, uris = items_q.ok_items(con)
-    pos = {int(i): r for r, i in enumerate(np.asarray(store_ids).tolist())}
-    keep = [k for k, i in enumerate(ids.tolist()) if i in pos]
-    rows = np.array([pos[int(ids[k])] for k in keep], dtype=np.int64)
-    vectors = np.asarray(mat[rows], dtype=np.float32) if len(rows) else np.zeros((0, int(dim)), np.float32)
-    return ProjectVectors(ids[keep], [uris[k] for k in keep], vectors, key, store.version)
+    store_ids = np.asarray(store_ids, dtype=np.int64)
+    ids = np.asarray(ids, dtype=np.int64)
+    rows, keep = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if len(store_ids) and len(ids):
+        order = np.argsort(store_ids, kind="stable")
+        at = order[np.minimum(np.searchsorted(store_ids, ids, sorter=order), len(order) - 1)]
+        found = store_ids[at] == ids
+        rows, keep = at[found], np.flatnonzero(found)
+    vectors = gather_rows(mat, rows) if len(rows) else np.zeros((0, int(dim)), np.float32)
+    return ProjectVectors(ids[keep], [uris[k] for k in keep.tolist()], vectors, key, store.version)
 
 
 _graphs: dict[str, tuple[tuple[int, int], np.ndarray, np.ndarray, np.ndarray]] = {}

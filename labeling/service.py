@@ -216,15 +216,24 @@ class LabelingService:
         return card
 
     def neighbours(self, item_id: int, *, k: int = 12, user: str | None = None) -> list[dict]:
-        """The k nearest items (cosine similarity) with their human label or pseudo-label."""
+        """The k nearest items (cosine similarity) with their human label or pseudo-label.
+
+        Reads only these items' events and rows, so its cost does not grow with the project's labels.
+        """
+        from labeling.review import blind_items
+
         sims, idx, rows, ids = self._graph()
         row = rows.get(int(item_id))
         if row is None:
             return []
         keep = [(int(ids[j]), float(s)) for j, s in zip(idx[row], sims[row]) if j >= 0][:k]
-        current = self.current_labels(user)
         got = self.predictions()
-        names = self.class_names()
+        blind = blind_items(self.project, user)
+        with self.project.db.session() as con:
+            names = dict(labels_q.classes(con))
+            state = labels_q.current_state(con, [n for n, _ in keep])
+            info = items_q.items_by_ids(con, [n for n, _ in keep])
+        current = {int(r[0]): names.get(r[1]) if r[2] == "label" else None for r in state if int(r[0]) not in blind}
         pseudo = {}
         if got is not None:
             p = got[1]
@@ -233,17 +242,11 @@ class LabelingService:
                 r = prow.get(nid)
                 if r is not None and p.pseudo[r] >= 0:
                     pseudo[nid] = (names.get(int(p.pseudo[r])), float(p.confidence[r]))
-        with self.project.db.session() as con:
-            info = items_q.items_by_ids(con, [n for n, _ in keep])
-        out = []
-        for nid, sim in keep:
-            human = current.get(nid)
-            out.append({"item_id": nid, "uri": info[nid]["uri"], "similarity": sim,
-                        "thumb": str(self.project.thumb_path(info[nid]["sha256"])),
-                        "label": human[0] if human else None,
-                        "pseudo_label": pseudo.get(nid, (None, None))[0],
-                        "confidence": pseudo.get(nid, (None, None))[1]})
-        return out
+        return [{"item_id": nid, "uri": info[nid]["uri"], "similarity": sim,
+                 "thumb": str(self.project.thumb_path(info[nid]["sha256"])),
+                 "label": current.get(nid),
+                 "pseudo_label": pseudo.get(nid, (None, None))[0],
+                 "confidence": pseudo.get(nid, (None, None))[1]} for nid, sim in keep]
 
     def neighbourhood_candidates(self, item_id: int, label: str, *, k: int = 12, min_similarity: float = 0.8,
                                  user: str | None = None) -> list[int]:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 
+from storage.schema import current_labels_of
+
 SOURCES = frozenset(
     {"manual", "accept_suggestion", "accept_neighbourhood", "grid", "lasso", "import", "adjudication", "auto_accept", "undo"}
 )
@@ -110,11 +112,16 @@ def current_labels(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.ndarr
     return arr[:, 0], arr[:, 1]
 
 
-def current_state(con: duckdb.DuckDBPyConnection) -> list[tuple]:
-    """(item_id, class_id, kind, user_name, source, event_id) of every item with a live event."""
-    return con.execute(
-        "SELECT item_id, class_id, kind, user_name, source, event_id FROM current_labels ORDER BY item_id"
-    ).fetchall()
+def current_state(con: duckdb.DuckDBPyConnection, item_ids: Sequence[int] | None = None) -> list[tuple]:
+    """(item_id, class_id, kind, user_name, source, event_id) of every item with a live event, or of
+    those among ``item_ids`` (a neighbourhood's dozen: the query then reads only their events)."""
+    columns = "SELECT item_id, class_id, kind, user_name, source, event_id FROM "
+    if item_ids is None:
+        return con.execute(columns + "current_labels ORDER BY item_id").fetchall()
+    ids = [int(i) for i in item_ids]
+    if not ids:
+        return []
+    return con.execute(f"{columns}({current_labels_of()}) ORDER BY item_id", [ids]).fetchall()
 
 
 def last_event_id(con: duckdb.DuckDBPyConnection) -> int:

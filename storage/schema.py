@@ -7,6 +7,48 @@ from __future__ import annotations
 
 import duckdb
 
+# The bodies of schema v2's views, kept as text so that `current_labels_of` can run the same query
+# over a few items' events only (DuckDB does not push an item filter through the aggregates).
+USER_VOTES = """            SELECT e.item_id, e.user_name,
+                   arg_max(coalesce(c.merged_into, e.class_id), e.id) AS class_id,
+                   arg_max(e.kind, e.id) AS kind,
+                   arg_max(e.source, e.id) AS source,
+                   arg_max(e.model_round, e.id) AS model_round,
+                   arg_max(e.created_at, e.id) AS created_at,
+                   max(e.id) AS event_id
+            FROM {events} e LEFT JOIN classes c ON c.id = e.class_id
+            WHERE e.source NOT IN ('adjudication', 'merge') GROUP BY e.item_id, e.user_name"""
+ADJUDICATIONS = """            SELECT e.item_id,
+                   arg_max(coalesce(c.merged_into, e.class_id), e.id) AS class_id,
+                   arg_max(e.kind, e.id) AS kind,
+                   arg_max(e.user_name, e.id) AS user_name,
+                   max(e.id) AS event_id
+            FROM {events} e LEFT JOIN classes c ON c.id = e.class_id
+            WHERE e.source = 'adjudication' GROUP BY e.item_id"""
+CURRENT_LABELS = """            WITH tallies AS (
+                SELECT item_id, class_id, count(*) AS n, max(event_id) AS last_id
+                FROM user_votes WHERE kind = 'label' GROUP BY item_id, class_id),
+            ranked AS (
+                SELECT *, row_number() OVER (PARTITION BY item_id ORDER BY n DESC, last_id DESC) AS rk,
+                       sum(n) OVER (PARTITION BY item_id) AS n_votes
+                FROM tallies),
+            majority AS (
+                SELECT r.item_id, r.class_id, 'label' AS kind, v.user_name, v.source, r.last_id AS event_id,
+                       CAST(r.n_votes AS INTEGER) AS n_votes, CAST(r.n AS INTEGER) AS n_agree
+                FROM ranked r JOIN user_votes v ON v.event_id = r.last_id WHERE r.rk = 1),
+            skipped AS (
+                SELECT item_id, CAST(NULL AS INTEGER) AS class_id, 'skip' AS kind,
+                       arg_max(user_name, event_id) AS user_name, arg_max(source, event_id) AS source,
+                       max(event_id) AS event_id, 0 AS n_votes, 0 AS n_agree
+                FROM user_votes WHERE item_id NOT IN (SELECT item_id FROM tallies) GROUP BY item_id),
+            decided AS (SELECT * FROM majority UNION ALL SELECT * FROM skipped)
+            SELECT a.item_id, a.class_id, a.kind, a.user_name, 'adjudication' AS source, a.event_id,
+                   coalesce(d.n_votes, 0) AS n_votes, coalesce(d.n_agree, 0) AS n_agree
+            FROM adjudications a LEFT JOIN decided d USING (item_id)
+            UNION ALL
+            SELECT d.* FROM decided d WHERE d.item_id NOT IN (SELECT item_id FROM adjudications)"""
+
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: the data model of DESIGN.md
     (
@@ -91,48 +133,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Votes and adjudications name the class an item's label counts as now: a merged class's
         # labels count for the class it was merged into (and for itself again after an un-merge).
         # Relabel events written by a merge are history, not anyone's vote.
-        """CREATE VIEW user_votes AS
-            SELECT e.item_id, e.user_name,
-                   arg_max(coalesce(c.merged_into, e.class_id), e.id) AS class_id,
-                   arg_max(e.kind, e.id) AS kind,
-                   arg_max(e.source, e.id) AS source,
-                   arg_max(e.model_round, e.id) AS model_round,
-                   arg_max(e.created_at, e.id) AS created_at,
-                   max(e.id) AS event_id
-            FROM live_events e LEFT JOIN classes c ON c.id = e.class_id
-            WHERE e.source NOT IN ('adjudication', 'merge') GROUP BY e.item_id, e.user_name""",
-        """CREATE VIEW adjudications AS
-            SELECT e.item_id,
-                   arg_max(coalesce(c.merged_into, e.class_id), e.id) AS class_id,
-                   arg_max(e.kind, e.id) AS kind,
-                   arg_max(e.user_name, e.id) AS user_name,
-                   max(e.id) AS event_id
-            FROM live_events e LEFT JOIN classes c ON c.id = e.class_id
-            WHERE e.source = 'adjudication' GROUP BY e.item_id""",
+        "CREATE VIEW user_votes AS " + USER_VOTES.format(events="live_events"),
+        "CREATE VIEW adjudications AS " + ADJUDICATIONS.format(events="live_events"),
         "DROP VIEW current_labels",
-        """CREATE VIEW current_labels AS
-            WITH tallies AS (
-                SELECT item_id, class_id, count(*) AS n, max(event_id) AS last_id
-                FROM user_votes WHERE kind = 'label' GROUP BY item_id, class_id),
-            ranked AS (
-                SELECT *, row_number() OVER (PARTITION BY item_id ORDER BY n DESC, last_id DESC) AS rk,
-                       sum(n) OVER (PARTITION BY item_id) AS n_votes
-                FROM tallies),
-            majority AS (
-                SELECT r.item_id, r.class_id, 'label' AS kind, v.user_name, v.source, r.last_id AS event_id,
-                       CAST(r.n_votes AS INTEGER) AS n_votes, CAST(r.n AS INTEGER) AS n_agree
-                FROM ranked r JOIN user_votes v ON v.event_id = r.last_id WHERE r.rk = 1),
-            skipped AS (
-                SELECT item_id, CAST(NULL AS INTEGER) AS class_id, 'skip' AS kind,
-                       arg_max(user_name, event_id) AS user_name, arg_max(source, event_id) AS source,
-                       max(event_id) AS event_id, 0 AS n_votes, 0 AS n_agree
-                FROM user_votes WHERE item_id NOT IN (SELECT item_id FROM tallies) GROUP BY item_id),
-            decided AS (SELECT * FROM majority UNION ALL SELECT * FROM skipped)
-            SELECT a.item_id, a.class_id, a.kind, a.user_name, 'adjudication' AS source, a.event_id,
-                   coalesce(d.n_votes, 0) AS n_votes, coalesce(d.n_agree, 0) AS n_agree
-            FROM adjudications a LEFT JOIN decided d USING (item_id)
-            UNION ALL
-            SELECT d.* FROM decided d WHERE d.item_id NOT IN (SELECT item_id FROM adjudications)""",
+        "CREATE VIEW current_labels AS " + CURRENT_LABELS,
     ),
 )
 
@@ -164,3 +168,18 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
             f"database schema version {version} is newer than this Quorum ({len(MIGRATIONS)}); upgrade Quorum"
         )
     return version
+
+
+LIVE_EVENTS_OF = """SELECT a.* FROM annotations a
+    WHERE a.item_id IN (SELECT unnest(?::BIGINT[])) AND a.kind IN ('label', 'skip')
+      AND a.batch_id NOT IN (SELECT revokes FROM annotations WHERE kind = 'undo')"""
+
+
+def current_labels_of() -> str:
+    """The ``current_labels`` view's query over the events of the items in one ``BIGINT[]`` parameter:
+    same rows as ``SELECT * FROM current_labels WHERE item_id IN (...)``, without aggregating every
+    item's events (a neighbourhood view asks about a dozen items)."""
+    return (f"WITH item_events AS ({LIVE_EVENTS_OF}), "
+            f"user_votes AS ({USER_VOTES.format(events='item_events')}), "
+            f"adjudications AS ({ADJUDICATIONS.format(events='item_events')}), "
+            f"labels AS ({CURRENT_LABELS}) SELECT * FROM labels")

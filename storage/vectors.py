@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import mmap
 import os
 import re
 import secrets
@@ -403,6 +404,24 @@ class VectorStore:
                     os.unlink(entry.path)
                 except OSError as exc:  # e.g. still memory-mapped on Windows; retried next time
                     LOG.debug("could not delete %s: %s", entry.path, exc)
+
+
+def gather_rows(matrix: np.ndarray, rows: npt.ArrayLike, *, block_rows: int = 65_536) -> npt.NDArray[np.float32]:
+    """``matrix[rows]`` as a new float32 array, copied block by block.
+
+    When ``matrix`` is a memory map (as `VectorStore.matrix` returns), the pages each block read are
+    released from this process after copying it, so the file's pages and the copy are never resident
+    together: at 1M x 512 that is 1.9 GiB less at the peak of loading a round's vectors.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), matrix.shape[1]), dtype=np.float32)
+    mapped = getattr(matrix, "_mmap", None)
+    release = getattr(mapped, "madvise", None) if hasattr(mmap, "MADV_DONTNEED") else None
+    for start in range(0, len(rows), block_rows):
+        out[start:start + block_rows] = matrix[rows[start:start + block_rows]]
+        if release is not None:
+            release(mmap.MADV_DONTNEED)  # file-backed and read-only: the pages are re-read if needed
+    return out
 
 
 def _last_seq(meta: dict, chunks: list[tuple[int, int, Path]]) -> int:

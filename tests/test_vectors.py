@@ -1,6 +1,8 @@
 import multiprocessing
+import re
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,3 +230,33 @@ def test_concurrent_reader_never_sees_a_torn_state(tmp_path):
     ids, vectors = reader.matrix()
     np.testing.assert_array_equal(np.sort(ids), np.arange(300))
     np.testing.assert_array_equal(vectors[:, 0], ids.astype(np.float32))
+
+
+def _mapped_rss_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_gather_rows_copies_and_releases_the_mapped_pages(tmp_path):
+    from storage.vectors import gather_rows
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(40_000, 256)).astype(np.float32)  # 39 MiB
+    path = tmp_path / "v.npy"
+    np.save(path, data)
+    mapped = np.load(path, mmap_mode="r")
+    rows = np.concatenate([np.arange(0, 40_000, 3), [5, 5, 39_999]])
+    got = gather_rows(mapped, rows, block_rows=4096)
+    np.testing.assert_array_equal(got, data[rows])
+    assert got.dtype == np.float32 and got.flags.writeable
+    if Path("/proc/self/smaps").exists():
+        assert _mapped_rss_kib(path) < 8 * 1024  # at most about one block of 4 MiB stays resident
+        np.asarray(mapped[rows]).sum()  # the plain fancy index leaves the whole file resident
+        assert _mapped_rss_kib(path) > 30 * 1024
+    np.testing.assert_array_equal(gather_rows(data, rows[:10]), data[rows[:10]])  # plain arrays too
