@@ -74,7 +74,21 @@ def pca_2d(vectors: npt.ArrayLike, *, seed: int = 0) -> Layout:
     return out
 
 
-def umap_2d(vectors: npt.ArrayLike, *, n_neighbors: int = 15, seed: int = 0) -> Layout:
+def gpu_umap_class():
+    """cuML's ``UMAP`` when cuML is installed and torch sees a CUDA GPU, else None."""
+    try:
+        from cuml.manifold import UMAP
+    except Exception:  # not installed, or installed without a usable CUDA runtime
+        return None
+    try:
+        import torch
+
+        return UMAP if torch.cuda.is_available() else None
+    except Exception:
+        return None
+
+
+def umap_2d(vectors: npt.ArrayLike, *, n_neighbors: int = 15, seed: int = 0, engine: str = "auto") -> Layout:
     """A UMAP layout of the vectors (cosine metric), seeded.
 
     Parameters
@@ -85,15 +99,23 @@ def umap_2d(vectors: npt.ArrayLike, *, n_neighbors: int = 15, seed: int = 0) -> 
         UMAP's neighbourhood size; capped at N - 1.
     seed : int
         ``random_state`` of UMAP (which then runs single-threaded and reproducibly).
+    engine : {"auto", "cuml", "umap-learn"}
+        ``auto``: cuML's GPU UMAP when it is installed and a GPU is visible (`gpu_umap_class`),
+        umap-learn on the CPU otherwise. cuML gets unit-length rows and the euclidean metric, which
+        orders neighbours as the cosine metric does.
 
     Returns
     -------
     ndarray, shape (N, 2), float32
         Coordinates. Fewer than 4 items fall back to :func:`pca_2d` (UMAP needs a graph).
     """
-    import umap
     from sklearn.decomposition import PCA
 
+    if engine not in ("auto", "cuml", "umap-learn"):
+        raise ValueError(f"unknown UMAP engine {engine!r}; valid: auto, cuml, umap-learn")
+    gpu_umap = gpu_umap_class() if engine != "umap-learn" else None
+    if engine == "cuml" and gpu_umap is None:
+        raise ValueError("engine 'cuml' asked for, but cuML or a CUDA GPU is missing; use engine='auto'")
     x = np.asarray(vectors, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"vectors must be 2-D (N, D), got shape {x.shape}")
@@ -102,8 +124,15 @@ def umap_2d(vectors: npt.ArrayLike, *, n_neighbors: int = 15, seed: int = 0) -> 
         return pca_2d(x, seed=seed)
     if d > UMAP_PCA_DIMS and n > UMAP_PCA_DIMS:
         x = PCA(n_components=UMAP_PCA_DIMS, random_state=seed).fit_transform(x).astype(np.float32)
-    reducer = umap.UMAP(n_components=2, n_neighbors=int(min(n_neighbors, n - 1)), metric="cosine",
-                        random_state=seed)
+    neighbours = int(min(n_neighbors, n - 1))
+    if gpu_umap is not None:
+        unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        reducer = gpu_umap(n_components=2, n_neighbors=neighbours, metric="euclidean", random_state=seed,
+                           output_type="numpy")
+        return np.asarray(reducer.fit_transform(unit), dtype=np.float32)
+    import umap
+
+    reducer = umap.UMAP(n_components=2, n_neighbors=neighbours, metric="cosine", random_state=seed)
     return np.asarray(reducer.fit_transform(x), dtype=np.float32)
 
 
