@@ -83,15 +83,16 @@ def in_overlap(item_ids: Sequence[int] | np.ndarray, fraction: float, salt: str)
     return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction
 
 
-def overlap_state(project: Project, con=None) -> tuple[dict[int, set[str]], int]:
-    """(item -> voters for every voted item in the overlap set, votes wanted); empty without overlap."""
+def overlap_state(project: Project, con=None, items: Sequence[int] | None = None) -> tuple[dict[int, set[str]], int]:
+    """(item -> voters for every voted item in the overlap set, votes wanted); empty without overlap.
+    With ``items``, only those items are looked at."""
     if con is None:
         with project.db.session() as c:
-            return overlap_state(project, c)
+            return overlap_state(project, c, items)
     fraction, votes, salt = overlap_settings(project, con)
     if fraction <= 0:
         return {}, votes
-    voted = labels_q.voters(con)
+    voted = labels_q.voters(con, items)
     if not voted:
         return {}, votes
     ids = np.fromiter(voted, dtype=np.int64, count=len(voted))
@@ -105,11 +106,12 @@ def pending_overlap(project: Project, con=None) -> set[int]:
     return {i for i, who in state.items() if len(who) < votes}
 
 
-def blind_items(project: Project, user: str | None) -> set[int]:
-    """Items whose labels ``user`` must not see yet: pending overlap items they have not voted on."""
+def blind_items(project: Project, user: str | None, items: Sequence[int] | None = None) -> set[int]:
+    """Items whose labels ``user`` must not see yet: pending overlap items they have not voted on
+    (among ``items`` when given: a view of a few items need not read every vote)."""
     if user is None:
         return set()
-    state, votes = overlap_state(project)
+    state, votes = overlap_state(project, items=items)
     return {i for i, who in state.items() if len(who) < votes and user not in who}
 
 

@@ -155,7 +155,7 @@ class LabelingService:
                 return True
         from labeling.review import blind_items
 
-        return int(item_id) in blind_items(self.project, user)
+        return int(item_id) in blind_items(self.project, user, [int(item_id)])
 
     def item_id_for_uri(self, uri: str) -> int | None:
         with self.project.db.session() as con:
@@ -228,7 +228,7 @@ class LabelingService:
             return []
         keep = [(int(ids[j]), float(s)) for j, s in zip(idx[row], sims[row]) if j >= 0][:k]
         got = self.predictions()
-        blind = blind_items(self.project, user)
+        blind = blind_items(self.project, user, [n for n, _ in keep])
         with self.project.db.session() as con:
             names = dict(labels_q.classes(con))
             state = labels_q.current_state(con, [n for n, _ in keep])
@@ -407,7 +407,7 @@ class LabelingService:
         from labeling.review import blind_items, history
 
         events = history(self.project, item_id)
-        if int(item_id) in blind_items(self.project, user):
+        if int(item_id) in blind_items(self.project, user, [int(item_id)]):
             events = [e for e in events if e["user"] == user]
         return events
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 
-from storage.schema import current_labels_of
+from storage.schema import current_labels_of, over_items
 
 SOURCES = frozenset(
     {"manual", "accept_suggestion", "accept_neighbourhood", "grid", "lasso", "import", "adjudication", "auto_accept", "undo"}
@@ -176,9 +176,11 @@ def adjudications(con: duckdb.DuckDBPyConnection) -> list[tuple]:
 
 def voters(con: duckdb.DuckDBPyConnection, item_ids: Sequence[int] | None = None) -> dict[int, set[str]]:
     """item_id -> the people whose vote on it is a label (or a skip) and is live."""
-    rows = con.execute(
-        "SELECT item_id, user_name FROM user_votes WHERE (? IS NULL OR list_contains(?, item_id))",
-        [None if item_ids is None else 1, [int(i) for i in item_ids or []]]).fetchall()
+    if item_ids is None:
+        rows = con.execute("SELECT item_id, user_name FROM user_votes").fetchall()
+    else:
+        rows = con.execute(over_items("SELECT item_id, user_name FROM user_votes"),
+                           [[int(i) for i in item_ids]]).fetchall()
     out: dict[int, set[str]] = {}
     for item, user in rows:
         out.setdefault(int(item), set()).add(user)

@@ -175,11 +175,15 @@ LIVE_EVENTS_OF = """SELECT a.* FROM annotations a
       AND a.batch_id NOT IN (SELECT revokes FROM annotations WHERE kind = 'undo')"""
 
 
-def current_labels_of() -> str:
-    """The ``current_labels`` view's query over the events of the items in one ``BIGINT[]`` parameter:
-    same rows as ``SELECT * FROM current_labels WHERE item_id IN (...)``, without aggregating every
-    item's events (a neighbourhood view asks about a dozen items)."""
+def over_items(query: str) -> str:
+    """``query`` with ``user_votes`` and ``adjudications`` standing for those views restricted to the
+    items in one ``BIGINT[]`` parameter: the same rows, without aggregating every item's events (a
+    neighbourhood view asks about a dozen items)."""
     return (f"WITH item_events AS ({LIVE_EVENTS_OF}), "
             f"user_votes AS ({USER_VOTES.format(events='item_events')}), "
-            f"adjudications AS ({ADJUDICATIONS.format(events='item_events')}), "
-            f"labels AS ({CURRENT_LABELS}) SELECT * FROM labels")
+            f"adjudications AS ({ADJUDICATIONS.format(events='item_events')}) {query}")
+
+
+def current_labels_of() -> str:
+    """``SELECT * FROM current_labels WHERE item_id IN (the parameter)``, reading only those items' events."""
+    return over_items(f"SELECT * FROM ({CURRENT_LABELS})")
