@@ -271,7 +271,14 @@ class FeatureScaler:
         elif out.shape != (len(vectors), vectors.shape[1]) or out.dtype != np.float32:
             raise ValueError(f"out must be float32 of shape {(len(vectors), vectors.shape[1])}")
         for s in range(0, len(vectors), chunk_size):
-            out[s:s + chunk_size] = (_l2(np.asarray(vectors[s:s + chunk_size], np.float32)) - self.mean) / self.std
+            block = out[s:s + chunk_size]
+            if out is not vectors:
+                block[...] = vectors[s:s + chunk_size]
+            norms = np.linalg.norm(block, axis=1, keepdims=True)
+            np.maximum(norms, 1e-12, out=norms)
+            block /= norms  # each step in place: no temporary the size of the chunk
+            block -= self.mean
+            block /= self.std
         return out
 
 
