@@ -43,6 +43,9 @@ class QueueItem:
 class LabelingService:
     """Everything a person or a script does to one project."""
 
+    WINDOWS_UP_TO = 1_024
+    """The queue looks up labels of windows of the ranking up to this size, then all labels at once."""
+
     def __init__(self, root: str | Path, *, create: bool = False) -> None:
         self.project = Project(root, create=create)
         self._pred_cache: tuple[int, RoundPredictions, dict] | None = None
@@ -84,8 +87,8 @@ class LabelingService:
         from labeling.review import blind_items
 
         blind = blind_items(self.project, user)
+        skip = {int(i) for i in exclude}
         with self.project.db.session() as con:
-            done = ({int(r[0]) for r in labels_q.current_state(con)} - blind) | {int(i) for i in exclude}
             names = dict(labels_q.classes(con))
         score_name = {"default": None, "bald": "bald"}.get(strategy, strategy)
         if strategy == "default":
@@ -107,17 +110,10 @@ class LabelingService:
             rank_of = np.empty(len(order), np.int64)
             rank_of[np.asarray(order)] = np.arange(len(order))
             row_of = p.row_of()
-            firsts = sorted((row_of[i] for i in blind if i in row_of and i not in done), key=lambda r: rank_of[r])
+            firsts = sorted((row_of[i] for i in blind if i in row_of and i not in skip), key=lambda r: rank_of[r])
             picked.extend(int(r) for r in firsts[:n])
-            done = done | {int(p.item_ids[r]) for r in firsts[:n]}
-        for r in order:
-            if len(picked) >= n:
-                break
-            if int(p.item_ids[r]) in done:
-                continue
-            picked.append(int(r))
-            if len(picked) == n:
-                break
+            skip |= {int(p.item_ids[r]) for r in firsts[:n]}
+        picked += self._open_rows(order, p.item_ids, n - len(picked), skip=skip, blind=blind)
         with self.project.db.session() as con:
             info = items_q.items_by_ids(con, [int(p.item_ids[r]) for r in picked])
         out = []
@@ -130,6 +126,33 @@ class LabelingService:
             out.append(QueueItem(item_id, info[item_id]["uri"], pseudo, float(p.confidence[r]), float(base[r]), top))
         return out
 
+    def _open_rows(self, order: np.ndarray, item_ids: np.ndarray, n: int, *, skip: set[int],
+                   blind: set[int]) -> list[int]:
+        """The first ``n`` rows of ``order`` whose items are open: no live label or skip (or one ``blind``
+        hides), and not in ``skip``. Looks up labels window by window (each four times the last), so
+        the cost follows how far down the order the open items are, not how many labels exist."""
+        picked: list[int] = []
+        start, size, every = 0, max(64, 4 * n), None
+        while len(picked) < n and start < len(order):
+            if size > self.WINDOWS_UP_TO and every is None:  # far down the order: one look at every label
+                with self.project.db.session() as con:
+                    every = {int(r[0]) for r in labels_q.current_state(con)} - blind
+                size = len(order)
+            rows = np.asarray(order[start:start + size], dtype=np.int64)
+            ids = item_ids[rows]
+            if every is None:
+                with self.project.db.session() as con:
+                    labeled = {int(r[0]) for r in labels_q.current_state(con, ids)} - blind
+            else:
+                labeled = every
+            for r, i in zip(rows.tolist(), ids.tolist()):
+                if i not in labeled and i not in skip:
+                    picked.append(r)
+                    if len(picked) == n:
+                        break
+            start, size = start + size, size * 4
+        return picked
+
     def rounds(self) -> list[dict]:
         with self.project.db.session() as con:
             return rounds_q.list_rounds(con)
@@ -137,7 +160,7 @@ class LabelingService:
     def summary(self) -> dict:
         with self.project.db.session() as con:
             counts = items_q.counts(con)
-            n_labels = len(labels_q.current_labels(con)[0])
+            n_labels = labels_q.count_labeled(con)
             classes = labels_q.classes(con)
             latest = rounds_q.latest_finished(con)
         return {"root": str(self.project.root), "items": counts.get("ok", 0),

@@ -112,6 +112,11 @@ def current_labels(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.ndarr
     return arr[:, 0], arr[:, 1]
 
 
+def count_labeled(con: duckdb.DuckDBPyConnection) -> int:
+    """How many items have a label as their current state (skips excluded)."""
+    return int(con.execute("SELECT count(*) FROM current_labels WHERE kind = 'label'").fetchone()[0])
+
+
 def current_state(con: duckdb.DuckDBPyConnection, item_ids: Sequence[int] | None = None) -> list[tuple]:
     """(item_id, class_id, kind, user_name, source, event_id) of every item with a live event, or of
     those among ``item_ids`` (a neighbourhood's dozen: the query then reads only their events)."""

@@ -84,6 +84,23 @@ def test_label_advances_queue_and_undo_restores(demo_project):
         service.undo(batch, user="bob")
 
 
+@pytest.mark.parametrize(("strategy", "windows_up_to"), [("default", 1_024), ("most_confident", 1_024),
+                                                         ("default", 64)])
+def test_queue_skips_labeled_items_far_down_the_order(demo_project, strategy, windows_up_to, monkeypatch):
+    monkeypatch.setattr(LabelingService, "WINDOWS_UP_TO", windows_up_to)  # 64: the all-labels lookup too
+    service = LabelingService(demo_project)
+    ranked = [q.item_id for q in service.queue(200, strategy=strategy)]
+    assert len(ranked) == 200 and len(set(ranked)) == 200
+    # the top 150 labeled or skipped: the open items lie beyond the first windows the queue looks at
+    service.label(ranked[:100], "cat", user="bob")
+    service.label(ranked[100:150], None, user="bob")  # skipped
+    assert [q.item_id for q in service.queue(5, strategy=strategy)] == ranked[150:155]
+    assert [q.item_id for q in service.queue(5, strategy=strategy, exclude=ranked[150:152])] == ranked[152:157]
+    service.undo(user="bob")  # the skips undone: those items are open again, in their place
+    assert [q.item_id for q in service.queue(3, strategy=strategy)] == ranked[100:103]
+    assert len(service.queue(500, strategy=strategy)) == 100
+
+
 def test_failed_round_keeps_previous_round(demo_project, monkeypatch):
     service = LabelingService(demo_project)
     before = service.predictions()[0]["id"]
