@@ -426,19 +426,23 @@ def approximate_index(x: np.ndarray, *, nlist: int, nprobe: int):
 # ---- embedding throughput ----------------------------------------------------------------------
 def embedding(work: Path, n_images: int, *, device: str = "cpu") -> list[dict]:
     """Import + embed of the bundled demo images end to end (images/s), against a bare forward loop
-    of the same model (same size, channels_last, bf16 autocast on CUDA) over pre-decoded tensors."""
+    of the same model (same size, batch size, threads, channels_last, bf16 autocast on CUDA) over
+    pre-decoded tensors. On CPU the bare loop runs with the allocator settings the app's loop runs
+    with (``labeling.embed.steady_heap``), so that both pay the same for memory."""
     import contextlib as cl
 
     import torch
 
     from labeling.backbones import DEFAULT_BACKBONE, get_backbone
     from labeling.demo import write_images
+    from labeling.embed import steady_heap
     from labeling.importer import import_folder
     from labeling.pipeline import embed_project
     from labeling.project import Project
 
     root = work / "embed"
     written = write_images(root / "images", limit=n_images)
+    n_images = len(written)  # class-balanced: can be a few under the limit
     project = Project(root, create=True)
     import_s, _ = clock(import_folder, project, root / "images", progress=False)
     embed_s, _ = clock(embed_project, project, device=device, progress=False)
@@ -450,7 +454,7 @@ def embedding(work: Path, n_images: int, *, device: str = "cpu") -> list[dict]:
     dev = torch.device(device)
     model = bb.model.eval().to(dev, memory_format=torch.channels_last)
     cuda = dev.type == "cuda"
-    with torch.inference_mode():
+    with torch.inference_mode(), (steady_heap if dev.type == "cpu" else cl.nullcontext()):
         model(batch[:8].to(dev).contiguous(memory_format=torch.channels_last))  # warm-up
         t0 = time.perf_counter()
         for s in range(0, len(batch), 64):

@@ -19,7 +19,7 @@ import os
 import stat
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +34,12 @@ __all__ = [
     "ProbeResult",
     "ScanResult",
     "load_rgb",
+    "load_rgb_or_grey",
     "make_thumbnail",
+    "probe_and_thumbnail",
     "probe_image",
     "relative_uri",
+    "relative_uris",
     "scan_folder",
 ]
 
@@ -57,6 +60,9 @@ THUMBNAIL_QUALITIES = (85, 75, 65, 55, 45, 35, 25, 15)
 """JPEG qualities tried in turn by :func:`make_thumbnail` until the file is small enough."""
 
 _HASH_CHUNK = 1 << 20
+READ_WHOLE_BYTES = 64 << 20
+"""Files up to this size are read into memory once by :func:`probe_and_thumbnail`, then hashed
+and decoded from that copy; bigger ones are hashed in a stream and decoded from the file."""
 _ORIENTATION_TAG = 0x0112
 _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # transpose / rotate 90 / transverse / rotate 270
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa"})
@@ -214,8 +220,10 @@ def _corrupt(path: Path, exc: BaseException) -> ImageError:
 
 
 @contextmanager
-def _open_checked(path: Path) -> Iterator[ImageFile.ImageFile]:
+def _open_checked(path: Path, data: bytes | None = None) -> Iterator[ImageFile.ImageFile]:
     """Open an image (header only) and enforce the size limits.
+
+    ``data``, when given, is the content of ``path`` already read; errors still name ``path``.
 
     Raises
     ------
@@ -223,7 +231,7 @@ def _open_checked(path: Path) -> Iterator[ImageFile.ImageFile]:
         If the file cannot be identified or exceeds :data:`MAX_PIXELS`.
     """
     try:
-        im = Image.open(path)
+        im = Image.open(path if data is None else io.BytesIO(data))
     except _PIL_ERRORS as exc:
         raise _open_error(path, exc) from exc
     with im:
@@ -267,8 +275,12 @@ def _float_to_l(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8), mode="L")
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to RGB; transparency is composited on white."""
+def _to_rgb(im: Image.Image, *, keep_grey: bool = False) -> Image.Image:
+    """Convert any Pillow mode to RGB; transparency is composited on white.
+
+    With ``keep_grey``, an image that would become RGB by repeating one grey channel three
+    times (mode ``L`` without transparency, after 16-bit/float scaling) is returned as ``L``.
+    """
     if im.mode in _INT_MODES:
         im = _int_to_l(im)
     elif im.mode == "F":
@@ -278,7 +290,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         out = Image.new("RGB", rgba.size, (255, 255, 255))
         out.paste(rgba, mask=rgba.getchannel("A"))
         return out
-    if im.mode == "RGB":
+    if im.mode == "RGB" or (keep_grey and im.mode == "L"):
         return im
     return im.convert("RGB")
 
@@ -311,21 +323,33 @@ def probe_image(path: str | os.PathLike[str]) -> ProbeResult:
         sha256, size = _hash_file(path)
     except OSError as exc:
         return ProbeResult(False, None, None, None, f"cannot read file: {_os_reason(exc)}")
+    return _probe_decoded(path, None, sha256, size)
+
+
+def _probe_decoded(path: Path, data: bytes | None, sha256: str, size: int,
+                   then: Callable[[ImageFile.ImageFile], None] | None = None) -> ProbeResult:
+    """The checks of :func:`probe_image` after hashing: header, verify, one full decode.
+
+    ``data`` is the file's content when already read (else the file is opened); ``then`` gets the
+    fully decoded image while it is still open (its own errors are its own business).
+    """
     if size == 0:
         return ProbeResult(False, None, None, sha256, "empty file")
     try:
-        with _open_checked(path) as im:
+        with _open_checked(path, data) as im:
             try:
                 im.verify()
             except _PIL_ERRORS as exc:
                 raise _corrupt(path, exc) from exc
-        with _open_checked(path) as im:
+        with _open_checked(path, data) as im:
             try:
                 im.load()
                 orientation = _orientation(im)
             except _PIL_ERRORS as exc:
                 raise _corrupt(path, exc) from exc
             width, height = im.size
+            if then is not None:
+                then(im)
     except ImageError as exc:
         return ProbeResult(False, None, None, sha256, exc.reason)
     if orientation in _SWAPPING_ORIENTATIONS:
@@ -363,17 +387,39 @@ def load_rgb(path: str | os.PathLike[str], *, max_side: int | None = None) -> Im
     """
     if max_side is not None and max_side < 1:
         raise ValueError(f"max_side must be at least 1, got {max_side}")
-    path = Path(path)
-    with _open_checked(path) as im:
-        try:
-            if max_side is not None and im.format == "JPEG":
-                im.draft("RGB", (max_side, max_side))
-            im.load()
-            upright = ImageOps.exif_transpose(im)  # a new image, detached from the file
-        except _PIL_ERRORS as exc:
-            raise _corrupt(path, exc) from exc
+    return _load_rgb(Path(path), None, max_side)
+
+
+def load_rgb_or_grey(path: str | os.PathLike[str]) -> Image.Image:
+    """:func:`load_rgb`, except that a grey image comes back grey (mode ``"L"``).
+
+    A grey image without transparency would become RGB by repeating its one channel three
+    times; a caller that resizes it first (as embedding does) can repeat it afterwards, on
+    fewer pixels, and gets the same values. Every other image is exactly :func:`load_rgb`'s.
+    """
+    return _load_rgb(Path(path), None, None, keep_grey=True)
+
+
+def _load_rgb(path: Path, data: bytes | None, max_side: int | None, *, keep_grey: bool = False) -> Image.Image:
+    with _open_checked(path, data) as im:
+        upright = _upright(path, im, max_side)
+    return _finish_rgb(path, upright, max_side, keep_grey=keep_grey)
+
+
+def _upright(path: Path, im: ImageFile.ImageFile, max_side: int | None) -> Image.Image:
+    """Decode an open image (JPEGs at reduced scale for ``max_side``) and apply its EXIF orientation."""
     try:
-        rgb = _to_rgb(upright)
+        if max_side is not None and im.format == "JPEG":
+            im.draft("RGB", (max_side, max_side))
+        im.load()
+        return ImageOps.exif_transpose(im)  # a new image, detached from the file
+    except _PIL_ERRORS as exc:
+        raise _corrupt(path, exc) from exc
+
+
+def _finish_rgb(path: Path, upright: Image.Image, max_side: int | None, *, keep_grey: bool = False) -> Image.Image:
+    try:
+        rgb = _to_rgb(upright, keep_grey=keep_grey)
     except ValueError as exc:
         raise ImageError(path, f"unsupported colour mode {upright.mode}: {_one_line(exc)}") from exc
     if max_side is not None and max(rgb.size) > max_side:
@@ -430,23 +476,35 @@ def make_thumbnail(
         If ``max_side`` or ``max_bytes`` is less than 1, or no JPEG of the
         image fits in ``max_bytes`` (a JPEG needs a few hundred bytes at least).
     """
-    if max_side < 1:
-        raise ValueError(f"max_side must be at least 1, got {max_side}")
-    if max_bytes < 1:
-        raise ValueError(f"max_bytes must be at least 1, got {max_bytes}")
+    _check_thumbnail_args(max_side, max_bytes)
     src, dst = Path(src), Path(dst)
     try:
         src_mtime = src.stat().st_mtime_ns
     except OSError as exc:
         raise ImageError(src, f"cannot read file: {_os_reason(exc)}") from exc
+    if _thumbnail_is_current(dst, src_mtime):
+        return dst
+    _write_thumbnail(src, load_rgb(src, max_side=max_side), dst, max_bytes)
+    return dst
+
+
+def _check_thumbnail_args(max_side: int, max_bytes: int) -> None:
+    if max_side < 1:
+        raise ValueError(f"max_side must be at least 1, got {max_side}")
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes must be at least 1, got {max_bytes}")
+
+
+def _thumbnail_is_current(dst: Path, src_mtime_ns: int) -> bool:
     try:
         dst_stat = dst.stat()
     except FileNotFoundError:
-        dst_stat = None
-    if dst_stat is not None and dst_stat.st_size > 0 and dst_stat.st_mtime_ns > src_mtime:
-        return dst
+        return False
+    return dst_stat.st_size > 0 and dst_stat.st_mtime_ns > src_mtime_ns
 
-    im = load_rgb(src, max_side=max_side)
+
+def _write_thumbnail(src: Path, im: Image.Image, dst: Path, max_bytes: int) -> None:
+    """Encode ``im`` (RGB, already within the side limit) within ``max_bytes`` and write it atomically."""
     data = _encode_jpeg(im, max_bytes)
     while data is None and max(im.size) > 8:
         im = im.resize(
@@ -456,18 +514,107 @@ def make_thumbnail(
     if data is None:
         raise ValueError(f"{src}: cannot encode a JPEG thumbnail within {max_bytes} bytes")
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    _write_file_atomic(dst, data)
+    log.debug("thumbnail %s: %dx%d, %d bytes", dst, im.width, im.height, len(data))
+
+
+def _write_file_atomic(dst: Path, data: bytes) -> None:
+    """Write ``data`` (mode 0644) to a temporary file beside ``dst``, then rename it over ``dst``.
+
+    Missing parent folders are created; the folder is only touched when the file cannot be
+    created, and the temporary file only removed when something failed.
+    """
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    except FileNotFoundError:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
+    done = False
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, dst)
+        done = True
     finally:
-        tmp.unlink(missing_ok=True)
-    log.debug("thumbnail %s: %dx%d, %d bytes", dst, im.width, im.height, len(data))
-    return dst
+        if not done:
+            tmp.unlink(missing_ok=True)
+
+
+def probe_and_thumbnail(
+    path: str | os.PathLike[str],
+    dst: str | os.PathLike[str] | Callable[[str], str | os.PathLike[str]],
+    *,
+    max_side: int = 128,
+    max_bytes: int = 20_000,
+) -> tuple[ProbeResult, str | None]:
+    """:func:`probe_image`, then :func:`make_thumbnail` if the image is usable, in one pass.
+
+    The file is opened and read once (files up to :data:`READ_WHOLE_BYTES`); the hash, the checks
+    and the thumbnail all come from that one copy, and the full decode the probe does also feeds
+    the thumbnail (JPEGs are decoded again at reduced scale, as :func:`load_rgb` does). The
+    results are those of the two calls: the same :class:`ProbeResult`, the same thumbnail file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The image file.
+    dst : str, os.PathLike or callable
+        Where the thumbnail goes, or ``sha256 hex digest -> that place``.
+    max_side, max_bytes : int
+        As in :func:`make_thumbnail`.
+
+    Returns
+    -------
+    probe : ProbeResult
+    problem : str or None
+        ``"thumbnail failed: <reason>"`` when the image is usable but no thumbnail could be
+        written; None otherwise. Never raises for a bad file.
+    """
+    _check_thumbnail_args(max_side, max_bytes)
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            data = fh.read() if st.st_size <= READ_WHOLE_BYTES else None
+    except OSError as exc:
+        return ProbeResult(False, None, None, None, f"cannot read file: {_os_reason(exc)}"), None
+    if data is None:  # large file: stream the hash, decode from the file
+        probe = probe_image(path)
+        if not probe.ok:
+            return probe, None
+        target = Path(dst(probe.sha256) if callable(dst) else dst)
+        try:
+            make_thumbnail(path, target, max_side=max_side, max_bytes=max_bytes)
+        except (ValueError, OSError) as exc:
+            return probe, f"thumbnail failed: {exc}"
+        return probe, None
+    sha256 = hashlib.sha256(data).hexdigest()
+    target = Path(dst(sha256) if callable(dst) else dst)
+    current = bool(data) and _thumbnail_is_current(target, st.st_mtime_ns)
+    made: list[Image.Image] = []
+    problem: list[ImageError] = []
+
+    def thumbnail_source(im: ImageFile.ImageFile) -> None:
+        if current or im.format == "JPEG":
+            return  # JPEGs: decoded again below at reduced scale, as load_rgb(max_side) does
+        try:
+            made.append(_finish_rgb(path, _upright(path, im, None), max_side))
+        except ImageError as exc:
+            problem.append(exc)
+
+    probe = _probe_decoded(path, data, sha256, len(data), thumbnail_source)
+    if not probe.ok or current:
+        return probe, None
+    try:
+        if problem:
+            raise problem[0]
+        rgb = made[0] if made else _load_rgb(path, data, max_side)
+        _write_thumbnail(path, rgb, target, max_bytes)
+    except (ValueError, OSError) as exc:
+        return probe, f"thumbnail failed: {exc}"
+    return probe, None
 
 
 def scan_folder(root: str | os.PathLike[str], src: str | os.PathLike[str]) -> ScanResult:
@@ -595,3 +742,39 @@ def relative_uri(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> 
             if candidate.is_relative_to(base):
                 return candidate.relative_to(base).as_posix()
     raise ValueError(f"{path} is outside the project root {root}")
+
+
+def relative_uris(root: str | os.PathLike[str], paths: Sequence[str | os.PathLike[str]]) -> list[str | None]:
+    """:func:`relative_uri` of many paths; None where it would raise.
+
+    Same answers, but each folder is resolved once rather than once per file.
+    """
+    bases = (os.path.abspath(root), os.path.realpath(root))
+    real_parents: dict[str, str] = {}
+    out: list[str | None] = []
+    for path in paths:
+        p = os.path.abspath(path)
+        parent, name = os.path.split(p)
+        real = real_parents.get(parent)
+        if real is None:
+            real = real_parents[parent] = os.path.realpath(parent)
+        uri = None
+        if os.name == "posix" and name:
+            for candidate in (p, os.path.join(real, name)):
+                for base in bases:
+                    prefix = base if base.endswith("/") else base + "/"
+                    if candidate.startswith(prefix) and len(candidate) > len(prefix):
+                        uri = candidate[len(prefix):]
+                        break
+                    if candidate == base:
+                        break
+                else:
+                    continue
+                break
+        else:
+            try:
+                uri = relative_uri(root, path)
+            except ValueError:
+                uri = None
+        out.append(uri)
+    return out

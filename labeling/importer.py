@@ -4,9 +4,14 @@ Every file is probed (hash, size, a full decode) outside any transaction, a thum
 once per content hash, and items are recorded in chunks of short transactions. Unreadable files
 are recorded with their reason and skipped; a file whose content is already in the project is
 recorded as a duplicate. Re-importing adds only new files. Nothing a bad file does stops the import.
+
+Each file is read once: its hash, its checks and its thumbnail come from one read and one full
+decode (:func:`labeling.images.probe_and_thumbnail`), in a few threads, while the previous chunk
+is written to the database with one multi-row insert.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -16,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from labeling.images import ImageError, make_thumbnail, probe_image, relative_uri, scan_folder
+from labeling.images import ProbeResult, probe_and_thumbnail, relative_uri, relative_uris, scan_folder
 from labeling.manifest import read_manifest
 from labeling.project import Project, ProjectError
 from storage import items as items_q
@@ -48,14 +53,53 @@ class ImportSummary:
         }
 
 
-def _probe_and_thumb(project: Project, path: Path):
-    probe = probe_image(path)
-    if probe.ok:
-        try:
-            make_thumbnail(path, project.thumb_path(probe.sha256))
-        except (ImageError, OSError) as exc:
-            return probe, f"thumbnail failed: {exc}"
-    return probe, None
+def _probe_and_thumb(project: Project, path: Path) -> tuple[ProbeResult, str | None]:
+    return probe_and_thumbnail(path, project.thumb_path)
+
+
+def _probed(pool: ThreadPoolExecutor, project: Project, chunks: list[list[tuple[Path, str, str | None]]]):
+    """Each chunk's probe results in turn; the next chunk is probed while the caller records this one.
+
+    Closing the generator cancels the probes not yet started."""
+    def submit(k: int) -> list:
+        return [pool.submit(_probe_and_thumb, project, t[0]) for t in chunks[k]] if k < len(chunks) else []
+
+    pending = submit(0)
+    try:
+        for k in range(len(chunks)):
+            results = [f.result() for f in pending]
+            pending = submit(k + 1)
+            yield results
+    finally:
+        for f in pending:
+            f.cancel()
+
+
+def _record_new(con, items: list[items_q.NewItem]) -> list[int]:
+    """Insert items with one statement (not one per row); returns their ids, in order."""
+    if not items:
+        return []
+    rows = con.execute(
+        "INSERT INTO items (uri, sha256, width, height, status, reason)"
+        " SELECT uri, sha256, width, height, status, reason FROM ("
+        "  SELECT unnest(?::VARCHAR[]) AS uri, unnest(?::VARCHAR[]) AS sha256, unnest(?::INTEGER[]) AS width,"
+        "   unnest(?::INTEGER[]) AS height, unnest(?::VARCHAR[]) AS status, unnest(?::VARCHAR[]) AS reason,"
+        "   unnest(range(?)) AS k)"
+        " ORDER BY k RETURNING id, uri",
+        [[it.uri for it in items], [it.sha256 for it in items], [it.width for it in items],
+         [it.height for it in items], [it.status for it in items], [it.reason for it in items], len(items)],
+    ).fetchall()
+    id_of = {uri: int(i) for i, uri in rows}
+    return [id_of[it.uri] for it in items]
+
+
+def _ids_of_uris(con, uris: list[str]) -> dict[str, int]:
+    """uri -> id of those of ``uris`` already recorded (a hash join, not a scan per uri)."""
+    if not uris:
+        return {}
+    rows = con.execute("SELECT i.uri, i.id FROM items AS i JOIN (SELECT unnest(?::VARCHAR[]) AS uri) AS q"
+                       " ON i.uri = q.uri", [uris]).fetchall()
+    return {u: int(i) for u, i in rows}
 
 
 def import_paths(
@@ -75,10 +119,9 @@ def import_paths(
         uri_of = {i: u for u, (i, _s, st) in known.items() if st == "ok"}
         existing_classes = {n for _i, n in labels_q.classes(con)}
     todo: list[tuple[Path, str, str | None]] = []
-    for path, label in files:
-        try:
-            uri = relative_uri(project.root, path)
-        except ValueError:
+    uris = relative_uris(project.root, [path for path, _label in files])
+    for (path, label), uri in zip(files, uris):
+        if uri is None:
             summary.skipped.append((str(path), "outside the project root"))
             continue
         if uri in known and known[uri][2] == "ok":
@@ -88,10 +131,10 @@ def import_paths(
     batch_id = f"import-{uuid.uuid4()}"
     bar = tqdm(total=len(todo), desc="import", unit="img", disable=progress is not True)
     done = 0
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, len(todo), CHUNK):
-            chunk = todo[start:start + CHUNK]
-            results = list(pool.map(lambda t: _probe_and_thumb(project, t[0]), chunk))
+    chunks = [todo[start:start + CHUNK] for start in range(0, len(todo), CHUNK)]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
+            contextlib.closing(_probed(pool, project, chunks)) as probed:
+        for chunk, results in zip(chunks, probed):
             new_items: list[items_q.NewItem] = []
             labels_for: list[str | None] = []
             for (path, uri, label), (probe, thumb_problem) in zip(chunk, results):
@@ -112,14 +155,16 @@ def import_paths(
                     labels_for.append(label)
                     by_hash[probe.sha256] = -1  # claimed by this chunk; real id below
             with project.db.session() as con:
-                known_now = items_q.known_uris(con)
+                known_now = _ids_of_uris(con, [it.uri for it in new_items])
+                fresh = [it for it in new_items if it.uri not in known_now]
+                fresh_ids = iter(_record_new(con, fresh))
                 ids = []
                 for it in new_items:
                     if it.uri in known_now:  # recorded earlier as unreadable/duplicate: refresh it
-                        items_q.update_item(con, known_now[it.uri][0], it)
-                        ids.append(known_now[it.uri][0])
+                        items_q.update_item(con, known_now[it.uri], it)
+                        ids.append(known_now[it.uri])
                     else:
-                        ids.extend(items_q.insert_items(con, [it]))
+                        ids.append(next(fresh_ids))
                 for it, item_id in zip(new_items, ids):
                     if it.status == "ok":
                         by_hash[it.sha256] = item_id

@@ -12,6 +12,7 @@ import numpy as np
 
 from labeling.project import Project, ProjectError
 from storage import items as items_q
+from storage import rounds as rounds_q
 from storage.vectors import VectorStore, gather_rows
 
 LOG = logging.getLogger(__name__)
@@ -43,16 +44,17 @@ def embed_project(
     from labeling.backbones import DEFAULT_BACKBONE, get_backbone
     from labeling.embed import embed_project_items, pick_device
 
-    name = backbone or project.setting("backbone") or DEFAULT_BACKBONE
+    with project.db.session() as con:  # one short transaction for what the job needs to know
+        saved = rounds_q.get_setting(con, "backbone")
+        ids, uris = items_q.ok_items(con)
+    name = backbone or saved or DEFAULT_BACKBONE
     kwargs = {"weights": weights}
     if image_size:
         kwargs["image_size"] = image_size
     loaded = get_backbone(name, **{k: v for k, v in kwargs.items() if v is not None})
     dev = pick_device(device)
     store = VectorStore(project.vectors_dir(loaded.fingerprint), key=loaded.fingerprint, dim=loaded.dim)
-    with project.db.session() as con:
-        ids, uris = items_q.ok_items(con)
-    paths = [project.resolve_uri(u) for u in uris]
+    paths = resolve_uris(project, uris)
     result = embed_project_items(store, ids, paths, loaded, device=dev, batch_size=batch_size, progress=progress)
     store.compact()
     finish_embedding(project, name, loaded, _failed_ids(result))
@@ -60,19 +62,40 @@ def embed_project(
             **{k: v for k, v in (result if isinstance(result, dict) else {}).items() if k != "failed_ids"}}
 
 
+def resolve_uris(project: Project, uris: list[str]) -> list[Path]:
+    """``project.resolve_uri`` of many uris (same paths, same error), resolving each folder once."""
+    root = str(project.root)
+    prefix = root if root.endswith(os.sep) else root + os.sep
+    real_dirs: dict[str, str] = {}
+    out = []
+    for uri in uris:
+        joined = os.path.join(root, uri)
+        folder, name = os.path.split(joined)
+        path = None
+        if name not in ("", ".", "..") and not os.path.islink(joined):
+            real = real_dirs.get(folder)
+            if real is None:
+                real = real_dirs[folder] = os.path.realpath(folder)
+            candidate = os.path.join(real, name)
+            if candidate.startswith(prefix):
+                path = Path(candidate)
+        out.append(path if path is not None else project.resolve_uri(uri))  # links, odd names, escapes
+    return out
+
+
 def finish_embedding(project: Project, name: str, loaded, failed: list[int]) -> None:
     """After an embedding job (any engine): mark the items that could not be decoded unreadable, and make
-    this backbone's vectors the project's."""
-    if failed:
-        with project.db.session() as con:
+    this backbone's vectors the project's (one transaction)."""
+    with project.db.session() as con:
+        if failed:
             info = items_q.items_by_ids(con, failed)
             for item_id in failed:
                 it = info[item_id]
                 items_q.update_item(con, item_id, items_q.NewItem(it["uri"], it["sha256"], it["width"], it["height"],
                                                                   "unreadable", "could not be decoded for embedding"))
-    project.set_setting("backbone", name)
-    project.set_setting("vector_key", loaded.fingerprint)
-    project.set_setting("vector_dim", str(loaded.dim))
+        rounds_q.set_setting(con, "backbone", name)
+        rounds_q.set_setting(con, "vector_key", loaded.fingerprint)
+        rounds_q.set_setting(con, "vector_dim", str(loaded.dim))
 
 
 def _failed_ids(result) -> list[int]:

@@ -258,3 +258,123 @@ def test_precomputed_file_errors(tmp_path, matrix):
     pq.write_table(pa.table({"uri": ["a", "b"], "embedding": [[1.0, 2.0], [1.0]]}), tmp_path / "r.parquet")
     with pytest.raises(ValueError, match="different lengths"):
         load_precomputed(tmp_path / "r.parquet")
+
+
+# ------------------------------------------------------------------ in-process decoding
+
+
+@pytest.fixture(scope="module")
+def mixed_paths(tmp_path_factory):
+    """Images of every kind the split preprocessing treats differently: RGB, grey (also 16-bit,
+    with transparency, with alpha), palette, CMYK, EXIF-rotated, tiny, non-square; one corrupt."""
+    folder = tmp_path_factory.mktemp("mixed")
+    rng = np.random.default_rng(7)
+
+    def noise(w, h, c=3):
+        shape = (h, w, c) if c > 1 else (h, w)
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+
+    images = {
+        "rgb.png": Image.fromarray(noise(40, 30)),
+        "grey.png": Image.fromarray(noise(28, 28, 1)),
+        "grey-wide.png": Image.fromarray(noise(90, 20, 1)),
+        "grey16.png": Image.fromarray(rng.integers(0, 65535, (25, 33), dtype=np.uint16)),
+        "grey-alpha.png": Image.fromarray(noise(20, 20, 2), "LA"),
+        "palette.png": Image.fromarray(noise(30, 30)).convert("P"),
+        "dot.png": Image.fromarray(noise(1, 1, 1)),
+        "big.jpg": Image.fromarray(noise(300, 200)),
+    }
+    out = []
+    for name, im in images.items():
+        path = folder / name
+        im.save(path)
+        out.append(path)
+    trns = folder / "grey-trns.png"
+    Image.fromarray(noise(16, 16, 1)).save(trns, transparency=7)
+    cmyk = folder / "cmyk.jpg"
+    Image.new("CMYK", (16, 12), (10, 20, 30, 40)).save(cmyk)
+    rot = folder / "rot.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(noise(40, 20, 1)).save(rot, exif=exif)
+    bad = folder / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return out + [trns, cmyk, rot, bad]
+
+
+@pytest.mark.parametrize("thread", [True, False])
+@pytest.mark.parametrize("size", [64, 112])
+def test_in_process_batches_equal_the_per_image_transform(mixed_paths, thread, size):
+    from labeling.embed import _in_process_batches
+    from labeling.images import load_rgb
+
+    backbone = get_backbone("efficientnet_lite0", image_size=size)
+    expected, good = [], []
+    for path in mixed_paths:
+        try:
+            expected.append(backbone.transform(load_rgb(path)))
+            good.append(True)
+        except ValueError:
+            expected.append(None)
+            good.append(False)
+    blank = torch.zeros_like(next(x for x in expected if x is not None))
+    expected = torch.stack([blank if x is None else x for x in expected])
+    batches = list(_in_process_batches(mixed_paths, backbone.transform, 5, None, thread=thread))
+    rows = torch.cat([b[0] for b in batches])
+    images = torch.cat([b[1] for b in batches])
+    assert rows.tolist() == list(range(len(mixed_paths)))
+    assert torch.cat([b[2] for b in batches]).tolist() == good
+    assert images.dtype == torch.float32 and images.shape == expected.shape
+    assert torch.equal(images, expected)  # the same numbers, not merely close
+    assert all(b[1].is_contiguous(memory_format=torch.channels_last) for b in batches)
+
+
+def test_in_process_embedding_equals_worker_processes(mixed_paths, backbone):
+    here, ok_here = embed_paths(mixed_paths, backbone, device="cpu", batch_size=4, num_workers=0, progress=False)
+    workers, ok_workers = embed_paths(mixed_paths, backbone, device="cpu", batch_size=4, num_workers=1,
+                                      progress=False)
+    np.testing.assert_array_equal(ok_here, ok_workers)
+    np.testing.assert_array_equal(here, workers)
+    assert ok_here.tolist() == [True] * (len(mixed_paths) - 1) + [False]
+
+
+def test_cpu_runs_start_no_worker_processes(monkeypatch, backbone, paths):
+    import labeling.embed as embed_mod
+
+    monkeypatch.setattr(embed_mod, "SMALL_JOB", 1)
+    monkeypatch.setattr(embed_mod, "DataLoader", lambda *a, **k: pytest.fail("DataLoader started on CPU"))
+    vectors, ok = embed_paths(paths, backbone, device="cpu", batch_size=4, progress=False)
+    assert ok.sum() == N_GOOD
+
+
+def test_a_failing_callback_stops_the_decoding_thread(backbone, paths):
+    import threading
+
+    def stop(rows, vecs, ok):
+        raise Stop
+
+    with pytest.raises(Stop):
+        embed_paths(paths, backbone, device="cpu", batch_size=2, on_batch=stop, progress=False)
+    assert not [t for t in threading.enumerate() if t.name.startswith("embed-decode")]
+
+
+def test_resolve_uris_match_resolve_uri(tmp_path):
+    import os
+
+    from labeling.pipeline import resolve_uris
+    from labeling.project import Project, ProjectError
+
+    project = Project(tmp_path / "p", create=True)
+    root = project.root
+    (root / "a").mkdir()
+    (root / "real").mkdir()
+    os.symlink(root / "real", root / "alias")
+    os.symlink(root / "real" / "x.png", root / "a" / "link.png")
+    uris = ["a/x.png", "alias/y.png", "a/link.png", "a/../b.png", "a/./c.png", "missing/d.png", "ç é.png"]
+    assert resolve_uris(project, uris) == [project.resolve_uri(u) for u in uris]
+    os.symlink(tmp_path, root / "out")
+    for bad in ("../x.png", "out/x.png"):
+        with pytest.raises(ProjectError, match="leaves the project root"):
+            project.resolve_uri(bad)
+        with pytest.raises(ProjectError, match="leaves the project root"):
+            resolve_uris(project, ["a/x.png", bad])
