@@ -75,33 +75,6 @@ def _probed(pool: ThreadPoolExecutor, project: Project, chunks: list[list[tuple[
             f.cancel()
 
 
-def _record_new(con, items: list[items_q.NewItem]) -> list[int]:
-    """Insert items with one statement (not one per row); returns their ids, in order."""
-    if not items:
-        return []
-    rows = con.execute(
-        "INSERT INTO items (uri, sha256, width, height, status, reason)"
-        " SELECT uri, sha256, width, height, status, reason FROM ("
-        "  SELECT unnest(?::VARCHAR[]) AS uri, unnest(?::VARCHAR[]) AS sha256, unnest(?::INTEGER[]) AS width,"
-        "   unnest(?::INTEGER[]) AS height, unnest(?::VARCHAR[]) AS status, unnest(?::VARCHAR[]) AS reason,"
-        "   unnest(range(?)) AS k)"
-        " ORDER BY k RETURNING id, uri",
-        [[it.uri for it in items], [it.sha256 for it in items], [it.width for it in items],
-         [it.height for it in items], [it.status for it in items], [it.reason for it in items], len(items)],
-    ).fetchall()
-    id_of = {uri: int(i) for i, uri in rows}
-    return [id_of[it.uri] for it in items]
-
-
-def _ids_of_uris(con, uris: list[str]) -> dict[str, int]:
-    """uri -> id of those of ``uris`` already recorded (a hash join, not a scan per uri)."""
-    if not uris:
-        return {}
-    rows = con.execute("SELECT i.uri, i.id FROM items AS i JOIN (SELECT unnest(?::VARCHAR[]) AS uri) AS q"
-                       " ON i.uri = q.uri", [uris]).fetchall()
-    return {u: int(i) for u, i in rows}
-
-
 def import_paths(
     project: Project,
     files: Sequence[tuple[Path, str | None]],
@@ -155,9 +128,9 @@ def import_paths(
                     labels_for.append(label)
                     by_hash[probe.sha256] = -1  # claimed by this chunk; real id below
             with project.db.session() as con:
-                known_now = _ids_of_uris(con, [it.uri for it in new_items])
+                known_now = items_q.ids_of_uris(con, [it.uri for it in new_items])
                 fresh = [it for it in new_items if it.uri not in known_now]
-                fresh_ids = iter(_record_new(con, fresh))
+                fresh_ids = iter(items_q.insert_items(con, fresh))
                 ids = []
                 for it in new_items:
                     if it.uri in known_now:  # recorded earlier as unreadable/duplicate: refresh it
