@@ -92,6 +92,7 @@ def import_paths(
         uri_of = {i: u for u, (i, _s, st) in known.items() if st == "ok"}
         existing_classes = {n for _i, n in labels_q.classes(con)}
     todo: list[tuple[Path, str, str | None]] = []
+    present_labels: list[tuple[int, str, str]] = []  # (item id, uri, label) of items already imported
     uris = relative_uris(project.root, [path for path, _label in files])
     for (path, label), uri in zip(files, uris):
         if uri is None:
@@ -99,9 +100,13 @@ def import_paths(
             continue
         if uri in known and known[uri][2] == "ok":
             summary.already_present += 1
+            if label:
+                present_labels.append((known[uri][0], uri, label))
             continue
         todo.append((path, uri, label))
     batch_id = f"import-{uuid.uuid4()}"
+    if present_labels:
+        _label_present(project, present_labels, summary, existing_classes, user=user, batch_id=batch_id)
     bar = tqdm(total=len(todo), desc="import", unit="img", disable=progress is not True)
     done = 0
     chunks = [todo[start:start + CHUNK] for start in range(0, len(todo), CHUNK)]
@@ -159,6 +164,32 @@ def import_paths(
                 progress(done, len(todo))
     bar.close()
     return summary
+
+
+def _label_present(project: Project, present: list[tuple[int, str, str]], summary: ImportSummary,
+                   existing_classes: set[str], *, user: str, batch_id: str) -> None:
+    """Initial labels given for items already in the project: applied where the item has no label or
+    skip yet; where it has another one, that is kept (a person's decision outranks a file's) and the
+    difference is reported."""
+    with project.db.session() as con:
+        names = dict(labels_q.classes(con))
+        state = {int(r[0]): (names.get(r[1]) if r[2] == "label" else None)
+                 for r in labels_q.current_state(con, [i for i, _u, _l in present])}
+        apply = [(i, lab) for i, _u, lab in present if i not in state]
+        for i, uri, lab in present:
+            if i in state and state[i] != lab:
+                now = f"labeled {state[i]!r}" if state[i] else "skipped"
+                summary.problems.append(f"{uri}: already {now} in the project; kept that, not {lab!r} "
+                                        "(relabel it in the app, or with import-labels)")
+        if not apply:
+            return
+        new_names = sorted({lab for _i, lab in apply})
+        class_ids = labels_q.ensure_classes(con, new_names, user=user)
+        summary.new_classes.extend(n for n in new_names if n not in existing_classes)
+        existing_classes.update(new_names)
+        labels_q.append_events(con, [labels_q.Event(i, class_ids[lab]) for i, lab in apply], user=user,
+                               source="import", batch_id=batch_id, model_round=None)
+        summary.labels += len(apply)
 
 
 def import_folder(

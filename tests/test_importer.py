@@ -103,6 +103,37 @@ def test_manifest_import_with_labels_and_problems(tmp_path):
     assert "missing.png" in text and "extra" in text
 
 
+def test_manifest_labels_for_images_already_imported(tmp_path):
+    from labeling.service import LabelingService
+    from storage import labels as labels_q
+
+    root = tmp_path / "project"
+    src, good, _ = _bad_folder(root)
+    project = Project(root, create=True)
+    import_folder(project, src, progress=False)  # no labels yet
+    names = sorted(good)
+    service = LabelingService(root)
+    ids = {uri: service.item_id_for_uri(uri) for uri in (f"incoming/{n}" for n in names)}
+    first, second, third = (f"incoming/{n}" for n in names[:3])
+    service.label([ids[second]], "dog", user="ann")  # a person's label, before the manifest
+    service.label([ids[third]], None, user="ann")  # a person's skip
+    manifest = root / "m.csv"
+    manifest.write_text(f"path,label\n{first},cat\n{second},cat\n{third},cat\n", encoding="utf-8")
+    summary = import_manifest(project, manifest, progress=False)
+    assert summary.added == 0 and summary.already_present == 3 and summary.labels == 1
+    assert summary.new_classes == ["cat"]
+    with project.db.session() as con:
+        class_names = dict(labels_q.classes(con))
+        state = {int(r[0]): (class_names.get(r[1]), r[2], r[4]) for r in labels_q.current_state(con)}
+    assert state[ids[first]] == ("cat", "label", "import")  # applied: it had no label
+    assert state[ids[second]] == ("dog", "label", "manual")  # the person's label is kept ...
+    assert state[ids[third]][1] == "skip"
+    text = "\n".join(summary.problems)  # ... and the difference is reported
+    assert f"{second}: already labeled 'dog'" in text and f"{third}: already skipped" in text
+    again = import_manifest(project, manifest, progress=False)  # the same file again changes nothing
+    assert again.labels == 0 and len(again.problems) == 2
+
+
 # ------------------------------------------------------------------ one-pass probe + thumbnail
 
 
