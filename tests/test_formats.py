@@ -104,6 +104,23 @@ def test_imagefolder_and_hf_can_link_instead_of_copy(labeled, tmp_path):
     assert all(p.is_symlink() for p in (tmp_path / "if").rglob("*.png"))
 
 
+def test_hf_export_loads_with_the_datasets_library(labeled, tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets", reason="the datasets library is not installed")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the imagefolder builder ships with the library
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    project = LabelingService(labeled).project
+    export(project, "hf", tmp_path / "hf")
+    ds = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "hf"), split="train")
+    expected = _labels(labeled)
+    assert len(ds) == len(expected) > 0
+    assert {"image", "label", "uri", "annotator", "source"} <= set(ds.column_names)  # provenance travels
+    got = {}
+    for row in ds:
+        assert row["image"].size == (28, 28)  # each image decoded by the library
+        got[row["uri"].rsplit("/", 1)[-1]] = row["label"]
+    assert got == expected
+
+
 def test_the_data_page_imports_a_label_file_from_inside_the_project_only(labeled, fresh, tmp_path, monkeypatch):
     from pathlib import Path
 
