@@ -50,6 +50,7 @@ class LabelingService:
         self.project = Project(root, create=create)
         self._pred_cache: tuple[int, RoundPredictions, dict] | None = None
         self._graph_cache: tuple[str, np.ndarray, np.ndarray, dict[int, int], np.ndarray] | None = None
+        self._label_count: tuple[int, int] | None = None  # (last event id, labeled items)
 
     # ---- reading -------------------------------------------------------------------------
     def predictions(self) -> tuple[dict, RoundPredictions] | None:
@@ -160,7 +161,10 @@ class LabelingService:
     def summary(self) -> dict:
         with self.project.db.session() as con:
             counts = items_q.counts(con)
-            n_labels = labels_q.count_labeled(con)
+            last = labels_q.last_event_id(con)
+            if self._label_count is None or self._label_count[0] != last:
+                self._label_count = (last, labels_q.count_labeled(con))  # every page shows it: count once per event
+            n_labels = self._label_count[1]
             classes = labels_q.classes(con)
             latest = rounds_q.latest_finished(con)
         return {"root": str(self.project.root), "items": counts.get("ok", 0),

@@ -68,9 +68,18 @@ def test_labels_train_a_round_with_pseudo_labels_and_metrics(demo_project, truth
 
 def test_label_advances_queue_and_undo_restores(demo_project):
     service = LabelingService(demo_project)
+    other = LabelingService(demo_project)  # another session (or process) on the same project
+    assert service.summary()["labels"] == 0
     first = service.queue(3)
     batch = service.label([first[0].item_id], "cat", user="bob")
     assert first[0].item_id not in {q.item_id for q in service.queue(3)}
+    assert other.summary()["labels"] == service.summary()["labels"] == 1
+    other.label([first[1].item_id], None, user="eve")  # a skip is not a label
+    other.label([first[2].item_id], "cow", user="eve")
+    assert service.summary()["labels"] == 2
+    other.undo(user="eve")
+    other.undo(user="eve")
+    assert service.summary()["labels"] == 1
     service.label([first[0].item_id], "dog", user="bob")
     service.label([first[1].item_id, first[2].item_id], "dog", user="bob", source="accept_neighbourhood")
     assert service.undo(user="bob") == [first[1].item_id, first[2].item_id]  # the newest batch
