@@ -219,6 +219,7 @@ def propagation_operator(
     for them, so the rounds of one graph build it once.
     """
     key = (bool(symmetric), float(power))
+    _operators[:] = [entry for entry in _operators if entry[0]() is not None and entry[1]() is not None]
     cacheable = all(isinstance(a, np.ndarray) and not a.flags.writeable for a in (graph_sims, graph_idx))
     if cacheable:
         for sims_ref, idx_ref, k, op in _operators:

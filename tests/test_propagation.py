@@ -222,6 +222,15 @@ def test_propagation_operator_is_built_once_per_read_only_graph(clusters_graph):
     op = propagation_operator(sims, idx)
     assert propagation_operator(sims, idx) is op
     assert propagation_operator(sims, idx, symmetric=False) is not op
+    del sims, idx  # a graph no longer used: its operators are let go with it
+    import gc
+
+    gc.collect()
+    propagation_operator(np.ones((3, 1)), np.array([[1], [2], [0]]))
+    assert not propagation._operators
+    sims, idx, _ = clusters_graph
+    sims, idx = sims.copy(), idx.copy()
+    sims.flags.writeable = idx.flags.writeable = False
     labels = np.full(len(y), -1)
     labels[[3, 200]] = y[[3, 200]]
     first = label_propagation(sims, idx, labels, 2)
