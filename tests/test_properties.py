@@ -85,6 +85,7 @@ def test_any_sequence_of_labels_bulk_actions_and_undos_replays_exactly(tmp_path_
         # the neighbourhood view's query over a few items' events gives the same rows as the view
         some = ids[::2] + [10**9]
         assert labels_q.current_state(con, some) == [state[i] for i in sorted(some) if i in state]
+        assert labels_q.count_labeled(con) == sum(r[2] == "label" for r in state.values())
         everyone = labels_q.voters(con)
         assert labels_q.voters(con, some) == {i: who for i, who in everyone.items() if i in some}
     got = {ids.index(i): (names[r[1]] if r[2] == "label" else None) for i, r in state.items()}
