@@ -188,17 +188,20 @@ class LabelingService:
         with self.project.db.session() as con:
             return items_q.id_for_uri(con, [uri]).get(uri)
 
-    def current_labels(self, user: str | None = None) -> dict[int, tuple[str | None, str, str]]:
-        """item_id -> (class name or None for skip, user, source) of every item with a live event.
+    def current_labels(self, user: str | None = None,
+                       items: Sequence[int] | None = None) -> dict[int, tuple[str | None, str, str]]:
+        """item_id -> (class name or None for skip, user, source) of every item with a live event, or of
+        those among ``items`` (then only their events are read: a card or a neighbourhood costs the
+        same at any number of labels).
 
         With ``user``, overlap items whose labels that person may not see yet are left out.
         """
         from labeling.review import blind_items
 
-        blind = blind_items(self.project, user)
+        blind = blind_items(self.project, user, items)
         with self.project.db.session() as con:
             names = dict(labels_q.classes(con))
-            state = labels_q.current_state(con)
+            state = labels_q.current_state(con, items)
         return {int(r[0]): (names.get(r[1]) if r[2] == "label" else None, r[3], r[4]) for r in state
                 if int(r[0]) not in blind}
 
@@ -239,7 +242,7 @@ class LabelingService:
                 card["top"] = [(names.get(int(c), str(c)), float(pr)) for c, pr in zip(p.top_idx[row], p.top_p[row])
                                if c >= 0]
                 card["votes"] = [(m, names.get(int(v), str(v))) for m, v in zip(p.member_names, p.votes[:, row])]
-        card["current"] = self.current_labels(user).get(int(item_id))
+        card["current"] = self.current_labels(user, [int(item_id)]).get(int(item_id))
         return card
 
     def neighbours(self, item_id: int, *, k: int = 12, user: str | None = None) -> list[dict]:
@@ -247,20 +250,16 @@ class LabelingService:
 
         Reads only these items' events and rows, so its cost does not grow with the project's labels.
         """
-        from labeling.review import blind_items
-
         sims, idx, rows, ids = self._graph()
         row = rows.get(int(item_id))
         if row is None:
             return []
         keep = [(int(ids[j]), float(s)) for j, s in zip(idx[row], sims[row]) if j >= 0][:k]
         got = self.predictions()
-        blind = blind_items(self.project, user, [n for n, _ in keep])
+        current = self.current_labels(user, [n for n, _ in keep])
         with self.project.db.session() as con:
             names = dict(labels_q.classes(con))
-            state = labels_q.current_state(con, [n for n, _ in keep])
             info = items_q.items_by_ids(con, [n for n, _ in keep])
-        current = {int(r[0]): names.get(r[1]) if r[2] == "label" else None for r in state if int(r[0]) not in blind}
         pseudo = {}
         if got is not None:
             p = got[1]
@@ -271,7 +270,7 @@ class LabelingService:
                     pseudo[nid] = (names.get(int(p.pseudo[r])), float(p.confidence[r]))
         return [{"item_id": nid, "uri": info[nid]["uri"], "similarity": sim,
                  "thumb": str(self.project.thumb_path(info[nid]["sha256"])),
-                 "label": current.get(nid),
+                 "label": current.get(nid, (None,))[0],
                  "pseudo_label": pseudo.get(nid, (None, None))[0],
                  "confidence": pseudo.get(nid, (None, None))[1]} for nid, sim in keep]
 
