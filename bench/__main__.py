@@ -55,7 +55,7 @@ def plan(profile: str, device: str) -> dict:
                 "neighbours": dict(view=(2_000, 64, 5, 100), graph=(1_000, 32), million=None),
                 "memory": (2_000, 64, 5, 100), "map": dict(n=3, d=16)}
     if profile == "quick":
-        return {"interaction": dict(sizes=(2_000, 10_000), repeats=20),
+        return {"interaction": dict(sizes=(2_000, 10_000, (10_000, 5_000)), repeats=20),
                 "embedding": dict(n_images=300),
                 "rounds": [(10_000, 512, 10, 1_000), (20_000, 1280, 100, 2_000), (100_000, 512, 10, 10_000)],
                 "neighbours": dict(view=(20_000, 1280, 100, 2_000), graph=(5_000, 512), million=None),
@@ -63,7 +63,7 @@ def plan(profile: str, device: str) -> dict:
     rounds = [(10_000, 512, 10, 1_000), (100_000, 512, 10, 1_000), (100_000, 512, 10, 10_000),
               (100_000, 512, 100, 10_000), (100_000, 1280, 10, 10_000), (100_000, 1280, 100, 10_000),
               (1_000_000, 512, 10, 10_000)]
-    return {"interaction": dict(sizes=(10_000, 100_000), repeats=50),
+    return {"interaction": dict(sizes=(10_000, 100_000, (100_000, 50_000)), repeats=50),
             "embedding": dict(n_images=3_000),
             "rounds": rounds,
             "neighbours": dict(view=(100_000, 1280, 100, 10_000), graph=(50_000, 512),

@@ -68,13 +68,15 @@ def time_actions(root: Path, *, repeats: int = 50) -> np.ndarray:
 
 
 def run(work: Path, *, sizes=(10_000, 100_000), repeats: int = 50, labels: int = 1000) -> list[dict]:
+    """``sizes``: item counts (with ``labels`` labels, at most half the items) or ``(items, labels)``."""
     rows = []
-    for n in sizes:
+    for size in sizes:
+        n, n_labels = size if isinstance(size, tuple) else (size, min(labels, size // 2))
         t0 = time.perf_counter()
-        root = work / f"interaction-{n}"
-        build_project(root, n, labels=min(labels, n // 2))
+        root = work / f"interaction-{n}-{n_labels}"
+        build_project(root, n, labels=n_labels)
         built = time.perf_counter() - t0
         ms = time_actions(root, repeats=repeats)
-        rows.append({"items": n, "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-                     "build_s": built})
+        rows.append({"items": n, "labels": n_labels, "p50_ms": float(np.percentile(ms, 50)),
+                     "p95_ms": float(np.percentile(ms, 95)), "build_s": built})
     return rows
