@@ -148,16 +148,9 @@ def import_paths(
                         by_hash[it.sha256] = item_id
                         uri_of[item_id] = it.uri
                         summary.added += 1
-                names = sorted({lab for lab in labels_for if lab})
-                if names:
-                    class_ids = labels_q.ensure_classes(con, names, user=user)
-                    summary.new_classes.extend(n for n in names if n not in existing_classes)
-                    existing_classes.update(names)
-                    events = [labels_q.Event(i, class_ids[lab]) for i, lab, it in zip(ids, labels_for, new_items)
-                              if lab and it.status == "ok"]
-                    labels_q.append_events(con, events, user=user, source="import", batch_id=batch_id,
-                                           model_round=None)
-                    summary.labels += len(events)
+                _record_labels(con, [(i, lab) for i, lab, it in zip(ids, labels_for, new_items)
+                                     if lab and it.status == "ok"],
+                               summary, existing_classes, user=user, batch_id=batch_id)
             done += len(chunk)
             bar.update(len(chunk))
             if callable(progress):
@@ -181,15 +174,21 @@ def _label_present(project: Project, present: list[tuple[int, str, str]], summar
                 now = f"labeled {state[i]!r}" if state[i] else "skipped"
                 summary.problems.append(f"{uri}: already {now} in the project; kept that, not {lab!r} "
                                         "(relabel it in the app, or with import-labels)")
-        if not apply:
-            return
-        new_names = sorted({lab for _i, lab in apply})
-        class_ids = labels_q.ensure_classes(con, new_names, user=user)
-        summary.new_classes.extend(n for n in new_names if n not in existing_classes)
-        existing_classes.update(new_names)
-        labels_q.append_events(con, [labels_q.Event(i, class_ids[lab]) for i, lab in apply], user=user,
-                               source="import", batch_id=batch_id, model_round=None)
-        summary.labels += len(apply)
+        _record_labels(con, apply, summary, existing_classes, user=user, batch_id=batch_id)
+
+
+def _record_labels(con, labels: list[tuple[int, str]], summary: ImportSummary, existing_classes: set[str], *,
+                   user: str, batch_id: str) -> None:
+    """Store (item id, class name) initial labels as ``import`` events, creating missing classes."""
+    if not labels:
+        return
+    names = sorted({lab for _i, lab in labels})
+    class_ids = labels_q.ensure_classes(con, names, user=user)
+    summary.new_classes.extend(n for n in names if n not in existing_classes)
+    existing_classes.update(names)
+    labels_q.append_events(con, [labels_q.Event(i, class_ids[lab]) for i, lab in labels], user=user,
+                           source="import", batch_id=batch_id, model_round=None)
+    summary.labels += len(labels)
 
 
 def import_folder(
