@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from labeling.project import Project
-from labeling.rounds import train_round
+from labeling.model.rounds import train_round
 from labeling.service import LabelingService
 from storage import items as items_q
 from storage import labels as labels_q

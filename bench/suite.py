@@ -6,9 +6,9 @@ speed, how many times faster Quorum is than the baseline; for memory, times the 
 for throughput, Quorum's share of the bare loop. ``met`` says whether the issue's target holds
 (None where no target applies to that size).
 
-What is timed is the product's own code path: rounds are ``labeling.rounds.train_round`` on real
+What is timed is the product's own code path: rounds are ``labeling.model.rounds.train_round`` on real
 projects (DuckDB, vector store, cached kNN graph, predictions file), the neighbourhood view is
-``LabelingService.neighbours``, the map is ``labeling.projection.umap_2d_in_subprocess``, embedding
+``LabelingService.neighbours``, the map is ``labeling.views.projection.umap_2d_in_subprocess``, embedding
 is ``import_folder`` + ``embed_project`` on the bundled demo images.
 """
 from __future__ import annotations
@@ -125,10 +125,10 @@ def copy_project(src: Path, dest: Path) -> Path:
 
 def cluster_graph(x: np.ndarray, y: np.ndarray, k: int = GRAPH_K) -> tuple[np.ndarray, np.ndarray]:
     """The exact kNN graph of clustered synthetic vectors, searched within each cluster with
-    ``labeling.neighbours.torch_knn`` (blockwise matrix products). The clusters lie far apart, so
+    ``labeling.search.neighbours.torch_knn`` (blockwise matrix products). The clusters lie far apart, so
     every nearest neighbour is in the item's own cluster and the graph equals the exact one (the
     benchmark checks its recall on sampled items)."""
-    from labeling.neighbours import torch_knn
+    from labeling.search.neighbours import torch_knn
 
     sims = np.empty((len(x), k), np.float32)
     idx = np.empty((len(x), k), np.int64)
@@ -147,7 +147,7 @@ def given_graph(graph: tuple[np.ndarray, np.ndarray]):
     """While active, ``knn_graph`` returns ``graph``, so the app's graph cache stores it for the
     project's vectors. Used at 1M items, where the default HNSW build plus a query per item takes
     most of an hour on two cores; the round reads the cached graph either way."""
-    import labeling.neighbours as nb
+    import labeling.search.neighbours as nb
 
     original = nb.knn_graph
     nb.knn_graph = lambda vectors, k, **kw: (graph[0][:, :k], graph[1][:, :k])
@@ -159,7 +159,7 @@ def given_graph(graph: tuple[np.ndarray, np.ndarray]):
 
 def cache_graph(project) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
     """Build (and cache) the project's kNN graph as the app does; ``(seconds, graph)``."""
-    from labeling.pipeline import knn_graph_cached, load_vectors
+    from labeling.embed.pipeline import knn_graph_cached, load_vectors
 
     pv = load_vectors(project)
     return clock(knn_graph_cached, project, pv, k=GRAPH_K)
@@ -168,15 +168,15 @@ def cache_graph(project) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
 class Stages:
     """Wall time of a round's main stages, by wrapping the functions ``train_round`` calls."""
 
-    TARGETS = (("labeling.rounds", None, "load_vectors", "load vectors"),
-               ("labeling.rounds", None, "knn_graph_cached", "cached graph"),
-               ("labeling.ensemble", "FeatureScaler", "transform", "scale"),
-               ("labeling.learner", None, "label_propagation", "propagation"),
-               ("labeling.learner", None, "fit_ensemble", "train heads"),
-               ("labeling.ensemble", "Ensemble", "predict_proba", "rescore"),
-               ("labeling.acquisition", None, "all_scores", "scores"),
-               ("labeling.selection", None, "default_policy", "rank"),
-               ("labeling.rounds", None, "save_predictions", "save"))
+    TARGETS = (("labeling.model.rounds", None, "load_vectors", "load vectors"),
+               ("labeling.model.rounds", None, "knn_graph_cached", "cached graph"),
+               ("labeling.model.ensemble", "FeatureScaler", "transform", "scale"),
+               ("labeling.model.learner", None, "label_propagation", "propagation"),
+               ("labeling.model.learner", None, "fit_ensemble", "train heads"),
+               ("labeling.model.ensemble", "Ensemble", "predict_proba", "rescore"),
+               ("labeling.active.acquisition", None, "all_scores", "scores"),
+               ("labeling.active.selection", None, "default_policy", "rank"),
+               ("labeling.model.rounds", None, "save_predictions", "save"))
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -223,8 +223,8 @@ def sklearn_baseline(project, *, k: int = 5) -> float:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    from labeling.ensemble import FeatureScaler
-    from labeling.pipeline import load_vectors
+    from labeling.model.ensemble import FeatureScaler
+    from labeling.embed.pipeline import load_vectors
     from storage import labels as labels_q
 
     pv = load_vectors(project)
@@ -253,7 +253,7 @@ def round_latency(cases, work: Path, *, device: str = "cpu", repeats: int = 2,
     :func:`cluster_graph` from there on. Returns the rows and ``{(n, d, c, labels): project root}``.
     """
     from labeling.project import Project
-    from labeling.rounds import train_round
+    from labeling.model.rounds import train_round
 
     rows, roots, bases = [], {}, {}
     for n, d, c, n_labels in cases:
@@ -308,7 +308,7 @@ class _ExactRows:
     def __init__(self, vectors: np.ndarray, k: int) -> None:
         import faiss
 
-        from labeling.neighbours import normalize
+        from labeling.search.neighbours import normalize
 
         self.vectors, self.k, self.last = vectors, k, (None, None, None)
         self.index = faiss.IndexFlatIP(vectors.shape[1])
@@ -316,7 +316,7 @@ class _ExactRows:
             self.index.add(normalize(vectors[s:s + 100_000]))
 
     def search(self, r: int):
-        from labeling.neighbours import normalize
+        from labeling.search.neighbours import normalize
 
         if self.last[0] != r:
             sims, ids = self.index.search(normalize(self.vectors[r:r + 1]), self.k + 1)
@@ -340,8 +340,8 @@ def neighbourhood_view(root: Path, *, queries: int = 200, target_ms: float = 100
     ``LabelingService.neighbours`` serves it from the cached graph, p95 over random items, and the
     graph's recall@10 against exact search. Baseline: the same call with the graph replaced by an
     exact flat search of the item. With ``index``: that approximate index queried item by item."""
-    from labeling.neighbours import recall_at_k
-    from labeling.pipeline import knn_graph_cached, load_vectors
+    from labeling.search.neighbours import recall_at_k
+    from labeling.embed.pipeline import knn_graph_cached, load_vectors
     from labeling.project import Project
     from labeling.service import LabelingService
 
@@ -401,7 +401,7 @@ def knn_graph_vs_sklearn(n: int, d: int) -> list[dict]:
     NearestNeighbors(algorithm="brute", metric="cosine")."""
     from sklearn.neighbors import NearestNeighbors
 
-    from labeling.neighbours import knn_graph, recall_at_k
+    from labeling.search.neighbours import knn_graph, recall_at_k
 
     x, _ = clustered(n, d, 50, seed=7)
     ours, (_, idx) = clock(knn_graph, x, GRAPH_K)
@@ -417,7 +417,7 @@ def knn_graph_vs_sklearn(n: int, d: int) -> list[dict]:
 
 def approximate_index(x: np.ndarray, *, nlist: int, nprobe: int):
     """The IVF index used for 1M items: ``(build seconds, index)``."""
-    from labeling.neighbours import NeighbourIndex
+    from labeling.search.neighbours import NeighbourIndex
 
     return clock(NeighbourIndex.build, x, np.arange(len(x), dtype=np.int64), kind="ivf", nlist=nlist,
                  nprobe=nprobe, device="cpu")
@@ -428,16 +428,16 @@ def embedding(work: Path, n_images: int, *, device: str = "cpu") -> list[dict]:
     """Import + embed of the bundled demo images end to end (images/s), against a bare forward loop
     of the same model (same size, batch size, threads, channels_last, bf16 autocast on CUDA) over
     pre-decoded tensors. On CPU the bare loop runs with the allocator settings the app's loop runs
-    with (``labeling.embed.steady_heap``), so that both pay the same for memory."""
+    with (``labeling.embed.run.steady_heap``), so that both pay the same for memory."""
     import contextlib as cl
 
     import torch
 
-    from labeling.backbones import DEFAULT_BACKBONE, get_backbone
-    from labeling.demo import write_images
-    from labeling.embed import steady_heap
-    from labeling.importer import import_folder
-    from labeling.pipeline import embed_project
+    from labeling.embed.backbones import DEFAULT_BACKBONE, get_backbone
+    from labeling.data.demo import write_images
+    from labeling.embed.run import steady_heap
+    from labeling.data.importer import import_folder
+    from labeling.embed.pipeline import embed_project
     from labeling.project import Project
 
     root = work / "embed"
@@ -448,7 +448,7 @@ def embedding(work: Path, n_images: int, *, device: str = "cpu") -> list[dict]:
     embed_s, _ = clock(embed_project, project, device=device, progress=False)
     ours = n_images / (import_s + embed_s)
     bb = get_backbone(DEFAULT_BACKBONE)
-    from labeling.images import load_rgb
+    from labeling.data.images import load_rgb
 
     decode_s, batch = clock(lambda: torch.stack([bb.transform(load_rgb(p)) for p, _ in written]))
     dev = torch.device(device)
@@ -488,7 +488,7 @@ def sample():
         peak["anon"] = max(peak["anon"], status("RssAnon:"))
         time.sleep(0.005)
 from labeling.project import Project
-from labeling.rounds import train_round
+from labeling.model.rounds import train_round
 project = Project(root)
 before = status("VmRSS:")
 t = threading.Thread(target=sample, daemon=True); t.start()
@@ -505,7 +505,7 @@ def memory(root: Path, *, device: str = "cpu") -> list[dict]:
     the size of the vectors. Reports the whole process (ru_maxrss: Python, torch and the file pages
     of the memory-mapped vector store included) and, in the note, the round's own growth and the
     peak of anonymous memory (sampled every 5 ms)."""
-    from labeling.pipeline import load_vectors
+    from labeling.embed.pipeline import load_vectors
     from labeling.project import Project
 
     from storage import labels as labels_q
@@ -535,7 +535,7 @@ def memory(root: Path, *, device: str = "cpu") -> list[dict]:
 def map_layout(n: int, d: int = 512) -> list[dict]:
     """The Map page's UMAP layout (PCA to 50, then UMAP, in a fresh process as the app builds it,
     numba compilation included), against the PCA 2-D layout the page shows until it is ready."""
-    from labeling.projection import gpu_umap_class, pca_2d, umap_2d_in_subprocess
+    from labeling.views.projection import gpu_umap_class, pca_2d, umap_2d_in_subprocess
 
     x, _ = clustered(n, d, 20, seed=11)
     pca, _ = clock(pca_2d, x)

@@ -33,14 +33,14 @@ def _fmt_arg(p: argparse.ArgumentParser, default: str = "table") -> None:
 
 
 def cmd_demo(a) -> int:
-    from labeling.demo import create_demo
+    from labeling.data.demo import create_demo
     out = create_demo(a.dir, limit=a.limit, device=a.device, progress=not a.quiet)
     _print(out, a.format, f"demo project ready in {out['root']}: {out['imported']} images, round {out['round_id']}")
     return 0
 
 
 def cmd_import(a) -> int:
-    from labeling.importer import import_folder, import_manifest
+    from labeling.data.importer import import_folder, import_manifest
     from labeling.project import Project
     project = Project(a.dir, create=True)
     if a.manifest:
@@ -50,7 +50,7 @@ def cmd_import(a) -> int:
             raise ValueError("give a source folder (SRC) or --manifest FILE")
         summary = import_folder(project, a.src, labels_from_folders=a.labels_from_folders, progress=not a.quiet)
     if a.embeddings:
-        from labeling.pipeline import import_embeddings
+        from labeling.embed.pipeline import import_embeddings
         summary.problems.append(json.dumps(import_embeddings(project, a.embeddings, ids_path=a.embedding_ids)))
     d = summary.to_dict()
     lines = [f"added {d['added']} items ({d['already_present']} already present), {d['labels']} labels, "
@@ -63,10 +63,10 @@ def cmd_import(a) -> int:
 
 
 def cmd_embed(a) -> int:
-    from labeling.pipeline import embed_project
+    from labeling.embed.pipeline import embed_project
     from labeling.project import Project
     if a.engine == "ray":
-        from labeling.embed_ray import embed_project_ray
+        from labeling.embed.ray_engine import embed_project_ray
         out = embed_project_ray(Project(a.dir), backbone=a.backbone, weights=a.weights, device=a.device,
                                 batch_size=a.batch_size, image_size=a.image_size, address=a.address,
                                 workers=a.workers, progress=not a.quiet)
@@ -83,7 +83,7 @@ def cmd_embed(a) -> int:
 
 def cmd_train(a) -> int:
     from labeling.project import Project
-    from labeling.rounds import train_round
+    from labeling.model.rounds import train_round
     from labeling.service import LabelingService
     round_id = train_round(Project(a.dir), device=a.device, cv=not a.no_cv)
     rnd = next(r for r in LabelingService(a.dir).rounds() if r["id"] == round_id)
@@ -123,7 +123,7 @@ def cmd_label(a) -> int:
 
 
 def cmd_import_labels(a) -> int:
-    from labeling.formats import import_labels
+    from labeling.data.formats import import_labels
     from labeling.service import LabelingService
     out = import_labels(LabelingService(a.dir), a.file, fmt=a.label_format, user=a.user)
     _print(out, a.format, f"imported {out['labeled']} of {out['rows']} rows (source import)"
@@ -156,14 +156,14 @@ def cmd_rounds(a) -> int:
 
 def cmd_stats(a) -> int:
     from labeling.project import Project
-    from labeling.stats import format_text, project_stats
+    from labeling.team.stats import format_text, project_stats
     stats = project_stats(Project(a.dir))
     _print(stats, a.format, format_text(stats))
     return 0
 
 
 def cmd_export(a) -> int:
-    from labeling.export import export
+    from labeling.data.export import export
     from labeling.project import Project
     out = export(Project(a.dir), a.export_format, a.out, labeled_only=a.labeled_only, link=a.link,
                  history=a.history)
@@ -180,7 +180,7 @@ def cmd_export(a) -> int:
 def cmd_user(a) -> int:
     import getpass
 
-    from labeling import auth
+    from labeling.team import auth
     from labeling.project import Project
     project = Project(a.dir)
     if a.action == "add":
@@ -209,7 +209,7 @@ def cmd_user(a) -> int:
 
 
 def cmd_check(a) -> int:
-    from labeling.check import check_project
+    from labeling.data.check import check_project
     from labeling.project import Project
     report = check_project(Project(a.dir), repair=a.repair)
     lines = [("healthy" if report.healthy else "problems found")]
@@ -219,7 +219,7 @@ def cmd_check(a) -> int:
 
 
 def cmd_simulate(a) -> int:
-    from labeling.simulate import format_table, simulate_folder
+    from labeling.active.simulate import format_table, simulate_folder
     res = simulate_folder(a.src, strategies=a.strategies.split(","), budgets=[int(b) for b in a.budgets.split(",")],
                           repeats=a.repeats, test_fraction=a.test_fraction, seed=a.seed, device=a.device,
                           backbone=a.backbone, progress=None if a.quiet else (lambda s: print(s, file=sys.stderr)))

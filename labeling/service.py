@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from labeling.acquisition import STRATEGIES
+from labeling.active.acquisition import STRATEGIES
 from labeling.project import Project
-from labeling.rounds import RoundPredictions, latest_predictions
+from labeling.model.rounds import RoundPredictions, latest_predictions
 from storage import items as items_q
 from storage import labels as labels_q
 from storage import rounds as rounds_q
@@ -85,7 +85,7 @@ class LabelingService:
         if got is None:
             raise LookupError(f"no finished round yet; run 'python -m labeling train {self.project.root}'")
         rnd, p = got
-        from labeling.review import blind_items
+        from labeling.team.review import blind_items
 
         blind = blind_items(self.project, user)
         skip = {int(i) for i in exclude}
@@ -180,7 +180,7 @@ class LabelingService:
         with self.project.db.session() as con:
             if not labels_q.has_live_event(con, item_id):
                 return True
-        from labeling.review import blind_items
+        from labeling.team.review import blind_items
 
         return int(item_id) in blind_items(self.project, user, [int(item_id)])
 
@@ -196,7 +196,7 @@ class LabelingService:
 
         With ``user``, overlap items whose labels that person may not see yet are left out.
         """
-        from labeling.review import blind_items
+        from labeling.team.review import blind_items
 
         blind = blind_items(self.project, user, items)
         with self.project.db.session() as con:
@@ -207,7 +207,7 @@ class LabelingService:
 
     def _graph(self) -> tuple[np.ndarray, np.ndarray, dict[int, int], np.ndarray]:
         """The cached kNN graph of the active vectors: (sims, rows, item_id -> row, row -> item_id)."""
-        from labeling.pipeline import knn_graph_cached, load_vectors
+        from labeling.embed.pipeline import knn_graph_cached, load_vectors
 
         version = self.project.setting("vector_key") or ""
         if self._graph_cache is None or self._graph_cache[0] != version:
@@ -335,7 +335,7 @@ class LabelingService:
         if not user or not user.strip():
             raise ValueError("a user name is required")
         if source == "adjudication":
-            from labeling.auth import RANK, AuthError
+            from labeling.team.auth import RANK, AuthError
 
             if RANK.get(role, -1) < RANK["reviewer"]:
                 raise AuthError(f"{user} ({role}) may not adjudicate: that needs the reviewer role")
@@ -360,9 +360,9 @@ class LabelingService:
         """Undo a batch (default: the user's newest live batch); returns the items it touched.
 
         Undoing someone else's batch needs the reviewer role (``role`` is the acting session's, from
-        :mod:`labeling.auth`; the command line acts with the project owner's rights).
+        :mod:`labeling.team.auth`; the command line acts with the project owner's rights).
         """
-        from labeling.auth import RANK, AuthError
+        from labeling.team.auth import RANK, AuthError
 
         with self.project.db.session() as con:
             target = batch_id or labels_q.last_live_batch(con, user=user)
@@ -418,8 +418,8 @@ class LabelingService:
 
     def set_overlap(self, fraction: float, votes: int = 2, *, role: str) -> None:
         """Send ``fraction`` of the items to ``votes`` people each (admins only)."""
-        from labeling.auth import RANK, AuthError
-        from labeling.review import set_overlap
+        from labeling.team.auth import RANK, AuthError
+        from labeling.team.review import set_overlap
 
         if RANK.get(role, -1) < RANK["admin"]:
             raise AuthError("only an admin may change the overlap setting")
@@ -430,7 +430,7 @@ class LabelingService:
 
         With ``user``, an overlap item awaiting their vote shows only their own events.
         """
-        from labeling.review import blind_items, history
+        from labeling.team.review import blind_items, history
 
         events = history(self.project, item_id)
         if int(item_id) in blind_items(self.project, user, [int(item_id)]):

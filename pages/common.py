@@ -10,10 +10,10 @@ from datetime import datetime, timezone
 
 import streamlit as st
 
-from labeling import auth
+from labeling.team import auth
 from labeling.project import ProjectError
 from labeling.service import LabelingService
-from labeling.worker import RetrainWorker
+from labeling.model.worker import RetrainWorker
 
 PROJECT_ENV = "QUORUM_PROJECT"
 USER_ENV = "QUORUM_USER"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from labeling import data_admin
-from labeling.export import FORMATS
+from labeling.views import data_admin
+from labeling.data.export import FORMATS
 from pages import team_admin
 from pages.common import current_user, get_service, identity
 
@@ -122,7 +122,7 @@ with tab_import:
         _show_import_result(st.session_state["data_import_result"])
 
     st.subheader("Embeddings")
-    from labeling.backbones import list_backbones
+    from labeling.embed.backbones import list_backbones
 
     specs = list_backbones()
     current = service.project.setting("backbone") or specs[0].name

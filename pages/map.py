@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from labeling.project import ProjectError
-from labeling.projection import (
+from labeling.views.projection import (
     COLOR_BY, NO_VALUE, MapBuilders, get_layout, label_selection, map_frame, parse_item_ids, thumbnails,
 )
 from pages.common import current_role, current_user, get_service, plain

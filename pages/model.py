@@ -4,8 +4,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from labeling import model_report
-from labeling.autoaccept import Candidate
+from labeling.views import model_report
+from labeling.team.autoaccept import Candidate
 from labeling.service import LabelingService
 from pages.common import current_role, current_user, get_service, get_worker
 

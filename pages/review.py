@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from labeling import auth, consensus, review
+from labeling.team import auth
+
+from labeling.team import consensus
+
+from labeling.team import review
 from pages.common import current_role, current_user, get_service, plain
 
 PAGE = 12
@@ -39,7 +43,7 @@ def _thumb(row: dict) -> None:
 def _agreement() -> None:
     import plotly.express as px
 
-    from labeling.stats import project_stats
+    from labeling.team.stats import project_stats
 
     stats = project_stats(service.project)
     m = st.columns(4)

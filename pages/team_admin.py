@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from labeling import auth, review
+from labeling.team import auth
 
-
+from labeling.team import review
 def render(service, who: auth.Identity) -> None:
     project = service.project
     if not who.allows("admin"):

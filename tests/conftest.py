@@ -23,7 +23,7 @@ def copy_project(src: Path, dest: Path) -> Path:
 @pytest.fixture(scope="session")
 def demo_project_template(tmp_path_factory) -> Path:
     """A 200-image Animal-MNIST demo project (imported, embedded, first round), built once."""
-    from labeling.demo import create_demo
+    from labeling.data.demo import create_demo
 
     root = tmp_path_factory.mktemp("demo-template") / "demo"
     create_demo(root, limit=200, device="cpu", progress=False)
@@ -56,7 +56,7 @@ def _truth_of(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def trained_project_template(demo_project_template, tmp_path_factory) -> Path:
     """The demo project with 3 true labels per class (a simulated annotator) and a trained round."""
-    from labeling.rounds import train_round
+    from labeling.model.rounds import train_round
     from labeling.service import LabelingService
 
     root = tmp_path_factory.mktemp("trained-template") / "demo"

@@ -1,0 +1,156 @@
+"""Replay an oracle over a labeled folder to compare acquisition strategies.
+
+Every strategy is scored with the same learner (the app's own ``labeling.model.learner``), so the
+comparison is of *what gets labeled*. Test items stay unlabeled in the pool's kNN graph, as in the
+app, but their labels are never revealed: accuracy is measured on them only.
+"""
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from labeling.active import acquisition
+
+from labeling.active import selection
+from labeling.model.ensemble import EnsembleConfig, FeatureScaler
+from labeling.model.learner import LearnerConfig, fit_predict
+from labeling.embed.pipeline import ProjectVectors
+from labeling.model.propagation import label_propagation
+
+LOG = logging.getLogger(__name__)
+
+SIM_STRATEGIES = ("random", "default", "typicality", *sorted(set(acquisition.STRATEGIES) - {"random", "most_confident"}))
+
+
+@dataclass(frozen=True)
+class SimData:
+    x: np.ndarray  # (N, D) prepared
+    y: np.ndarray  # (N,) true class index
+    classes: list[str]
+    graph: tuple[np.ndarray, np.ndarray]
+
+
+def prepare(pv: ProjectVectors, graph: tuple[np.ndarray, np.ndarray], *, root_prefix: str = "") -> SimData:
+    """True classes from the first folder of each uri (below ``root_prefix``)."""
+    names = []
+    for uri in pv.uris:
+        rel = uri[len(root_prefix):].lstrip("/") if root_prefix and uri.startswith(root_prefix) else uri
+        parts = rel.split("/")
+        if len(parts) < 2:
+            raise ValueError(f"{uri}: simulate needs one sub-folder per class (SRC/<class>/<image>)")
+        names.append(parts[0])
+    classes = sorted(set(names))
+    index = {c: k for k, c in enumerate(classes)}
+    x = FeatureScaler.fit(pv.vectors).transform(pv.vectors)
+    return SimData(x, np.array([index[n] for n in names]), classes, graph)
+
+
+def _select(strategy: str, need: int, data: SimData, labels: np.ndarray, eligible: np.ndarray, probs,
+            rng: np.random.Generator) -> np.ndarray:
+    exclude = ~eligible
+    c = len(data.classes)
+    if strategy == "random" or (probs is None and strategy not in ("default", "typicality")):
+        return rng.choice(np.flatnonzero(eligible), size=need, replace=False)
+    if strategy == "typicality":
+        return np.asarray(selection.typical_cold_start(data.x, need, labeled_mask=labels >= 0, rng=rng,
+                                                         knn_sims=data.graph[0], exclude=exclude))
+    if strategy == "default":
+        idx, _phase = selection.default_policy(probs, data.x, need, labels=labels, n_classes=c, rng=rng,
+                                                 exclude=exclude, knn_sims=data.graph[0])
+        return np.asarray(idx)
+    scores = acquisition.score(probs, strategy, rng=rng)
+    return np.asarray(selection.select_top(scores, need, rng=rng, exclude=exclude))
+
+
+def run(
+    data: SimData,
+    *,
+    strategies: Sequence[str],
+    budgets: Sequence[int],
+    repeats: int,
+    test_fraction: float,
+    seed: int = 0,
+    device: str = "cpu",
+    config: LearnerConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Accuracy on held-out items after each budget, per strategy, mean and std over repeats."""
+    unknown = [s for s in strategies if s not in SIM_STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategies {unknown}; valid: {', '.join(SIM_STRATEGIES)}")
+    budgets = sorted(int(b) for b in budgets)
+    if not budgets or budgets[0] < 1:
+        raise ValueError("budgets must be positive integers")
+    if not 0 < test_fraction < 1:
+        raise ValueError("test fraction must lie in (0, 1)")
+    n, c = len(data.y), len(data.classes)
+    acc = {s: np.zeros((repeats, len(budgets))) for s in strategies}
+    prop_acc = np.zeros((repeats, len(budgets)))
+    for r in range(repeats):
+        rng = np.random.default_rng(seed + r)
+        test = np.zeros(n, dtype=bool)
+        for k in range(c):  # stratified split
+            members = rng.permutation(np.flatnonzero(data.y == k))
+            test[members[: int(round(len(members) * test_fraction))]] = True
+        if (~test).sum() < budgets[-1]:
+            raise ValueError(f"the pool ({(~test).sum()} items) is smaller than the largest budget {budgets[-1]}")
+        for strategy in strategies:
+            cfg = config or LearnerConfig(ensemble=EnsembleConfig(seed=seed + r))
+            labels = np.full(n, -1, dtype=np.int64)
+            probs = None
+            srng = np.random.default_rng([seed, r, zlib.crc32(strategy.encode())])
+            for b_i, budget in enumerate(budgets):
+                need = budget - int((labels >= 0).sum())
+                eligible = (~test) & (labels < 0)
+                picked = _select(strategy, need, data, labels, eligible, probs, srng)
+                labels[picked] = data.y[picked]
+                pred = fit_predict(data.x, labels, c, graph=data.graph, config=cfg, device=device)
+                probs = pred.probs
+                acc[strategy][r, b_i] = float((pred.mean[test].argmax(axis=1) == data.y[test]).mean())
+                if strategy == "default":
+                    prop = label_propagation(data.graph[0], data.graph[1], labels, c)
+                    prop_acc[r, b_i] = float((prop[test].argmax(axis=1) == data.y[test]).mean())
+            if progress:
+                progress(f"repeat {r + 1}/{repeats} {strategy}: " +
+                         " ".join(f"{b}:{a:.3f}" for b, a in zip(budgets, acc[strategy][r])))
+    results = {s: {"accuracy_mean": acc[s].mean(0).tolist(), "accuracy_std": acc[s].std(0).tolist()}
+               for s in strategies}
+    if "default" in strategies:
+        results["knn_propagation"] = {"accuracy_mean": prop_acc.mean(0).tolist(),
+                                      "accuracy_std": prop_acc.std(0).tolist(),
+                                      "note": "label propagation alone from the default policy's labels"}
+    return {"budgets": budgets, "results": results, "n_items": n, "n_classes": c, "repeats": repeats,
+            "test_fraction": test_fraction, "classes": data.classes}
+
+
+def format_table(result: dict) -> str:
+    budgets = result["budgets"]
+    head = f"{'strategy':<18}" + "".join(f"{b:>14}" for b in budgets)
+    lines = [head, "-" * len(head)]
+    for name, r in result["results"].items():
+        cells = "".join(f"{m * 100:>8.1f} ±{s * 100:>4.1f}" for m, s in zip(r["accuracy_mean"], r["accuracy_std"]))
+        lines.append(f"{name:<18}{cells}")
+    return "\n".join(lines)
+
+
+def simulate_folder(src: str | Path, *, strategies, budgets, repeats, test_fraction, seed=0, device="auto",
+                    backbone=None, progress=None) -> dict:
+    """Import ``src`` as a project (no labels), embed it once (cached), and run the replay."""
+    from labeling.model.ensemble import pick_device
+    from labeling.data.importer import import_folder
+    from labeling.embed.pipeline import embed_project, knn_graph_cached, load_vectors
+    from labeling.project import Project
+
+    project = Project(src, create=True)
+    import_folder(project, project.root, progress=False)
+    embed_project(project, backbone=backbone, device=device, progress=progress is not None)
+    pv = load_vectors(project)
+    graph = knn_graph_cached(project, pv)
+    data = prepare(pv, graph)
+    return run(data, strategies=strategies, budgets=budgets, repeats=repeats, test_fraction=test_fraction,
+               seed=seed, device=str(pick_device(device)), progress=progress)

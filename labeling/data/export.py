@@ -1,0 +1,253 @@
+"""Export the current labels (with provenance and the newest round's pseudo-labels)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from labeling.project import Project
+from labeling.model.rounds import latest_predictions
+from storage import classes_admin as admin_q
+from storage import items as items_q
+from storage import labels as labels_q
+
+FORMATS = ("csv", "jsonl", "parquet", "imagefolder", "coco", "hf")
+TREE_FORMATS = ("imagefolder", "hf")
+"""Formats that write a folder of images (copied or linked) rather than one file."""
+PROVENANCE = ("annotator", "source", "created_at", "model_round", "n_votes", "n_agree", "adjudicated_by")
+
+
+class ExportError(ValueError):
+    """The export could not be written where asked."""
+
+
+def safe_name(name: str) -> str:
+    """A folder name for a class: no separators, no '..', nothing hidden."""
+    cleaned = re.sub(r"[^\w\-. ]+", "_", name, flags=re.UNICODE).strip(" .")
+    return cleaned or "_"
+
+
+def label_table(project: Project) -> pd.DataFrame:
+    """One row per readable item: its current label and provenance, and the newest pseudo-label."""
+    with project.db.session() as con:
+        ids, uris = items_q.ok_items(con)
+        names = dict(labels_q.classes(con))
+        state = {int(r[0]): r for r in labels_q.current_provenance(con)}
+    got = latest_predictions(project)
+    pseudo, conf, round_id = {}, {}, None
+    if got is not None:
+        rnd, p = got
+        round_id = rnd["id"]
+        for i, c, f in zip(p.item_ids.tolist(), p.pseudo.tolist(), p.confidence.tolist()):
+            pseudo[i] = names.get(c)
+            conf[i] = f
+    rows = []
+    for item_id, uri in zip(ids.tolist(), uris):
+        s = state.get(item_id)
+        label = names.get(s[1]) if s is not None and s[2] == "label" else None
+        rows.append({"item_id": item_id, "uri": uri, "label": label,
+                     "status": "labeled" if label else ("skipped" if s is not None else "unlabeled"),
+                     "annotator": s[3] if s else None, "source": s[4] if s else None,
+                     "created_at": str(s[8]) if s else None, "model_round": s[9] if s else None,
+                     "n_votes": s[6] if s else None, "n_agree": s[7] if s else None,
+                     "adjudicated_by": s[3] if s and s[4] == "adjudication" else None,
+                     "event_id": s[5] if s else None, "pseudo_label": pseudo.get(item_id),
+                     "confidence": conf.get(item_id), "round_id": round_id})
+    frame = pd.DataFrame(rows)
+    for col in ("model_round", "n_votes", "n_agree", "event_id", "round_id"):
+        if col in frame:
+            frame[col] = frame[col].astype("Int64")  # whole numbers, with gaps
+    return frame
+
+
+class _Placer:
+    """Puts images into an export tree: copies, or symbolic links when asked.
+
+    Where the filesystem refuses a link (no permission, no link support), the image is copied instead
+    and the first refusal is kept as a note; after one refusal the rest are copied without trying.
+    """
+
+    def __init__(self, link: bool) -> None:
+        self.link = link
+        self.linked = 0
+        self.copied = 0
+        self.refused: str | None = None
+
+    def __call__(self, src: Path, dest: Path) -> None:
+        if self.link and self.refused is None:
+            try:
+                dest.symlink_to(src.resolve())
+                self.linked += 1
+                return
+            except OSError as exc:
+                self.refused = exc.strerror or type(exc).__name__
+        shutil.copy2(src, dest)
+        self.copied += 1
+
+    def report(self) -> dict:
+        notes = []
+        if self.link and self.refused is not None:
+            notes.append(f"the filesystem refused links ({self.refused}); {self.copied} images were copied instead")
+        return {"linked": self.linked, "copied": self.copied, "link_refused": self.copied if self.link else 0,
+                "notes": notes}
+
+
+def _new_folder(out: Path) -> None:
+    if out.exists() and any(out.iterdir()):
+        raise ExportError(f"{out} exists and is not empty; choose a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _plain_value(v):
+    """A JSON-ready value: missing values as None, numpy scalars as Python numbers."""
+    if v is None or (not isinstance(v, (list, dict, str)) and pd.isna(v)):
+        return None
+    return v.item() if hasattr(v, "item") else v
+
+
+def _records(table) -> list[dict]:
+    return [{k: _plain_value(v) for k, v in rec.items()} for rec in table.to_dict(orient="records")]
+
+
+def _class_folders(labels, out: Path) -> tuple[dict[str, Path], list[str]]:
+    """A folder inside ``out`` for each class; classes whose safe names collide get their own folders."""
+    folders: dict[str, Path] = {}
+    taken: dict[str, str] = {}
+    notes = []
+    for label in sorted(set(labels)):
+        name = safe_name(label)
+        if name.casefold() in taken:
+            k = 2
+            while f"{name}-{k}".casefold() in taken:
+                k += 1
+            notes.append(f"class {label!r} is in folder {name}-{k}: {name!r} already holds "
+                         f"{taken[name.casefold()]!r}")
+            name = f"{name}-{k}"
+        taken[name.casefold()] = label
+        folder = (out / name).resolve()
+        if not folder.is_relative_to(out):
+            raise ExportError(f"class name {label!r} would leave {out}")
+        folders[label] = folder
+    return folders, notes
+
+
+def history_table(project: Project) -> pd.DataFrame:
+    """Every label event in order, undone ones included: the full provenance behind the current labels.
+
+    Columns: event_id, item_id, uri, kind (label, skip, undo), label, user, source, batch_id, revokes (the
+    batch an undo revokes), model_round (the round the person saw), created_at, undone (whether a later
+    undo revoked the event's batch).
+    """
+    with project.db.session() as con:
+        events = labels_q.all_events(con)
+        names = {row[0]: row[1] for row in admin_q.class_rows(con)}
+        uri_of = {item_id: uri for uri, (item_id, _sha, _status) in items_q.known_uris(con).items()}
+    revoked = {e[7] for e in events if e[3] == "undo" and e[7] is not None}
+    frame = pd.DataFrame(
+        [{"event_id": e[0], "item_id": e[1], "uri": uri_of.get(e[1]), "kind": e[3],
+          "label": names.get(e[2]) if e[2] is not None else None, "user": e[4], "source": e[5],
+          "batch_id": e[6], "revokes": e[7], "model_round": e[8], "created_at": str(e[9]),
+          "undone": e[6] in revoked} for e in events],
+        columns=["event_id", "item_id", "uri", "kind", "label", "user", "source", "batch_id", "revokes",
+                 "model_round", "created_at", "undone"])
+    frame["model_round"] = frame["model_round"].astype("Int64")
+    return frame
+
+
+def _write_table(table: pd.DataFrame, out: Path, kind: str) -> None:
+    """Write a table as csv, jsonl or parquet under a temporary name, then rename it into place."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    if kind == "csv":
+        table.to_csv(tmp, index=False)
+    elif kind == "jsonl":
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for rec in _records(table):
+                fh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+    else:
+        table.to_parquet(tmp, index=False)
+    os.replace(tmp, out)
+
+
+def history_path(fmt: str, out: Path) -> Path:
+    """Where ``--history`` writes the event log: inside a tree export, beside a file export."""
+    if fmt in TREE_FORMATS:
+        return out / "events.jsonl"
+    kind = fmt if fmt in ("csv", "jsonl", "parquet") else "jsonl"
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    return out.with_name(f"{stem}.events.{kind}")
+
+
+def export(project: Project, fmt: str, out: str | Path, *, labeled_only: bool = False, link: bool = False,
+           history: bool = False) -> dict:
+    """Write the label table as csv, jsonl, parquet, an ImageFolder tree, a COCO-style classification JSON
+    or a Hugging Face ``imagefolder`` (images plus ``metadata.jsonl``).
+
+    ``link`` makes the image folders out of symbolic links instead of copies (falling back to copies, with
+    a note, where the filesystem refuses links). ``history`` also writes every label event (see
+    :func:`history_table`) to :func:`history_path`. Nothing is written outside ``out`` (a tree export) or
+    the folder of ``out`` (a file export).
+
+    Returns ``format``, ``out``, ``rows``; tree exports add ``linked``, ``copied``, ``link_refused`` and
+    ``notes``; ``history`` adds ``history`` (the path) and ``events``.
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    out = Path(out).expanduser().resolve()
+    table = label_table(project)
+    if labeled_only or fmt in ("imagefolder", "coco", "hf"):
+        table = table[table["label"].notna()]
+    result: dict = {"format": fmt, "out": str(out), "rows": int(len(table))}
+    if fmt in TREE_FORMATS:
+        _new_folder(out)
+        place = _Placer(link)
+        notes: list[str] = []
+        if fmt == "imagefolder":
+            folders, notes = _class_folders(table["label"], out)
+            for row in table.itertuples():
+                folder = folders[row.label]
+                folder.mkdir(exist_ok=True)
+                src = project.resolve_uri(row.uri)
+                place(src, folder / f"{row.item_id}_{safe_name(src.name)}")
+        else:
+            with open(out / "metadata.jsonl", "w", encoding="utf-8") as fh:
+                for rec in _records(table):
+                    src = project.resolve_uri(rec["uri"])
+                    name = f"{rec['item_id']}_{safe_name(src.name)}"
+                    place(src, out / name)
+                    fh.write(json.dumps({"file_name": name, **{k: v for k, v in rec.items() if k != "status"}},
+                                        ensure_ascii=False, default=str) + "\n")
+        placed = place.report()
+        result.update(placed, notes=notes + placed["notes"])
+    elif fmt == "coco":
+        with project.db.session() as con:
+            sizes = items_q.items_by_ids(con, table["item_id"].tolist())
+        categories = sorted(set(table["label"]))
+        cat_id = {c: k for k, c in enumerate(categories, start=1)}
+        doc = {"info": {"description": f"Quorum labels of {project.root.name}", "project": project.root.name,
+                        "version": "1.0", "date_created": pd.Timestamp.now(tz="UTC").isoformat(),
+                        "round_id": _plain_value(table["round_id"].iloc[0]) if len(table) else None},
+               "categories": [{"id": cat_id[c], "name": c} for c in categories],
+               "images": [{"id": int(r["item_id"]), "file_name": r["uri"], "uri": r["uri"],
+                           "width": sizes[int(r["item_id"])]["width"], "height": sizes[int(r["item_id"])]["height"],
+                           "pseudo_label": r["pseudo_label"], "confidence": r["confidence"]}
+                          for r in _records(table)],
+               "annotations": [{"id": k, "image_id": int(r["item_id"]), "category_id": cat_id[r["label"]],
+                                **{c: r[c] for c in PROVENANCE}, "event_id": r["event_id"]}
+                               for k, r in enumerate(_records(table), start=1)]}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+        os.replace(tmp, out)
+    else:
+        _write_table(table, out, fmt)
+    if history:
+        events = history_table(project)
+        where = history_path(fmt, out)
+        _write_table(events, where, where.suffix.lstrip("."))
+        result.update(history=str(where), events=int(len(events)))
+    return result

@@ -1,0 +1,413 @@
+"""Label exchange with other tools: reading label files back into a project.
+
+Export (see :func:`labeling.data.export.export`): ``coco`` writes one COCO-style classification JSON; ``hf``
+writes a folder with the images (copied or linked) and a ``metadata.jsonl`` that
+``datasets.load_dataset("imagefolder", data_dir=...)`` reads, one line per image with ``file_name``,
+``label`` and the provenance columns; ``imagefolder`` writes one folder per class.
+
+Import (:func:`read_labels` then :func:`import_labels`): CSV/TSV, JSONL, Parquet, COCO JSON, a Hugging
+Face ``metadata.jsonl`` (or ``metadata.csv``), and an ImageFolder tree (labels from the class folders).
+Each row names its item by ``item_id``, by ``uri`` (the path inside the project), or by ``file_name``
+(also read from a ``path``, ``file``, ``filename`` or ``image`` column; the label from ``label``,
+``class`` or ``category``). A row is matched, in this order, by its uri; by a file name that leads to
+an image of the project; by content (the file, which must lie inside the label file's folder, is hashed
+and found among the project's images); by a file name found exactly once in the project. So labels
+exported from one project import into another built from the same images. Labels imported keep the
+source ``import``.
+
+Reading is forgiving about rows and strict about the file: a file that cannot be read as the format
+raises :class:`LabelFileError`; each row that cannot be used (no matching image, a path that leaves
+the label file's folder, a repeated image, a label that is not text) is left out with one message that
+names its line (row, annotation), and the others are imported. Columns that are neither a path, a
+label, an item id nor one of Quorum's export columns are named once.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from labeling.data.export import PROVENANCE
+from labeling.data.images import IMAGE_EXTENSIONS, _hash_file
+from labeling.data.manifest import ManifestError, _iter_delimited, _one_line
+from labeling.project import Project
+from storage import items as items_q
+
+LABEL_FORMATS = ("csv", "jsonl", "parquet", "coco", "hf", "imagefolder")
+
+PATH_ALIASES = ("file_name", "path", "file", "filename", "image")
+"""Columns read as ``file_name`` (the first one present, case-insensitive)."""
+
+LABEL_ALIASES = ("label", "class", "category")
+"""Columns read as the label (the first one present, case-insensitive)."""
+
+EXPORT_COLUMNS = frozenset({"status", "event_id", "pseudo_label", "confidence", "round_id", *PROVENANCE})
+"""Columns of Quorum's own exports that are provenance, not input: read without a message, not imported."""
+
+HF_METADATA = ("metadata.jsonl", "metadata.csv")
+
+_COCO_KEYS = frozenset({"info", "licenses", "images", "categories", "annotations"})
+_COCO_IMAGE_KEYS = frozenset({"id", "file_name", "uri", "width", "height", "license", "flickr_url", "coco_url",
+                              "date_captured", "pseudo_label", "confidence"})
+_COCO_ANNOTATION_KEYS = frozenset({"id", "image_id", "category_id", "event_id", *PROVENANCE})
+
+
+class LabelFileError(ValueError):
+    """A label file that cannot be read as the format asked."""
+
+
+def guess_format(path: Path) -> str:
+    """The label format of ``path`` from its name (a folder: ``hf`` with a metadata file, else ``imagefolder``)."""
+    if path.is_dir():
+        return "hf" if any((path / name).is_file() for name in HF_METADATA) else "imagefolder"
+    if path.name.lower() in HF_METADATA:
+        return "hf"
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return "coco"
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    raise LabelFileError(f"{path.name}: cannot tell the format from the name; pass --label-format "
+                         f"({', '.join(LABEL_FORMATS)})")
+
+
+def _label(value: object) -> tuple[str | None, bool]:
+    """(the label as text or None when empty, whether the value could be read as a label)."""
+    if value is None:
+        return None, True
+    if isinstance(value, bool) or isinstance(value, (list, dict, tuple)):
+        return None, False
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None, True
+        if value.is_integer():
+            value = int(value)
+    text = str(value).strip()
+    return (text or None), True
+
+
+def _text(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+# ---- readers: (header, [(where, record dict)], problems) ------------------------------------------
+def _read_delimited(path: Path) -> tuple[list[str], list[tuple[str, dict]], list[str]]:
+    header: list[str] | None = None
+    records: list[tuple[str, dict]] = []
+    problems: list[str] = []
+    try:
+        for start, cells in _iter_delimited(path, "\t" if path.suffix.lower() == ".tsv" else ","):
+            if header is None:
+                header = cells
+                continue
+            if len(cells) > len(header):
+                problems.append(f"line {start}: {len(cells)} fields but the header has {len(header)}; "
+                                "extra fields ignored")
+            records.append((f"line {start}", dict(zip(header, cells))))
+    except ManifestError as exc:
+        raise LabelFileError(f"{path.name}: {exc.reason}") from exc
+    return header or [], records, problems
+
+
+def _read_jsonl(path: Path) -> tuple[list[str], list[tuple[str, dict]], list[str]]:
+    header: dict[str, None] = {}
+    records: list[tuple[str, dict]] = []
+    problems: list[str] = []
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            for k, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    problems.append(f"line {k}: not JSON ({exc.msg}), ignored")
+                    continue
+                if not isinstance(rec, dict):
+                    problems.append(f"line {k}: not an object, ignored")
+                    continue
+                header.update(dict.fromkeys(map(str, rec)))
+                records.append((f"line {k}", rec))
+    except UnicodeDecodeError as exc:
+        raise LabelFileError(f"{path.name}: not a UTF-8 text file") from exc
+    return list(header), records, problems
+
+
+def _read_parquet(path: Path) -> tuple[list[str], list[tuple[str, dict]], list[str]]:
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise LabelFileError(f"{path.name}: not a readable Parquet file: {_one_line(exc)}") from exc
+    rows = table.to_pylist()
+    return list(table.column_names), [(f"row {k}", rec) for k, rec in enumerate(rows, start=1)], []
+
+
+def _read_coco(path: Path) -> tuple[list[dict], list[str]]:
+    shape = "it needs 'images', 'categories' and 'annotations' lists"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LabelFileError(f"{path.name}: not a COCO-style classification file ({_one_line(exc)}); {shape}") from exc
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list)
+                                            for k in ("images", "categories", "annotations")):
+        raise LabelFileError(f"{path.name}: not a COCO-style classification file; {shape}")
+    problems: list[str] = []
+    extra = sorted(set(map(str, doc)) - _COCO_KEYS)
+    if extra:
+        problems.append(f"ignored keys: {', '.join(map(repr, extra))}")
+    categories: dict[object, str] = {}
+    for k, cat in enumerate(doc["categories"], start=1):
+        name = _text(cat.get("name")) if isinstance(cat, dict) else None
+        if name is None or cat.get("id") is None:
+            problems.append(f"category {k}: needs an id and a name, ignored")
+        elif cat["id"] in categories:
+            problems.append(f"category {k}: id {cat['id']!r} repeats an earlier category, ignored")
+        else:
+            categories[cat["id"]] = name
+    images: dict[object, dict] = {}
+    unknown: set[str] = set()
+    for k, image in enumerate(doc["images"], start=1):
+        if not isinstance(image, dict) or image.get("id") is None or not (image.get("file_name") or image.get("uri")):
+            problems.append(f"image {k}: needs an id and a file_name, ignored")
+        elif image["id"] in images:
+            problems.append(f"image {k}: id {image['id']!r} repeats an earlier image, ignored")
+        else:
+            images[image["id"]] = image
+            unknown |= set(map(str, image)) - _COCO_IMAGE_KEYS
+    if unknown:
+        problems.append(f"ignored image fields: {', '.join(map(repr, sorted(unknown)))}")
+    rows: list[dict] = []
+    unknown = set()
+    for k, ann in enumerate(doc["annotations"], start=1):
+        where = f"annotation {k}"
+        if not isinstance(ann, dict):
+            problems.append(f"{where}: not an object, ignored")
+            continue
+        unknown |= set(map(str, ann)) - _COCO_ANNOTATION_KEYS
+        image = images.get(ann.get("image_id"))
+        if image is None:
+            problems.append(f"{where}: image_id {ann.get('image_id')!r} is not among the images, ignored")
+            continue
+        label = categories.get(ann.get("category_id"))
+        if label is None:
+            problems.append(f"{where}: category_id {ann.get('category_id')!r} is not among the categories, ignored")
+            continue
+        rows.append({"item_id": None, "uri": _text(image.get("uri")), "file_name": _text(image.get("file_name")),
+                     "label": label, "where": where})
+    if unknown:
+        problems.insert(0, f"ignored annotation fields: {', '.join(map(repr, sorted(unknown)))}")
+    return rows, problems
+
+
+def _read_tree(folder: Path) -> tuple[list[dict], list[str]]:
+    """Rows of an ImageFolder tree: ``<class>/.../<image>``; hidden files and folders are skipped."""
+    rows: list[dict] = []
+    problems: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            rel = (Path(dirpath) / name).relative_to(folder)
+            if len(rel.parts) < 2:
+                problems.append(f"{rel.as_posix()}: not inside a class folder, ignored")
+                continue
+            rows.append({"item_id": None, "uri": None, "file_name": rel.as_posix(), "label": rel.parts[0],
+                         "where": rel.as_posix()})
+    return rows, problems
+
+
+def _whole(value: object) -> int | None:
+    """An item id cell as an int (``12``, ``"12"``, ``12.0``); None when it is not a whole number."""
+    try:
+        number = float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() else None
+
+
+def _pick(header: dict[str, str], aliases: Iterable[str]) -> str | None:
+    return next((header[a] for a in aliases if a in header), None)
+
+
+def _table_rows(path: Path, fmt: str) -> tuple[list[dict], list[str]]:
+    kind = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}.get(fmt)
+    if kind is None:  # hf: metadata.jsonl, or metadata.csv
+        kind = "csv" if path.suffix.lower() in (".csv", ".tsv") else "jsonl"
+    reader = {"csv": _read_delimited, "jsonl": _read_jsonl, "parquet": _read_parquet}[kind]
+    try:
+        header, records, problems = reader(path)
+    except OSError as exc:
+        raise LabelFileError(f"{path.name}: cannot be read: {exc.strerror or _one_line(exc)}") from exc
+    names = {}
+    for col in header:  # normalised name -> the column as written; the first of equal names wins
+        names.setdefault(str(col).strip().lower(), col)
+    id_col, uri_col = names.get("item_id"), names.get("uri")
+    file_col, label_col = _pick(names, PATH_ALIASES), _pick(names, LABEL_ALIASES)
+    if label_col is None or (id_col is None and uri_col is None and file_col is None):
+        raise LabelFileError(f"{path.name}: needs a 'label' column and one of 'item_id', 'uri', 'file_name' "
+                             f"(or {', '.join(repr(a) for a in PATH_ALIASES[1:])}); "
+                             f"found {sorted(map(str, header))}")
+    used = {id_col, uri_col, file_col, label_col}
+    ignored = [str(c) for c in header if c not in used and str(c).strip().lower() not in EXPORT_COLUMNS
+               and str(c).strip()]
+    if ignored:
+        problems.insert(0, f"ignored columns: {', '.join(map(repr, ignored))}")
+    rows = []
+    for where, rec in records:
+        label, ok = _label(rec.get(label_col))
+        if not ok:
+            problems.append(f"{where}: the label {rec.get(label_col)!r} is not text, row ignored")
+            continue
+        rows.append({"item_id": _text(rec.get(id_col)) if id_col else None,
+                     "uri": _text(rec.get(uri_col)) if uri_col else None,
+                     "file_name": _text(rec.get(file_col)) if file_col else None,
+                     "label": label, "where": where})
+    return rows, sorted(problems, key=_line_of)
+
+
+def _line_of(problem: str) -> int:
+    """The line (row) a problem names, for listing problems in file order; 0 for the file as a whole."""
+    head = problem.split(":", 1)[0].split()
+    return int(head[1]) if len(head) == 2 and head[0] in ("line", "row") and head[1].isdigit() else 0
+
+
+def read_labels(path: str | Path, fmt: str = "auto") -> tuple[list[dict], list[str], Path]:
+    """Read a label file.
+
+    Returns
+    -------
+    (rows, problems, base)
+        ``rows``: dicts with ``item_id``, ``uri``, ``file_name``, ``label`` (each None when absent) and
+        ``where`` (``"line 7"``, ``"row 3"``, ``"annotation 2"`` or a path in a tree); ``problems``: one
+        line each; ``base``: the folder that file names are relative to (and the only folder whose
+        files are read).
+
+    Raises
+    ------
+    LabelFileError
+        No such file, an unknown format, or a file that cannot be read as its format.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise LabelFileError(f"{path}: no such file or folder")
+    fmt = guess_format(path) if fmt == "auto" else fmt
+    if fmt not in LABEL_FORMATS:
+        raise LabelFileError(f"unknown label format {fmt!r}; valid: {', '.join(LABEL_FORMATS)}")
+    if fmt == "imagefolder":
+        if not path.is_dir():
+            raise LabelFileError(f"{path}: an imagefolder is a folder of class folders")
+        return (*_read_tree(path), path)
+    if path.is_dir():
+        if fmt != "hf":
+            raise LabelFileError(f"{path}: is a folder, not a {fmt} file")
+        found = next((path / name for name in HF_METADATA if (path / name).is_file()), None)
+        if found is None:
+            raise LabelFileError(f"{path}: no {' or '.join(HF_METADATA)} in this folder")
+        path = found
+    if fmt == "coco":
+        return (*_read_coco(path), path.parent)
+    return (*_table_rows(path, fmt), path.parent)
+
+
+def resolve_rows(project: Project, rows: list[dict], base: Path) -> tuple[list[dict], list[str]]:
+    """Rows as ``{"item_id", "label"}`` for ``LabelingService.label_table``; unmatched rows are problems.
+
+    Only files inside ``base`` are read (to compare contents); a file name that leads outside it is a
+    problem, unless it leads to an image of the project (then nothing needs reading).
+    """
+    with project.db.session() as con:
+        known = items_q.known_uris(con)
+        by_hash = items_q.ids_by_hash(con)
+    ok_uris = {uri: item_id for uri, (item_id, _sha, status) in known.items() if status == "ok"}
+    ok_ids = set(ok_uris.values())
+    by_name: dict[str, list[int]] = {}
+    for uri, item_id in ok_uris.items():
+        by_name.setdefault(uri.rsplit("/", 1)[-1], []).append(item_id)
+    root = project.root.resolve()
+    base_resolved = base.resolve()
+    out, problems = [], []
+    seen: dict[int, tuple[str, str]] = {}
+    for k, row in enumerate(rows, start=1):
+        where = row.get("where") or f"row {k}"
+        label = row.get("label")
+        if label is None:  # an unlabeled row (exports list every item): nothing to import
+            continue
+        item = None
+        named = row.get("uri") or row.get("file_name")
+        if named is None:  # only an id: ids belong to one project, so this suits files from this project
+            item = _whole(row.get("item_id"))
+            if item is None:
+                problems.append(f"{where}: needs a uri, a file_name or an item_id (a whole number)")
+                continue
+            if item not in ok_ids:
+                problems.append(f"{where}: no readable item has id {item}, ignored")
+                continue
+            named = f"item {item}"
+        else:  # a path names the same image in any project: by path here, else by the file's content
+            unusable = None
+            for key in ("uri", "file_name"):
+                name = row.get(key)
+                if name is not None and name in ok_uris:
+                    item = ok_uris[name]
+                    break
+                if name is not None and name in known:
+                    unusable = f"{name!r} is a {known[name][2]} file in the project"
+            file_name = row.get("file_name")
+            if item is None and file_name:
+                try:
+                    real = (base / file_name).resolve()
+                except (OSError, ValueError):
+                    problems.append(f"{where}: invalid path {file_name!r}")
+                    continue
+                if real.is_relative_to(root):  # it leads to a file of the project: no need to read it
+                    item = ok_uris.get(real.relative_to(root).as_posix())
+                if item is None:
+                    if not real.is_relative_to(base_resolved):
+                        problems.append(f"{where}: {file_name!r} leaves the folder of the label file, not read")
+                        continue
+                    if real.is_file():
+                        item = by_hash.get(_hash_file(real)[0])
+            if item is None and unusable is None:  # last: a file name found exactly once in this project
+                matches = by_name.get(named.replace("\\", "/").rsplit("/", 1)[-1], [])
+                item = matches[0] if len(matches) == 1 else None
+            if item is None:
+                problems.append(f"{where}: {unusable}, ignored" if unusable
+                                else f"{where}: no item matches {named!r}")
+                continue
+        if item in seen:
+            first, first_where = seen[item]
+            if first == label:
+                problems.append(f"{where}: {named!r} repeats {first_where} (the same image), ignored")
+            else:
+                problems.append(f"{where}: {named!r} is labelled {label!r} here but {first!r} on {first_where} "
+                                f"(the same image); keeping {first!r}")
+            continue
+        seen[item] = (label, where)
+        out.append({"item_id": item, "label": str(label)})
+    return out, problems
+
+
+def import_labels(service, path: str | Path, *, fmt: str = "auto", user: str = "import") -> dict:
+    """Apply a label file to a project; labels keep the source ``import``.
+
+    Returns ``labeled`` (labels written), ``rows`` (rows read) and ``problems`` (one line each).
+    """
+    rows, problems, base = read_labels(path, fmt)
+    resolved, more = resolve_rows(service.project, rows, base)
+    result = service.label_table(resolved, user=user, source="import")
+    result["problems"] = problems + more + result["problems"]
+    result["rows"] = len(rows)
+    return result

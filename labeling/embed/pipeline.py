@@ -1,0 +1,204 @@
+"""Project-level steps between import and training: embed, load vectors, the cached kNN graph."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from labeling.project import Project, ProjectError
+from storage import items as items_q
+from storage import rounds as rounds_q
+from storage.vectors import VectorStore, gather_rows
+
+LOG = logging.getLogger(__name__)
+
+GRAPH_K = 15
+"""Neighbours per item in the cached kNN graph (propagation, neighbourhood votes, typicality)."""
+
+
+@dataclass
+class ProjectVectors:
+    item_ids: np.ndarray  # (N,) int64, readable items that have a vector, ascending
+    uris: list[str]
+    vectors: np.ndarray  # (N, D) float32, row-aligned with item_ids
+    key: str  # backbone fingerprint or precomputed key
+    version: str
+
+
+def embed_project(
+    project: Project,
+    *,
+    backbone: str | None = None,
+    weights: str | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    image_size: int | None = None,
+    progress: bool | Callable[[int, int], None] = True,
+) -> dict:
+    """Embed every readable item not yet embedded with the project's backbone (resumable)."""
+    from labeling.embed.backbones import DEFAULT_BACKBONE, get_backbone
+    from labeling.embed.run import embed_project_items, pick_device
+
+    with project.db.session() as con:  # one short transaction for what the job needs to know
+        saved = rounds_q.get_setting(con, "backbone")
+        ids, uris = items_q.ok_items(con)
+    name = backbone or saved or DEFAULT_BACKBONE
+    kwargs = {"weights": weights}
+    if image_size:
+        kwargs["image_size"] = image_size
+    loaded = get_backbone(name, **{k: v for k, v in kwargs.items() if v is not None})
+    dev = pick_device(device)
+    store = VectorStore(project.vectors_dir(loaded.fingerprint), key=loaded.fingerprint, dim=loaded.dim)
+    paths = resolve_uris(project, uris)
+    result = embed_project_items(store, ids, paths, loaded, device=dev, batch_size=batch_size, progress=progress)
+    store.compact()
+    finish_embedding(project, name, loaded, _failed_ids(result))
+    return {"backbone": name, "fingerprint": loaded.fingerprint, "device": str(dev),
+            **{k: v for k, v in (result if isinstance(result, dict) else {}).items() if k != "failed_ids"}}
+
+
+def resolve_uris(project: Project, uris: list[str]) -> list[Path]:
+    """``project.resolve_uri`` of many uris (same paths, same error), resolving each folder once."""
+    root = str(project.root)
+    prefix = root if root.endswith(os.sep) else root + os.sep
+    real_dirs: dict[str, str] = {}
+    out = []
+    for uri in uris:
+        joined = os.path.join(root, uri)
+        folder, name = os.path.split(joined)
+        path = None
+        if name not in ("", ".", "..") and not os.path.islink(joined):
+            real = real_dirs.get(folder)
+            if real is None:
+                real = real_dirs[folder] = os.path.realpath(folder)
+            candidate = os.path.join(real, name)
+            if candidate.startswith(prefix):
+                path = Path(candidate)
+        out.append(path if path is not None else project.resolve_uri(uri))  # links, odd names, escapes
+    return out
+
+
+def finish_embedding(project: Project, name: str, loaded, failed: list[int]) -> None:
+    """After an embedding job (any engine): mark the items that could not be decoded unreadable, and make
+    this backbone's vectors the project's (one transaction)."""
+    with project.db.session() as con:
+        if failed:
+            info = items_q.items_by_ids(con, failed)
+            for item_id in failed:
+                it = info[item_id]
+                items_q.update_item(con, item_id, items_q.NewItem(it["uri"], it["sha256"], it["width"], it["height"],
+                                                                  "unreadable", "could not be decoded for embedding"))
+        rounds_q.set_setting(con, "backbone", name)
+        rounds_q.set_setting(con, "vector_key", loaded.fingerprint)
+        rounds_q.set_setting(con, "vector_dim", str(loaded.dim))
+
+
+def _failed_ids(result) -> list[int]:
+    if isinstance(result, dict):
+        return [int(i) for i in result.get("failed_ids", [])]
+    return []
+
+
+def import_embeddings(project: Project, path: str | Path, *, ids_path: str | Path | None = None) -> dict:
+    """Use precomputed embeddings (``.npy`` + ids, or Parquet) keyed by item id or uri."""
+    from labeling.embed.run import load_precomputed
+
+    keys, vectors = load_precomputed(Path(path), ids_path=None if ids_path is None else Path(ids_path))
+    with project.db.session() as con:
+        ids, uris = items_q.ok_items(con)
+    by_uri = dict(zip(uris, ids.tolist()))
+    known = set(ids.tolist())
+    rows, item_ids, unknown = [], [], []
+    for row, key in enumerate(keys):
+        if isinstance(key, (int, np.integer)) or (isinstance(key, str) and key.isdigit() and int(key) in known):
+            item_id = int(key)
+            ok = item_id in known
+        else:
+            item_id = by_uri.get(str(key), -1)
+            ok = item_id >= 0
+        if ok:
+            rows.append(row)
+            item_ids.append(item_id)
+        else:
+            unknown.append(str(key))
+    if not rows:
+        raise ProjectError(f"none of the {len(keys)} embedding keys matches an item of the project")
+    digest = hashlib.sha256(Path(path).read_bytes()[:1 << 20]).hexdigest()[:12]
+    key = f"precomputed-{digest}"
+    store = VectorStore(project.vectors_dir(key), key=key, dim=vectors.shape[1])
+    store.add(np.asarray(item_ids, np.int64), np.asarray(vectors[rows], np.float32))
+    store.compact()
+    project.set_setting("backbone", "precomputed")
+    project.set_setting("vector_key", key)
+    project.set_setting("vector_dim", str(vectors.shape[1]))
+    return {"imported": len(rows), "unknown_keys": unknown[:20], "n_unknown": len(unknown), "key": key}
+
+
+def load_vectors(project: Project) -> ProjectVectors:
+    """The active vectors of readable items, row-aligned with ascending item ids."""
+    key = project.setting("vector_key")
+    dim = project.setting("vector_dim")
+    if not key or not dim:
+        raise ProjectError(f"{project.root} has no embeddings yet; run 'python -m labeling embed {project.root}'")
+    store = VectorStore(project.vectors_dir(key), key=key, dim=int(dim))
+    store_ids, mat = store.matrix()
+    with project.db.session() as con:
+        ids, uris = items_q.ok_items(con)
+    store_ids = np.asarray(store_ids, dtype=np.int64)
+    ids = np.asarray(ids, dtype=np.int64)
+    rows, keep = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if len(store_ids) and len(ids):
+        order = np.argsort(store_ids, kind="stable")
+        at = order[np.minimum(np.searchsorted(store_ids, ids, sorter=order), len(order) - 1)]
+        found = store_ids[at] == ids
+        rows, keep = at[found], np.flatnonzero(found)
+    vectors = gather_rows(mat, rows) if len(rows) else np.zeros((0, int(dim)), np.float32)
+    return ProjectVectors(ids[keep], [uris[k] for k in keep.tolist()], vectors, key, store.version)
+
+
+_graphs: dict[str, tuple[tuple[int, int], np.ndarray, np.ndarray, np.ndarray]] = {}
+"""Graphs this process has read, by file: (file's mtime and size, item ids, sims, idx)."""
+
+
+def knn_graph_cached(project: Project, pv: ProjectVectors, *, k: int = GRAPH_K) -> tuple[np.ndarray, np.ndarray]:
+    """The kNN graph ``(sims (N, k), row indices (N, k))`` of the active vectors, cached per version.
+
+    The arrays are read-only and the same objects on every call of one process while the cached
+    file is unchanged, so what is derived from a graph (the propagation operator) is built once.
+    """
+    from labeling.search.neighbours import knn_graph
+
+    tag = hashlib.sha256(f"{pv.key}|{pv.version}|{len(pv.item_ids)}|{k}".encode()).hexdigest()[:16]
+    path = project.cache_dir() / f"graph-{tag}.npz"
+    try:
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+    except FileNotFoundError:
+        stamp = None
+    memo = _graphs.get(str(path))
+    if stamp is not None and memo is not None and memo[0] == stamp and np.array_equal(memo[1], pv.item_ids):
+        return memo[2], memo[3]
+    graph = None
+    if stamp is not None:
+        with np.load(path) as z:
+            if np.array_equal(z["item_ids"], pv.item_ids):
+                graph = z["sims"], z["idx"]
+    if graph is None:
+        k_eff = min(k, max(1, len(pv.item_ids) - 1))
+        graph = knn_graph(pv.vectors, k_eff)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, sims=graph[0], idx=graph[1], item_ids=pv.item_ids)
+        os.replace(tmp, path)
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+    sims, idx = graph
+    for a in (sims, idx):
+        a.flags.writeable = False
+    _graphs.clear()  # one graph per process: a new vector version replaces the old one
+    _graphs[str(path)] = (stamp, np.array(pv.item_ids, copy=True), sims, idx)
+    return sims, idx

@@ -1,0 +1,302 @@
+"""Rounds: snapshot the labels, train the learner, score every item, write predictions atomically.
+
+A round never holds the database while it trains: it reads a snapshot in one short transaction,
+trains, writes ``round-<id>.npz`` to a temporary name and renames it, then marks the round
+finished in a second short transaction. A crash in between leaves a ``running`` row that the next
+start marks ``discarded``; the previous finished round stays in use.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from labeling.active import acquisition
+
+from labeling.active import selection
+from labeling.model.ensemble import EnsembleConfig, FeatureScaler, pick_device
+from labeling.model.learner import LearnerConfig, fit_predict
+from labeling.embed.pipeline import knn_graph_cached, load_vectors
+from labeling.project import Project
+from labeling.team.review import pending_overlap
+from storage import labels as labels_q
+from storage import rounds as rounds_q
+
+LOG = logging.getLogger(__name__)
+
+TOP_K = 3
+DEFAULT_BATCH = 200
+"""Items ordered by the default policy's diverse batch; the rest follow by blended score."""
+CV_MAX_LABELS = 3000
+"""Cross-validation uses at most this many human labels (subsampled, stratified), to bound its cost."""
+
+
+@dataclass
+class RoundPredictions:
+    round_id: int
+    item_ids: np.ndarray  # (N,)
+    class_ids: np.ndarray  # (C,)
+    class_names: list[str]
+    pseudo: np.ndarray  # (N,) class id, -1 when the round had no labels
+    confidence: np.ndarray  # (N,)
+    top_idx: np.ndarray  # (N, 3) class ids
+    top_p: np.ndarray  # (N, 3)
+    votes: np.ndarray  # (M, N) class id voted by each member
+    member_names: list[str]
+    scores: dict[str, np.ndarray]
+    default_order: np.ndarray  # (N,) row positions, default policy first
+    phase: str
+    suggestions: np.ndarray | None = None  # (N,) str: backbone ImageNet proposals before any label
+    cv: dict[str, np.ndarray] = field(default_factory=dict)
+    """Cross-validated outputs on human labels, one entry per held-out item (empty without CV):
+    ``item_ids`` (n,), ``confidence`` (n,), ``predicted`` (n,) class id, ``true`` (n,) class id."""
+
+    def row_of(self) -> dict[int, int]:
+        """item_id -> row, built once per loaded round (the label page asks on every rerun)."""
+        index = self.__dict__.get("_row_index")
+        if index is None:
+            index = {int(i): r for r, i in enumerate(self.item_ids.tolist())}
+            self.__dict__["_row_index"] = index
+        return index
+
+
+def _cv_metrics(x, labels, n_classes, graph, config: LearnerConfig, device, *, seed: int = 0) -> dict:
+    """Cross-validated accuracy and expected calibration error of the learner on human labels."""
+    return _cross_validate(x, labels, n_classes, graph, config, device, seed=seed)[0]
+
+
+def _cross_validate(x, labels, n_classes, graph, config: LearnerConfig, device, *,
+                    seed: int = 0) -> tuple[dict, dict[str, np.ndarray]]:
+    """Metrics as ``_cv_metrics`` plus the held-out outputs: rows, confidence, predicted and true column."""
+    labeled = np.flatnonzero(labels >= 0)
+    counts = np.bincount(labels[labeled], minlength=n_classes)
+    if (counts >= 2).sum() < 2:
+        return {"cv_accuracy": None, "ece": None, "cv_note": "needs two labels in each of two classes"}, {}
+    rng = np.random.default_rng(seed)
+    # Items of classes with a single label always stay in training; the rest are held out in turn.
+    labeled = labeled[counts[labels[labeled]] >= 2]
+    if len(labeled) > CV_MAX_LABELS:
+        labeled = np.sort(rng.choice(labeled, CV_MAX_LABELS, replace=False))
+    folds = int(min(5, max(2, counts[counts >= 2].min())))
+    assign = np.empty(len(labeled), dtype=np.int64)
+    for c in np.unique(labels[labeled]):  # stratified fold assignment
+        members = np.flatnonzero(labels[labeled] == c)
+        assign[members] = rng.permutation(len(members)) % folds
+    conf_all, correct_all, rows_all, pred_all = [], [], [], []
+    for f in range(folds):
+        held = labeled[assign == f]
+        masked = labels.copy()
+        masked[held] = -1
+        if (masked >= 0).sum() == 0:
+            continue
+        pred = fit_predict(x, masked, n_classes, graph=graph, config=config, device=device)
+        mean = pred.mean[held]
+        conf_all.append(mean.max(axis=1))
+        correct_all.append(mean.argmax(axis=1) == labels[held])
+        rows_all.append(held)
+        pred_all.append(mean.argmax(axis=1))
+    conf, correct = np.concatenate(conf_all), np.concatenate(correct_all)
+    rows = np.concatenate(rows_all).astype(np.int64)
+    outputs = {"rows": rows, "confidence": conf.astype(np.float32),
+               "predicted": np.concatenate(pred_all).astype(np.int64), "true": labels[rows]}
+    return ({"cv_accuracy": float(correct.mean()), "ece": expected_calibration_error(conf, correct),
+             "cv_folds": folds, "cv_labels": int(len(labeled))}, outputs)
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, *, n_bins: int = 15) -> float:
+    """ECE: the share-weighted gap between confidence and accuracy over equal-width bins."""
+    bins = np.minimum((np.asarray(confidence) * n_bins).astype(int), n_bins - 1)
+    total = 0.0
+    for b in range(n_bins):
+        sel = bins == b
+        if sel.any():
+            total += sel.mean() * abs(correct[sel].mean() - confidence[sel].mean())
+    return float(total)
+
+
+def train_round(
+    project: Project,
+    *,
+    config: LearnerConfig | None = None,
+    device: str = "auto",
+    cv: bool = True,
+    seed: int = 0,
+) -> int:
+    """Train one round on a snapshot of the current labels; returns the round id."""
+    config = config or LearnerConfig(ensemble=EnsembleConfig(seed=seed))
+    dev = pick_device(device)
+    pv = load_vectors(project)
+    with project.db.session() as con:
+        classes = labels_q.classes(con)
+        lab_items, lab_classes = labels_q.current_labels(con)
+        pending = pending_overlap(project, con)  # overlap items still waiting for their other votes
+        if pending:
+            keep = ~np.isin(lab_items, np.fromiter(pending, dtype=np.int64, count=len(pending)))
+            lab_items, lab_classes = lab_items[keep], lab_classes[keep]
+        last_event = labels_q.last_event_id(con)
+        round_id = rounds_q.start_round(
+            con, n_labels=len(lab_items), last_event_id=last_event, backbone=project.setting("backbone") or "",
+            vector_version=pv.version, head_config=config.to_dict())
+    try:
+        t0 = time.perf_counter()
+        preds, metrics = _compute(project, pv, classes, lab_items, lab_classes, config, dev, cv=cv, seed=seed)
+        preds.round_id = round_id
+        path = project.round_file(round_id)
+        save_predictions(preds, path)
+        metrics["seconds"] = round(time.perf_counter() - t0, 3)
+        with project.db.session() as con:
+            rounds_q.finish_round(con, round_id, metrics=metrics, predictions_file=path.name)
+        LOG.info("round %d finished in %.1f s", round_id, metrics["seconds"])
+        return round_id
+    except BaseException as exc:
+        with project.db.session() as con:
+            rounds_q.fail_round(con, round_id, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+        raise
+
+
+def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: bool, seed: int):
+    n = len(pv.item_ids)
+    if n == 0:
+        raise ValueError("no embedded items: import images and run embed first")
+    class_ids = np.array([c for c, _ in classes], dtype=np.int64)
+    class_names = [name for _, name in classes]
+    labels = _label_rows(pv.item_ids, np.asarray(lab_items, np.int64), np.asarray(lab_classes, np.int64), class_ids)
+    graph = knn_graph_cached(project, pv)
+    rng = np.random.default_rng(seed)
+    c = len(class_ids)
+    metrics: dict = {"n_items": n, "n_labels": int((labels >= 0).sum()), "n_classes": c}
+    labeled_classes = np.unique(labels[labels >= 0])
+    suggestions = None
+    if len(labeled_classes) < 2:  # cold start: the backbone's own proposals, from the raw vectors
+        suggestions, cold_confidence = _imagenet_suggestions(pv)
+    # The round's vectors are its own copy: scale them in place, so a round holds one N x D matrix.
+    x = FeatureScaler.fit(pv.vectors).transform(pv.vectors, out=pv.vectors)
+    cv_out: dict[str, np.ndarray] = {}
+    if len(labeled_classes) >= 2:
+        pred = fit_predict(x, labels, c, graph=graph, config=config, device=dev)
+        probs = pred.probs
+        mean = pred.mean
+        scores = acquisition.all_scores(probs)
+        order_idx = np.argsort(-mean, axis=1)[:, :TOP_K]
+        top_idx = class_ids[order_idx]
+        top_p = np.take_along_axis(mean, order_idx, axis=1)
+        if top_idx.shape[1] < TOP_K:  # fewer classes than TOP_K: pad
+            pad = TOP_K - top_idx.shape[1]
+            top_idx = np.pad(top_idx, ((0, 0), (0, pad)), constant_values=-1)
+            top_p = np.pad(top_p, ((0, 0), (0, pad)))
+        pseudo = class_ids[mean.argmax(axis=1)]
+        confidence = mean.max(axis=1)
+        votes = class_ids[probs.argmax(axis=2)].astype(np.int64)
+        members = pred.member_names
+        batch, phase = selection.default_policy(
+            probs, x, min(DEFAULT_BATCH, int((labels < 0).sum())), labels=labels, n_classes=c, rng=rng,
+            exclude=labels >= 0, knn_sims=graph[0], scores=scores)
+        if cv:
+            cv_metrics, held = _cross_validate(x, labels, c, graph, config, dev, seed=seed)
+            metrics.update(cv_metrics)
+            if held:  # stored with the round so reports need no retraining
+                cv_out = {"item_ids": pv.item_ids[held["rows"]].astype(np.int64), "confidence": held["confidence"],
+                          "predicted": class_ids[held["predicted"]], "true": class_ids[held["true"]]}
+    else:
+        scores = {"typicality": selection.typicality(x, knn_sims=graph[0])}
+        pseudo = np.full(n, -1, dtype=np.int64)
+        confidence = np.zeros(n, dtype=np.float32)
+        top_idx = np.full((n, TOP_K), -1, dtype=np.int64)
+        top_p = np.zeros((n, TOP_K), dtype=np.float32)
+        votes = np.zeros((0, n), dtype=np.int64)
+        members = []
+        batch, phase = selection.default_policy(
+            None, x, min(DEFAULT_BATCH, int((labels < 0).sum())), labels=labels, n_classes=max(c, 1), rng=rng,
+            exclude=labels >= 0, knn_sims=graph[0])
+        metrics["note"] = "cold start: fewer than two classes labeled, items ordered by typicality"
+        confidence = cold_confidence
+    metrics["phase"] = phase
+    rest_score = scores.get("margin", scores.get("typicality"))
+    in_batch = np.zeros(n, dtype=bool)
+    in_batch[batch] = True
+    rest = np.flatnonzero(~in_batch)
+    rest = rest[np.argsort(-rest_score[rest], kind="stable")]
+    default_order = np.concatenate([np.asarray(batch, dtype=np.int64), rest])
+    preds = RoundPredictions(-1, pv.item_ids, class_ids, class_names, pseudo, confidence.astype(np.float32),
+                             top_idx, top_p.astype(np.float32), votes, members,
+                             {k: np.asarray(v, np.float32) for k, v in scores.items()}, default_order, phase,
+                             cv=cv_out, suggestions=suggestions)
+    return preds, metrics
+
+
+def _label_rows(item_ids: np.ndarray, lab_items: np.ndarray, lab_classes: np.ndarray,
+                class_ids: np.ndarray) -> np.ndarray:
+    """Column of each item's current label in ``class_ids``, -1 where unlabeled (or the item or class
+    is unknown), row-aligned with ``item_ids``; vectorised, no per-item dict at 1M items."""
+    labels = np.full(len(item_ids), -1, dtype=np.int64)
+    if not len(lab_items) or not len(item_ids) or not len(class_ids):
+        return labels
+    order = np.argsort(item_ids, kind="stable")
+    pos = np.minimum(np.searchsorted(item_ids, lab_items, sorter=order), len(order) - 1)
+    rows = order[pos]
+    corder = np.argsort(class_ids, kind="stable")
+    cpos = np.minimum(np.searchsorted(class_ids, lab_classes, sorter=corder), len(corder) - 1)
+    cols = corder[cpos]
+    ok = (item_ids[rows] == lab_items) & (class_ids[cols] == lab_classes)
+    labels[rows[ok]] = cols[ok]
+    return labels
+
+
+def _imagenet_suggestions(pv, *, chunk_size: int = 65_536) -> tuple[np.ndarray | None, np.ndarray]:
+    """The backbone's own ImageNet proposal per item (name, probability), when it has one."""
+    from labeling.embed.backbones import imagenet_head
+
+    n = len(pv.item_ids)
+    head = imagenet_head(pv.key)
+    if head is None:
+        return None, np.zeros(n, dtype=np.float32)
+    weight, bias, names = head
+    best = np.empty(n, dtype=np.int64)
+    conf = np.empty(n, dtype=np.float32)
+    for s in range(0, n, chunk_size):
+        logits = np.asarray(pv.vectors[s:s + chunk_size], np.float32) @ weight.T + bias  # (n, 1000)
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        best[s:s + chunk_size] = p.argmax(axis=1)
+        conf[s:s + chunk_size] = p.max(axis=1)
+    return np.array(names, dtype=str)[best], conf
+
+
+def save_predictions(p: RoundPredictions, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    arrays = {f"score__{k}": v for k, v in p.scores.items()}
+    arrays.update({f"cv__{k}": v for k, v in p.cv.items()})
+    with open(tmp, "wb") as fh:
+        np.savez(fh, round_id=p.round_id, item_ids=p.item_ids, class_ids=p.class_ids,
+                 class_names=np.array(p.class_names, dtype=str), pseudo=p.pseudo, confidence=p.confidence,
+                 top_idx=p.top_idx, top_p=p.top_p, votes=p.votes, member_names=np.array(p.member_names, dtype=str),
+                 default_order=p.default_order, phase=p.phase,
+                 **({} if p.suggestions is None else {"suggestions": np.asarray(p.suggestions, dtype=str)}), **arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_predictions(path: Path) -> RoundPredictions:
+    with np.load(path) as z:  # no pickles: plain arrays only
+        scores = {k[len("score__"):]: z[k] for k in z.files if k.startswith("score__")}
+        cv = {k[len("cv__"):]: z[k] for k in z.files if k.startswith("cv__")}  # absent in older rounds
+        return RoundPredictions(int(z["round_id"]), z["item_ids"], z["class_ids"], [str(s) for s in z["class_names"]],
+                                z["pseudo"], z["confidence"], z["top_idx"], z["top_p"], z["votes"],
+                                [str(s) for s in z["member_names"]], scores, z["default_order"], str(z["phase"]),
+                                cv=cv, suggestions=z["suggestions"] if "suggestions" in z.files else None)
+
+
+def latest_predictions(project: Project) -> tuple[dict, RoundPredictions] | None:
+    """The newest finished round and its predictions, or None before the first round."""
+    with project.db.session() as con:
+        rnd = rounds_q.latest_finished(con)
+    if rnd is None:
+        return None
+    return rnd, load_predictions(project.data_dir / "rounds" / rnd["predictions_file"])

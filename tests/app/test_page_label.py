@@ -1,0 +1,231 @@
+"""The Label page through AppTest: every action is stored before the next item shows."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from labeling.service import LabelingService
+from storage import labels as labels_q
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+def _app(root, app_env) -> AppTest:
+    app_env(root)
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _events(root):
+    with LabelingService(root).project.db.session() as con:
+        return labels_q.all_events(con)
+
+
+def _shown_uri(at) -> str:
+    return at.get("image")[0].proto.imgs[0].caption
+
+
+def test_accept_stores_event_and_queue_advances_then_undo_restores(trained_project, app_env):
+    service = LabelingService(trained_project)
+    at = _app(trained_project, app_env)
+    first = service.queue(1)[0]
+    assert at.subheader[0].value == f"Suggestion: {first.pseudo_label}"
+    before = len(_events(trained_project))
+    at.button(key="accept").click().run()
+    events = _events(trained_project)
+    assert len(events) == before + 1
+    new = events[-1]
+    assert new[1] == first.item_id and new[5] == "accept_suggestion" and new[4] == "tester"
+    assert service.class_names()[new[2]] == first.pseudo_label
+    assert new[8] == service.predictions()[0]["id"]  # the round the person saw
+    second = service.queue(1)[0]
+    assert second.item_id != first.item_id
+    assert at.subheader[0].value == f"Suggestion: {second.pseudo_label}"
+    at.button(key="undo").click().run()
+    assert first.item_id not in service.current_labels()
+    assert service.queue(1)[0].item_id == first.item_id  # back at the front of the queue
+
+
+def test_number_key_class_skip_and_next(trained_project, app_env):
+    service = LabelingService(trained_project)
+    at = _app(trained_project, app_env)
+    classes = sorted(service.class_names().values())
+    item = service.queue(1)[0].item_id
+    at.button(key="class_3").click().run()
+    assert service.current_labels()[item][0] == classes[2]
+    item2 = service.queue(1)[0].item_id
+    at.button(key="skip").click().run()
+    assert service.current_labels()[item2][0] is None  # skip/unsure is stored, without a class
+    item3 = service.queue(1)[0].item_id
+    at.button(key="next").click().run()
+    assert item3 not in service.current_labels()  # next stores nothing
+    assert service.queue(1, exclude=[item3])[0].item_id != item3
+
+
+def test_new_class_by_typing(trained_project, app_env):
+    service = LabelingService(trained_project)
+    at = _app(trained_project, app_env)
+    item = service.queue(1)[0].item_id
+    at.text_input(key="new_class").input("<b>okapi</b>").run()
+    at.button(key="new_class_button").click().run()
+    assert service.current_labels()[item][0] == "<b>okapi</b>"
+    assert "<b>okapi</b>" in service.class_names().values()
+    item2 = service.queue(1)[0].item_id
+    at.selectbox(key="typeahead").set_value("<b>okapi</b>").run()
+    at.button(key="typeahead_button").click().run()
+    assert service.current_labels()[item2][0] == "<b>okapi</b>"
+    assert not any("<b>" in str(md.value) for md in at.markdown)  # a class name is text, never HTML
+
+
+def test_accept_neighbourhood_is_one_batch_and_undo_revokes_it(trained_project, app_env):
+    service = LabelingService(trained_project)
+    at = _app(trained_project, app_env)
+    item = service.queue(1)[0]
+    at.slider(key="nh_threshold").set_value(0.5).run()
+    expected = [item.item_id] + service.neighbourhood_candidates(item.item_id, item.pseudo_label, k=12,
+                                                                 min_similarity=0.5)
+    assert len(expected) > 1
+    at.button(key="accept_neighbourhood").click().run()
+    events = _events(trained_project)
+    batch = events[-1][6]
+    in_batch = [e for e in events if e[6] == batch]
+    assert sorted(e[1] for e in in_batch) == sorted(expected)
+    assert {e[5] for e in in_batch} == {"accept_neighbourhood"}
+    at.button(key="undo").click().run()
+    labels = service.current_labels()
+    assert not any(i in labels for i in expected)
+
+
+def test_grid_mode_accepts_all_but_misfits(trained_project, app_env):
+    service = LabelingService(trained_project)
+    at = _app(trained_project, app_env)
+    at.toggle(key="label_grid_mode").set_value(True).run()
+    cls = at.selectbox(key="grid_class").value
+    cells = service.grid(cls, n=36)
+    assert cells
+    misfit = cells[0]["item_id"]
+    at.checkbox(key=f"misfit_{misfit}").check().run()
+    at.button(key="grid_accept").click().run()
+    labels = service.current_labels()
+    assert misfit not in labels
+    accepted = [c["item_id"] for c in cells[1:]]
+    assert all(labels[i] == (cls, "tester", "grid") for i in accepted)
+    events = _events(trained_project)
+    assert len({e[6] for e in events if e[1] in accepted}) == 1  # one batch
+
+
+def test_two_sessions_see_each_others_labels_and_share_one_worker(trained_project, app_env, monkeypatch):
+    """Two browser sessions of one server: one cached service and worker, labels visible to both."""
+    app_env(trained_project)
+    monkeypatch.setenv("QUORUM_WORKER", "1")
+    monkeypatch.setenv("QUORUM_RETRAIN_EVENTS", "1000")  # keep the shared worker idle in this test
+    monkeypatch.setenv("QUORUM_RETRAIN_SECONDS", "3600")
+    a = AppTest.from_file(APP, default_timeout=90)
+    b = AppTest.from_file(APP, default_timeout=90)
+    a.session_state["user"] = "alice"
+    b.session_state["user"] = "bob"
+    a.run()
+    b.run()
+    assert not a.exception and not b.exception, (a.exception, b.exception)
+    shown_a, shown_b = _shown_uri(a), _shown_uri(b)
+    assert shown_a == shown_b  # same queue head before anyone labels
+    a.button(key="accept").click().run()
+    b.run()  # bob's next rerun (or fragment refresh) no longer offers alice's item
+    assert _shown_uri(b) != shown_b
+    service = LabelingService(trained_project)
+    item = service.item_id_for_uri(shown_a)
+    assert service.current_labels()[item][1] == "alice"
+    b.button(key="skip").click().run()
+    users = {u for _, u, _ in service.current_labels().values()}
+    assert {"alice", "bob"} <= users
+    from pages.common import _open
+    service_a, worker_a = _open(str(trained_project), True)
+    service_b, worker_b = _open(str(trained_project), True)
+    assert worker_a is worker_b and worker_a is not None and service_a is service_b
+    worker_a.stop()
+    _open.clear()
+
+
+def test_a_new_round_never_swaps_the_item_under_the_person(trained_project, app_env):
+    from labeling.model.rounds import train_round
+
+    service = LabelingService(trained_project)
+    at = _app(trained_project, app_env)
+    shown = _shown_uri(at)
+    item = service.item_id_for_uri(shown)
+    # a colleague labels other items and a new round reorders the queue meanwhile
+    others = [q.item_id for q in service.queue(12) if q.item_id != item][:10]
+    service.label(others, "cat", user="colleague")
+    train_round(service.project, device="cpu", cv=False)
+    at.run()  # the fragment refresh / any rerun
+    assert _shown_uri(at) == shown  # the person keeps their place
+    at.button(key="accept").click().run()
+    assert service.current_labels()[item][1] == "tester"  # the key press labeled the item on screen
+    assert _shown_uri(at) != shown
+
+
+def test_cold_start_card_shows_the_backbone_guess(demo_project, app_env):
+    at = _app(demo_project, app_env)
+    assert at.subheader[0].value == "No suggestion yet"
+    assert any("ImageNet guess:" in c.value for c in at.caption)
+    assert at.button(key="accept").disabled  # nothing to accept before a suggestion exists
+
+
+def test_team_mode_requires_sign_in_and_labels_carry_the_signed_in_name(trained_project, app_env):
+    from labeling.team import auth
+    from labeling.project import Project
+
+    project = Project(trained_project)
+    auth.add_user(project, "root", "admin-password", role="admin", by=None)
+    auth.add_user(project, "ann", "annotator-pw", role="annotator", by=None)
+    project.set_setting("auth_mode", "team")
+    app_env(trained_project)
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.run()
+    assert at.title[0].value == "Sign in" and not at.get("image")  # nothing of the project before sign-in
+    at.text_input(key="signin_name").input("ann")
+    at.text_input(key="signin_password").input("wrong-password")
+    at.button[0].click().run()
+    assert any("wrong name or password" in e.value for e in at.error)
+    at.text_input(key="signin_password").input("annotator-pw")
+    at.button[0].click().run()
+    assert not at.exception
+    service = LabelingService(trained_project)
+    shown = service.item_id_for_uri(_shown_uri(at))
+    at.button(key="accept").click().run()
+    assert service.current_labels()[shown][1] == "ann"  # not a typed name: the signed-in user
+    assert not [t for t in at.text_input if t.key == "user_input"]  # no name box to act as someone else
+
+
+def test_a_spawned_process_after_the_app_ran_does_not_run_the_app(trained_project, app_env, monkeypatch, tmp_path):
+    """Streamlit leaves app.py registered as the main module; processes spawned afterwards (the map's
+    UMAP worker) re-import it and must not try to run the app."""
+    import multiprocessing as mp
+    import os
+
+    at = _app(trained_project, app_env)
+    assert at.subheader[0].value.startswith("Suggestion:")  # the page ran and showed an item
+    monkeypatch.setenv("QUORUM_PROJECT", str(tmp_path / "not-a-project"))  # as in a later, unrelated test
+    child = mp.get_context("spawn").Process(target=os.getpid)
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0
+
+
+def test_a_key_press_meant_for_an_item_someone_else_just_labeled_stores_nothing(trained_project, app_env):
+    service = LabelingService(trained_project)
+    at = _app(trained_project, app_env)
+    shown = service.item_id_for_uri(_shown_uri(at))
+    service.label([shown], "cat", user="colleague")  # meanwhile, in another session
+    before = len(_events(trained_project))
+    at.button(key="class_1").click().run()  # meant for the item on screen
+    assert not at.exception, at.exception
+    assert len(_events(trained_project)) == before  # not applied to an item this person never saw
+    now = service.item_id_for_uri(_shown_uri(at))
+    assert now != shown
+    at.button(key="class_1").click().run()  # the next press acts on what is shown
+    last = _events(trained_project)[-1]
+    assert last[1] == now and last[4] == "tester"

@@ -1,0 +1,76 @@
+"""The Map page: select items by id, label them as one lasso batch, undo it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from labeling.embed.pipeline import load_vectors
+from labeling.service import LabelingService
+from storage import labels as labels_q
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+@pytest.fixture
+def map_page(demo_project, monkeypatch) -> AppTest:
+    monkeypatch.setenv("QUORUM_PROJECT", str(demo_project))
+    monkeypatch.setenv("QUORUM_WORKER", "0")
+    monkeypatch.setenv("QUORUM_MAP_BUILD", "0")  # no background UMAP in the fast tests
+    monkeypatch.setenv("QUORUM_USER", "mapper")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("pages/map.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _label_events(root) -> list[tuple]:
+    service = LabelingService(root)
+    with service.project.db.session() as con:
+        return [e for e in labels_q.all_events(con) if e[3] == "label"]
+
+
+def _current(root) -> dict[int, str]:
+    service = LabelingService(root)
+    names = service.class_names()
+    with service.project.db.session() as con:
+        return {int(i): names[int(c)] for i, c, kind, *_ in labels_q.current_state(con) if kind == "label"}
+
+
+def test_map_page__shows_pca_map_of_every_item(map_page, demo_project):
+    n = len(load_vectors(LabelingService(demo_project).project).item_ids)
+    assert any("Showing PCA" in el.value for el in map_page.info)
+    assert any(f"{n} items · 0 labeled" in el.value for el in map_page.caption)
+    assert map_page.selectbox(key="map_color_by").options == ["Label", "Pseudo-label", "Disagreement", "Annotator"]
+    map_page.selectbox(key="map_color_by").set_value("disagreement").run()
+    assert not map_page.exception
+    assert any("typicality" in el.value for el in map_page.caption)
+
+
+def test_map_page__label_selection_as_one_batch_then_undo(map_page, demo_project):
+    ids = [int(i) for i in load_vectors(LabelingService(demo_project).project).item_ids[:5]]
+    at = map_page
+    at.text_input(key="map_select_ids").input(", ".join(map(str, ids))).run()
+    assert any("5 selected" in el.value for el in at.subheader)
+    assert at.selectbox(key="map_class").value == "New class…"
+    at.text_input(key="map_new_class").input("zebra").run()
+    assert at.button(key="map_label_button").label == "Label 5 selected items"
+    at.button(key="map_label_button").click().run()
+    assert not at.exception, at.exception
+
+    events = _label_events(demo_project)
+    assert sorted(e[1] for e in events) == sorted(ids)
+    assert len({e[6] for e in events}) == 1  # one batch
+    assert {e[5] for e in events} == {"lasso"} and {e[4] for e in events} == {"mapper"}
+    assert _current(demo_project) == {i: "zebra" for i in ids}
+    assert any("Labeled 5 items as zebra" in el.value for el in at.success)
+    assert "zebra" in at.selectbox(key="map_class").options  # the new class is offered next time
+
+    at.button(key="map_undo_button").click().run()
+    assert not at.exception, at.exception
+    assert _current(demo_project) == {}
+    assert any("unlabeled again" in el.value for el in at.info)
+    assert not at.success

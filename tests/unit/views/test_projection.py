@@ -1,0 +1,254 @@
+"""The map engine: PCA/UMAP layouts, their cache, the background builder, the map frame, lasso labels."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from labeling.embed.pipeline import ProjectVectors, load_vectors
+from labeling.project import Project
+from labeling.views.projection import (
+    COLOR_BY, NO_VALUE, MapBuilder, MapBuilders, ProjectionCache, get_layout, label_selection, map_frame, pca_2d,
+    parse_item_ids, umap_2d,
+)
+from labeling.service import LabelingService
+from storage import labels as labels_q
+
+
+def _vectors(n: int = 200, d: int = 16, *, seed: int = 0) -> np.ndarray:
+    """Two well-separated blobs: rows < n/2 around -6, the rest around +6 on the first axis."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    x[: n // 2, 0] -= 6.0
+    x[n // 2:, 0] += 6.0
+    return x
+
+
+@pytest.fixture
+def small_project(tmp_path) -> Project:
+    return Project(tmp_path / "p", create=True)
+
+
+def _pv(n: int = 50, *, version: str = "k-abc-1") -> ProjectVectors:
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    return ProjectVectors(ids, [f"img/{i}.png" for i in ids], _vectors(n, 8), "k", version)
+
+
+# ---- PCA / UMAP ------------------------------------------------------------------------------
+def test_pca_2d__shape_dtype_and_deterministic():
+    x = _vectors()
+    a, b = pca_2d(x), pca_2d(x)
+    assert a.shape == (200, 2) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    # The first component separates the two blobs completely.
+    first = a[:, 0]
+    assert max(first[:100]) < min(first[100:]) or min(first[:100]) > max(first[100:])
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (1, 5), (5, 1)])
+def test_pca_2d__degenerate_inputs_give_zeros(shape):
+    out = pca_2d(np.arange(shape[0] * shape[1], dtype=np.float32).reshape(shape))
+    assert out.shape == (shape[0], 2)
+    if shape[0] <= 1:
+        assert not out.any()
+    else:
+        assert not out[:, 1].any()
+
+
+def test_pca_2d__rejects_1d():
+    with pytest.raises(ValueError, match="2-D"):
+        pca_2d(np.ones(5))
+
+
+def test_umap_2d__tiny_input_falls_back_to_pca():
+    x = _vectors(3, 4)
+    np.testing.assert_array_equal(umap_2d(x), pca_2d(x))
+
+
+def test_umap_2d__uses_cuml_on_a_gpu_machine_and_umap_learn_elsewhere(monkeypatch):
+    """Which engine runs. The GPU run itself needs cuML and a GPU; here a stand-in records its call."""
+    import sys
+    import types
+
+    import torch
+
+    import labeling.views.projection as projection
+
+    calls = []
+
+    class FakeGpuUmap:
+        def __init__(self, **kwargs):
+            calls.append(kwargs)
+
+        def fit_transform(self, x):
+            calls.append(np.linalg.norm(x, axis=1))
+            return x[:, :2] * 2
+
+    fake = types.ModuleType("cuml.manifold")
+    fake.UMAP = FakeGpuUmap
+    monkeypatch.setitem(sys.modules, "cuml", types.ModuleType("cuml"))
+    monkeypatch.setitem(sys.modules, "cuml.manifold", fake)
+    x = _vectors(40, 8)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert projection.gpu_umap_class() is None  # cuML without a GPU: the CPU engine
+    with pytest.raises(ValueError, match="cuML or a CUDA GPU"):
+        umap_2d(x, engine="cuml")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert projection.gpu_umap_class() is FakeGpuUmap
+    xy = umap_2d(x, n_neighbors=10, seed=3)
+    assert calls[0] == dict(n_components=2, n_neighbors=10, metric="euclidean", random_state=3, output_type="numpy")
+    np.testing.assert_allclose(calls[1], 1.0, rtol=1e-5)  # unit rows: euclidean ranks as cosine does
+    assert xy.shape == (40, 2) and xy.dtype == np.float32
+    calls.clear()
+    cpu = umap_2d(x, n_neighbors=10, engine="umap-learn")  # the CPU engine even where cuML could run
+    assert not calls and cpu.shape == (40, 2)
+    with pytest.raises(ValueError, match="engine"):
+        umap_2d(x, engine="tsne")
+
+
+# ---- cache -----------------------------------------------------------------------------------
+def test_cache__round_trip_and_keyed_by_version_and_method(small_project):
+    cache = ProjectionCache(small_project)
+    pv = _pv()
+    assert cache.load(pv, "pca") is None
+    xy = pca_2d(pv.vectors)
+    path = cache.save(pv, "pca", xy)
+    assert path.parent == small_project.cache_dir() and path.suffix == ".npz"
+    np.testing.assert_array_equal(cache.load(pv, "pca"), xy)
+    assert cache.load(pv, "umap") is None  # method is part of the key
+    newer = _pv(version="k-abc-2")
+    assert cache.path(newer, "pca") != path
+    assert cache.load(newer, "pca") is None  # a new vector version misses
+    assert not list(small_project.cache_dir().glob("*.tmp*"))  # atomic: no temporary file left
+
+
+def test_cache__rejects_wrong_shape_and_method(small_project):
+    cache = ProjectionCache(small_project)
+    with pytest.raises(ValueError, match="does not match"):
+        cache.save(_pv(), "pca", np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="unknown method"):
+        cache.path(_pv(), "tsne")
+
+
+# ---- background builder ------------------------------------------------------------------------
+def test_map_builder__injected_build_reaches_ready_once(small_project):
+    calls = []
+    release = threading.Event()
+
+    def build(x):
+        calls.append(len(x))
+        release.wait(10)
+        return np.full((len(x), 2), 7.0, np.float32)
+
+    builder = MapBuilder(small_project, build=build)
+    pv = _pv()
+    assert builder.status() == "missing"
+    assert builder.start(pv) == "building"
+    assert builder.start(pv) == "building"  # idempotent while running
+    release.set()
+    assert builder.wait(10) == "ready"
+    assert builder.start(pv) == "ready"  # cached: nothing rebuilt
+    assert calls == [50]
+    np.testing.assert_array_equal(ProjectionCache(small_project).load(pv, "umap"), np.full((50, 2), 7.0))
+    builder.start(pv, force=True)
+    assert builder.wait(10) == "ready" and calls == [50, 50]
+
+
+def test_map_builder__failure_is_reported_and_not_retried(small_project):
+    calls = []
+
+    def build(x):
+        calls.append(1)
+        raise ValueError("bad vectors")
+
+    builder = MapBuilder(small_project, build=build)
+    builder.start(_pv())
+    status = builder.wait(10)
+    assert status.startswith("failed:") and "bad vectors" in status
+    assert builder.start(_pv()).startswith("failed:") and calls == [1]
+
+
+def test_map_builders__one_builder_per_project(small_project, tmp_path):
+    reg = MapBuilders()
+    assert reg.get(small_project) is reg.get(Project(small_project.root))
+    assert reg.get(Project(tmp_path / "other", create=True)) is not reg.get(small_project)
+
+
+@pytest.mark.slow
+def test_map_builder__real_umap_on_random_vectors(small_project):
+    ids = np.arange(1, 201, dtype=np.int64)
+    pv = ProjectVectors(ids, [str(i) for i in ids], _vectors(200, 64), "k", "k-umap-1")
+    builder = MapBuilder(small_project)
+    builder.start(pv)
+    assert builder.wait(240) == "ready"
+    xy = ProjectionCache(small_project).load(pv, "umap")
+    assert xy.shape == (200, 2) and np.isfinite(xy).all()
+    # The two blobs stay apart: each point's nearest other point is in its own blob.
+    d = ((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    assert ((d.argmin(1) < 100) == (np.arange(200) < 100)).mean() > 0.95
+
+
+# ---- layout, frame, labels on the demo project -------------------------------------------------
+def test_get_layout__pca_first_then_cached_umap(demo_project):
+    service = LabelingService(demo_project)
+    pv = load_vectors(service.project)
+    builder = MapBuilder(service.project, build=lambda x: np.ones((len(x), 2), np.float32))
+    ids, xy, method = get_layout(service, builder=builder)
+    assert method == "pca" and xy.shape == (len(pv.item_ids), 2)
+    np.testing.assert_array_equal(ids, pv.item_ids)
+    np.testing.assert_array_equal(ProjectionCache(service.project).load(pv, "pca"), xy)  # PCA cached too
+    assert builder.wait(30) == "ready"
+    ids2, xy2, method2 = get_layout(service, builder=builder)
+    assert method2 == "umap" and (xy2 == 1).all()
+
+
+def test_map_frame__columns_and_labeled_item(demo_project):
+    service = LabelingService(demo_project)
+    ids, xy, _ = get_layout(service)
+    label_selection(service, [int(ids[0])], "cat", user="ann")
+    frame = map_frame(service, xy, ids, color_by="label")
+    assert list(frame.columns) == ["item_id", "x", "y", "uri", "sha256", "label", "pseudo_label", "confidence",
+                                   "disagreement", "annotator", "color"]
+    assert len(frame) == len(ids)
+    first = frame.iloc[0]
+    assert first["label"] == "cat" and first["annotator"] == "ann" and first["color"] == "cat"
+    assert frame["label"].iloc[1:].isna().all() and (frame["color"].iloc[1:] == NO_VALUE).all()
+    # The demo's round is a cold start: no pseudo-labels, typicality as the disagreement score.
+    assert frame.attrs["disagreement"] == "typicality"
+    assert frame["pseudo_label"].isna().all() and np.isfinite(frame["disagreement"]).all()
+    dis = map_frame(service, xy, ids, color_by="disagreement")
+    np.testing.assert_array_equal(dis["color"].to_numpy(), dis["disagreement"].to_numpy())
+    assert map_frame(service, xy, ids, color_by="annotator").iloc[0]["color"] == "ann"
+    with pytest.raises(ValueError, match="color_by"):
+        map_frame(service, xy, ids, color_by="size")
+    assert set(COLOR_BY) == {"label", "pseudo_label", "disagreement", "annotator"}
+
+
+def test_label_selection__one_lasso_batch(demo_project):
+    service = LabelingService(demo_project)
+    ids = [int(i) for i in load_vectors(service.project).item_ids[:7]]
+    batch = label_selection(service, ids + ids[:2], " dog ", user="ann")
+    with service.project.db.session() as con:
+        events = [e for e in labels_q.all_events(con) if e[3] == "label"]
+    assert sorted(e[1] for e in events) == sorted(ids)  # repeats labeled once
+    assert {e[6] for e in events} == {batch}
+    assert {e[5] for e in events} == {"lasso"}
+    assert service.class_names() and "dog" in service.class_names().values()
+    with pytest.raises(ValueError):
+        label_selection(service, [], "dog", user="ann")
+    with pytest.raises(ValueError):
+        label_selection(service, ids, "  ", user="ann")
+    with pytest.raises(LookupError):
+        label_selection(service, [10**9], "dog", user="ann")
+
+
+@pytest.mark.parametrize("text, expected", [("3, 7 12", [3, 7, 12]), ("5;5,6", [5, 6]), ("  ", [])])
+def test_parse_item_ids(text, expected):
+    assert parse_item_ids(text) == expected
+
+
+def test_parse_item_ids__rejects_words():
+    with pytest.raises(ValueError, match="abc"):
+        parse_item_ids("1, abc")
