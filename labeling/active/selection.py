@@ -20,19 +20,13 @@ from scipy.stats import rankdata
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from threadpoolctl import threadpool_limits
 
-from labeling.active.acquisition import (
-    EmptyPoolError,
-    FloatArray,
-    IndexArray,
-    _check_count,
-    _check_mask,
-    _check_rng,
-    _check_scores,
-    _check_vectors,
-    _margin,
-    _mutual_information,
-    _prepare,
-)
+from labeling.active.acquisition import EmptyPoolError, FloatArray, IndexArray
+from labeling.active.kernels import check_count as _check_count
+from labeling.active.kernels import check_mask as _check_mask
+from labeling.active.kernels import check_rng as _check_rng
+from labeling.active.kernels import check_scores as _check_scores
+from labeling.active.kernels import check_vectors as _check_vectors
+from labeling.active import kernels as K
 
 __all__ = [
     "COLD_START_PHASE",
@@ -455,6 +449,7 @@ def default_policy(
     min_per_class: int = 3,
     knn_sims: npt.ArrayLike | None = None,
     scores: Mapping[str, npt.ArrayLike] | None = None,
+    weights: npt.ArrayLike | None = None,
 ) -> tuple[IndexArray, Phase]:
     """The next batch to label, choosing between cold start and disagreement.
 
@@ -490,8 +485,10 @@ def default_policy(
     scores : mapping with ``"margin"`` and ``"bald"``, each shape (N,), optional
         Those two scores of ``probs`` when already computed
         (:func:`labeling.active.acquisition.all_scores`, as a round does), so
-        ``probs`` is not scored twice. Must equal ``margin(probs)`` and
-        ``mutual_information(probs)``.
+        ``probs`` is not scored twice. Must equal ``margin(probs, weights=weights)`` and
+        ``mutual_information(probs, weights=weights)``.
+    weights : array_like, shape (K,), optional
+        Each member's share of the mean (the round's weights); uniform when omitted.
 
     Returns
     -------
@@ -538,11 +535,12 @@ def default_policy(
             raise ValueError(f"scores must have shape ({n_items},); got {close_call.shape} and "
                              f"{disagreement.shape}")
     else:
-        p = _prepare(probs)  # [K, N, C]
+        p = K.prepare(probs)  # [K, N, C]
         if p.shape[1] != n_items:
             raise ValueError(f"probs has {p.shape[1]} items but vectors has {n_items}")
-        mean = p.mean(axis=0)  # [N, C]
-        close_call, disagreement = _margin(p, mean), _mutual_information(p, mean)
+        w = K.check_weights(weights, p.shape[0])  # [K]
+        mean = K.weighted_mean(p, w)  # [N, C]
+        close_call, disagreement = K.margin(p, w, mean), K.mutual_information(p, w, mean)
     blend = _rank_average(close_call, disagreement)  # [N]
     picks = diverse_top(blend, vectors, n, rng=rng, exclude=blocked, method="clusters")
     return picks, DISAGREEMENT_PHASE

@@ -20,7 +20,7 @@ from labeling.active import selection
 from labeling.model.ensemble import EnsembleConfig, FeatureScaler
 from labeling.model.learner import LearnerConfig, fit_predict
 from labeling.embed.pipeline import ProjectVectors
-from labeling.model.propagation import label_propagation
+from labeling.model.propagation import graph_operator, label_propagation
 
 LOG = logging.getLogger(__name__)
 
@@ -50,8 +50,10 @@ def prepare(pv: ProjectVectors, graph: tuple[np.ndarray, np.ndarray], *, root_pr
     return SimData(x, np.array([index[n] for n in names]), classes, graph)
 
 
-def _select(strategy: str, need: int, data: SimData, labels: np.ndarray, eligible: np.ndarray, probs,
+def _select(strategy: str, need: int, data: SimData, labels: np.ndarray, eligible: np.ndarray, pred,
             rng: np.random.Generator) -> np.ndarray:
+    """The next items to label; ``pred`` is the last round's ``Prediction`` (None before the first)."""
+    probs, weights = (None, None) if pred is None else (pred.probs, pred.weights)
     exclude = ~eligible
     c = len(data.classes)
     if strategy == "random" or (probs is None and strategy not in ("default", "typicality")):
@@ -61,9 +63,9 @@ def _select(strategy: str, need: int, data: SimData, labels: np.ndarray, eligibl
                                                          knn_sims=data.graph[0], exclude=exclude))
     if strategy == "default":
         idx, _phase = selection.default_policy(probs, data.x, need, labels=labels, n_classes=c, rng=rng,
-                                                 exclude=exclude, knn_sims=data.graph[0])
+                                                 exclude=exclude, knn_sims=data.graph[0], weights=weights)
         return np.asarray(idx)
-    scores = acquisition.score(probs, strategy, rng=rng)
+    scores = acquisition.score(probs, strategy, rng=rng, weights=weights)
     return np.asarray(selection.select_top(scores, need, rng=rng, exclude=exclude))
 
 
@@ -102,18 +104,17 @@ def run(
         for strategy in strategies:
             cfg = config or LearnerConfig(ensemble=EnsembleConfig(seed=seed + r))
             labels = np.full(n, -1, dtype=np.int64)
-            probs = None
+            pred = None
             srng = np.random.default_rng([seed, r, zlib.crc32(strategy.encode())])
             for b_i, budget in enumerate(budgets):
                 need = budget - int((labels >= 0).sum())
                 eligible = (~test) & (labels < 0)
-                picked = _select(strategy, need, data, labels, eligible, probs, srng)
+                picked = _select(strategy, need, data, labels, eligible, pred, srng)
                 labels[picked] = data.y[picked]
                 pred = fit_predict(data.x, labels, c, graph=data.graph, config=cfg, device=device)
-                probs = pred.probs
                 acc[strategy][r, b_i] = float((pred.mean[test].argmax(axis=1) == data.y[test]).mean())
                 if strategy == "default":
-                    prop = label_propagation(data.graph[0], data.graph[1], labels, c)
+                    prop = label_propagation(data.graph[0], data.graph[1], labels, c, operator=graph_operator(data.graph))
                     prop_acc[r, b_i] = float((prop[test].argmax(axis=1) == data.y[test]).mean())
             if progress:
                 progress(f"repeat {r + 1}/{repeats} {strategy}: " +

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from labeling.model.ensemble import EnsembleConfig, fit_ensemble
-from labeling.model.propagation import label_propagation
+from labeling.model.propagation import graph_operator, label_propagation
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,13 @@ class LearnerConfig:
 
 @dataclass
 class Prediction:
+    """A round's ensemble: its members' probabilities, their weights and the weighted mean.
+
+    The one distribution of a round: the suggestion, its confidence, the top classes, every
+    acquisition score, auto-accept and exports all read :attr:`mean` (or pass :attr:`weights` to a
+    kernel), so the queue ranks by what the person is shown.
+    """
+
     probs: np.ndarray  # (M, N, C): K heads (+ the propagation member)
     member_names: list[str]
     weights: np.ndarray  # (M,) summing to 1
@@ -54,7 +61,17 @@ class Prediction:
     @property
     def mean(self) -> np.ndarray:
         """Weighted mean probability of the members, ``(N, C)``."""
-        return np.tensordot(self.weights, self.probs, axes=1).astype(np.float32)
+        got = self.__dict__.get("_mean")
+        if got is None:
+            got = np.tensordot(self.weights, self.probs, axes=1).astype(np.float32)
+            self.__dict__["_mean"] = got
+        return got
+
+    def scores(self) -> dict[str, np.ndarray]:
+        """Every deterministic acquisition score of the members under their weights, ``name -> (N,)``."""
+        from labeling.active.acquisition import all_scores
+
+        return all_scores(self.probs, weights=self.weights)
 
 
 def fit_predict(
@@ -84,7 +101,7 @@ def fit_predict(
     names: list[str] = []
     prop = None
     if graph is not None and (config.knn_member or config.self_training):
-        prop = label_propagation(graph[0], graph[1], labels, n_classes)  # (N, C)
+        prop = label_propagation(graph[0], graph[1], labels, n_classes, operator=graph_operator(graph))  # (N, C)
     train_idx = np.flatnonzero(labeled)
     y = labels[train_idx]
     weight = np.ones(len(train_idx))

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from labeling.active import acquisition
 
 from labeling.active import selection
 from labeling.model.ensemble import EnsembleConfig, FeatureScaler, pick_device
@@ -55,6 +54,9 @@ class RoundPredictions:
     cv: dict[str, np.ndarray] = field(default_factory=dict)
     """Cross-validated outputs on human labels, one entry per held-out item (empty without CV):
     ``item_ids`` (n,), ``confidence`` (n,), ``predicted`` (n,) class id, ``true`` (n,) class id."""
+    member_weights: np.ndarray | None = None
+    """(M,) each member's share of the mean that ``pseudo``, ``confidence``, ``top_p`` and every score
+    read (absent in older rounds and before the first labels)."""
 
     def row_of(self) -> dict[int, int]:
         """item_id -> row, built once per loaded round (the label page asks on every rerun)."""
@@ -65,14 +67,10 @@ class RoundPredictions:
         return index
 
 
-def _cv_metrics(x, labels, n_classes, graph, config: LearnerConfig, device, *, seed: int = 0) -> dict:
-    """Cross-validated accuracy and expected calibration error of the learner on human labels."""
-    return _cross_validate(x, labels, n_classes, graph, config, device, seed=seed)[0]
-
-
 def _cross_validate(x, labels, n_classes, graph, config: LearnerConfig, device, *,
                     seed: int = 0) -> tuple[dict, dict[str, np.ndarray]]:
-    """Metrics as ``_cv_metrics`` plus the held-out outputs: rows, confidence, predicted and true column."""
+    """Cross-validated accuracy and expected calibration error of the learner on human labels, and the
+    held-out outputs: rows, confidence, predicted and true column."""
     labeled = np.flatnonzero(labels >= 0)
     counts = np.bincount(labels[labeled], minlength=n_classes)
     if (counts >= 2).sum() < 2:
@@ -181,7 +179,7 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
         pred = fit_predict(x, labels, c, graph=graph, config=config, device=dev)
         probs = pred.probs
         mean = pred.mean
-        scores = acquisition.all_scores(probs)
+        scores = pred.scores()  # the weighted distribution the card shows
         order_idx = np.argsort(-mean, axis=1)[:, :TOP_K]
         top_idx = class_ids[order_idx]
         top_p = np.take_along_axis(mean, order_idx, axis=1)
@@ -193,9 +191,10 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
         confidence = mean.max(axis=1)
         votes = class_ids[probs.argmax(axis=2)].astype(np.int64)
         members = pred.member_names
+        member_weights = np.asarray(pred.weights, np.float32)
         batch, phase = selection.default_policy(
             probs, x, min(DEFAULT_BATCH, int((labels < 0).sum())), labels=labels, n_classes=c, rng=rng,
-            exclude=labels >= 0, knn_sims=graph[0], scores=scores)
+            exclude=labels >= 0, knn_sims=graph[0], scores=scores, weights=pred.weights)
         if cv:
             cv_metrics, held = _cross_validate(x, labels, c, graph, config, dev, seed=seed)
             metrics.update(cv_metrics)
@@ -210,6 +209,7 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
         top_p = np.zeros((n, TOP_K), dtype=np.float32)
         votes = np.zeros((0, n), dtype=np.int64)
         members = []
+        member_weights = None
         batch, phase = selection.default_policy(
             None, x, min(DEFAULT_BATCH, int((labels < 0).sum())), labels=labels, n_classes=max(c, 1), rng=rng,
             exclude=labels >= 0, knn_sims=graph[0])
@@ -225,7 +225,7 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
     preds = RoundPredictions(-1, pv.item_ids, class_ids, class_names, pseudo, confidence.astype(np.float32),
                              top_idx, top_p.astype(np.float32), votes, members,
                              {k: np.asarray(v, np.float32) for k, v in scores.items()}, default_order, phase,
-                             cv=cv_out, suggestions=suggestions)
+                             cv=cv_out, suggestions=suggestions, member_weights=member_weights)
     return preds, metrics
 
 
@@ -277,7 +277,8 @@ def save_predictions(p: RoundPredictions, path: Path) -> None:
                  class_names=np.array(p.class_names, dtype=str), pseudo=p.pseudo, confidence=p.confidence,
                  top_idx=p.top_idx, top_p=p.top_p, votes=p.votes, member_names=np.array(p.member_names, dtype=str),
                  default_order=p.default_order, phase=p.phase,
-                 **({} if p.suggestions is None else {"suggestions": np.asarray(p.suggestions, dtype=str)}), **arrays)
+                 **({} if p.suggestions is None else {"suggestions": np.asarray(p.suggestions, dtype=str)}),
+                 **({} if p.member_weights is None else {"member_weights": p.member_weights}), **arrays)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -290,7 +291,8 @@ def load_predictions(path: Path) -> RoundPredictions:
         return RoundPredictions(int(z["round_id"]), z["item_ids"], z["class_ids"], [str(s) for s in z["class_names"]],
                                 z["pseudo"], z["confidence"], z["top_idx"], z["top_p"], z["votes"],
                                 [str(s) for s in z["member_names"]], scores, z["default_order"], str(z["phase"]),
-                                cv=cv, suggestions=z["suggestions"] if "suggestions" in z.files else None)
+                                cv=cv, suggestions=z["suggestions"] if "suggestions" in z.files else None,
+                                member_weights=z["member_weights"] if "member_weights" in z.files else None)
 
 
 def latest_predictions(project: Project) -> tuple[dict, RoundPredictions] | None:
