@@ -367,7 +367,10 @@ def neighbourhood_view(root: Path, *, queries: int = 200, target_ms: float = 100
     recall = recall_at_k(graph_idx[rows, :10], truth)
     baseline = LabelingService(root)
     _, _, row_of, ids = baseline._graph()  # load once, then swap in the exact search
-    baseline._graph_cache = (project.setting("vector_key") or "", exact.view(1), exact.view(2), row_of, ids)
+    from labeling.embed.pipeline import vector_version
+
+    baseline.project.caches.put("neighbour_view", vector_version(baseline.project) or "",
+                                (exact.view(1), exact.view(2), row_of, ids))
     base = p95(baseline)
     n, d = pv.vectors.shape
     out = [row("neighbourhood view p95", f"{n:,} x {d}, from the cached kNN graph (recall@10 {recall:.3f})",

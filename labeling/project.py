@@ -13,7 +13,10 @@ Images live anywhere under ``DIR``; their uris are paths relative to it.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from storage.db import Database
 from storage import rounds as rounds_q
@@ -28,8 +31,45 @@ class ProjectError(ValueError):
     """A project folder is missing or unusable."""
 
 
+class Caches:
+    """What one process derives from a project's files (kNN graph, propagation operator, map builders).
+
+    Lives on the :class:`Project` object that the service, its worker and its views share, never in a
+    module global. Each entry has a name and the key it was built for (a vector version, a file's
+    stamp); asking with another key builds it again and replaces the old one, so a cache holds one
+    value per name and follows the data it depends on.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Any, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, key: Any, build: Callable[[], Any] | None = None) -> Any:
+        """The value cached under ``name`` for ``key``; built with ``build`` (and kept) when absent."""
+        with self._lock:
+            entry = self._entries.get(name)
+        if entry is not None and entry[0] == key:
+            return entry[1]
+        if build is None:
+            return None
+        value = build()
+        self.put(name, key, value)
+        return value
+
+    def put(self, name: str, key: Any, value: Any) -> None:
+        with self._lock:
+            self._entries[name] = (key, value)
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            self._entries.pop(name, None)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+
 class Project:
-    """Paths and the database of one project folder."""
+    """Paths and the database of one project folder, and what this process caches of it."""
 
     def __init__(self, root: str | Path, *, create: bool = False) -> None:
         self.root = Path(root).expanduser().resolve()
@@ -44,6 +84,7 @@ class Project:
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
         self.db = Database(self.root / DB_NAME)
         self.db.migrate()
+        self.caches = Caches()
 
     @property
     def data_dir(self) -> Path:

@@ -49,7 +49,6 @@ class LabelingService:
     def __init__(self, root: str | Path, *, create: bool = False) -> None:
         self.project = Project(root, create=create)
         self._pred_cache: tuple[int, RoundPredictions, dict] | None = None
-        self._graph_cache: tuple[str, np.ndarray, np.ndarray, dict[int, int], np.ndarray] | None = None
         self._label_count: tuple[int, int] | None = None  # (last event id, labeled items)
 
     # ---- reading -------------------------------------------------------------------------
@@ -206,16 +205,20 @@ class LabelingService:
                 if int(r[0]) not in blind}
 
     def _graph(self) -> tuple[np.ndarray, np.ndarray, dict[int, int], np.ndarray]:
-        """The cached kNN graph of the active vectors: (sims, rows, item_id -> row, row -> item_id)."""
-        from labeling.embed.pipeline import knn_graph_cached, load_vectors
+        """The kNN graph of the active vectors: (sims, rows, item_id -> row, row -> item_id).
 
-        version = self.project.setting("vector_key") or ""
-        if self._graph_cache is None or self._graph_cache[0] != version:
+        Cached on the project, keyed by the vector version (not the backbone): items embedded after
+        the service opened get their neighbours on the next call.
+        """
+        from labeling.embed.pipeline import knn_graph_cached, load_vectors, vector_version
+
+        def build():
             pv = load_vectors(self.project)
-            sims, idx = knn_graph_cached(self.project, pv)
+            graph = knn_graph_cached(self.project, pv)
             rows = {int(i): r for r, i in enumerate(pv.item_ids.tolist())}
-            self._graph_cache = (version, sims, idx, rows, pv.item_ids)
-        return self._graph_cache[1:]
+            return graph.sims, graph.idx, rows, pv.item_ids
+
+        return self.project.caches.get("neighbour_view", vector_version(self.project) or "", build)
 
     def item_card(self, item_id: int, *, user: str | None = None) -> dict:
         """Everything the label page shows about one item."""

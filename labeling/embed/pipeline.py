@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from labeling.project import Project, ProjectError
+from labeling.search.graph import KnnGraph
 from storage import items as items_q
 from storage import rounds as rounds_q
 from storage.vectors import VectorStore, gather_rows
@@ -161,15 +162,22 @@ def load_vectors(project: Project) -> ProjectVectors:
     return ProjectVectors(ids[keep], [uris[k] for k in keep.tolist()], vectors, key, store.version)
 
 
-_graphs: dict[str, tuple[tuple[int, int], np.ndarray, np.ndarray, np.ndarray]] = {}
-"""Graphs this process has read, by file: (file's mtime and size, item ids, sims, idx)."""
+def vector_version(project: Project) -> str | None:
+    """The version of the project's active vectors (changes whenever vectors are added or removed), or
+    None before any embedding; a cheap read of the store's metadata, no vectors loaded."""
+    key = project.setting("vector_key")
+    dim = project.setting("vector_dim")
+    if not key or not dim:
+        return None
+    return VectorStore(project.vectors_dir(key), key=key, dim=int(dim)).version
 
 
-def knn_graph_cached(project: Project, pv: ProjectVectors, *, k: int = GRAPH_K) -> tuple[np.ndarray, np.ndarray]:
-    """The kNN graph ``(sims (N, k), row indices (N, k))`` of the active vectors, cached per version.
+def knn_graph_cached(project: Project, pv: ProjectVectors, *, k: int = GRAPH_K) -> KnnGraph:
+    """The kNN graph of the active vectors, cached per vector version on disk and on ``project.caches``.
 
-    The arrays are read-only and the same objects on every call of one process while the cached
-    file is unchanged, so what is derived from a graph (the propagation operator) is built once.
+    The same read-only :class:`KnnGraph` object comes back on every call of one process while the
+    cached file is unchanged, so what is derived from it (the propagation operator) is built once;
+    a new vector version replaces it.
     """
     from labeling.search.neighbours import knn_graph
 
@@ -180,9 +188,9 @@ def knn_graph_cached(project: Project, pv: ProjectVectors, *, k: int = GRAPH_K) 
         stamp = (st.st_mtime_ns, st.st_size)
     except FileNotFoundError:
         stamp = None
-    memo = _graphs.get(str(path))
-    if stamp is not None and memo is not None and memo[0] == stamp and np.array_equal(memo[1], pv.item_ids):
-        return memo[2], memo[3]
+    memo = project.caches.get("knn_graph", (str(path), stamp))
+    if stamp is not None and memo is not None and np.array_equal(memo.item_ids, pv.item_ids):
+        return memo
     graph = None
     if stamp is not None:
         with np.load(path) as z:
@@ -196,9 +204,6 @@ def knn_graph_cached(project: Project, pv: ProjectVectors, *, k: int = GRAPH_K) 
         os.replace(tmp, path)
         st = path.stat()
         stamp = (st.st_mtime_ns, st.st_size)
-    sims, idx = graph
-    for a in (sims, idx):
-        a.flags.writeable = False
-    _graphs.clear()  # one graph per process: a new vector version replaces the old one
-    _graphs[str(path)] = (stamp, np.array(pv.item_ids, copy=True), sims, idx)
-    return sims, idx
+    out = KnnGraph(graph[0], graph[1], item_ids=np.array(pv.item_ids, copy=True), version=pv.version)
+    project.caches.put("knn_graph", (str(path), stamp), out)  # one graph per project: a new version replaces it
+    return out

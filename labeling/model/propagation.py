@@ -21,7 +21,6 @@ Self-edges are ignored, so an item's own label never votes for itself.
 from __future__ import annotations
 
 import logging
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -167,8 +166,6 @@ def knn_vote(
 REORDER_ABOVE = 50_000
 """Graphs with at least this many rows are renumbered for memory locality before propagating."""
 
-_CACHE_SIZE = 2
-_operators: list[tuple[weakref.ref, weakref.ref, tuple, "PropagationOperator"]] = []
 
 
 @dataclass(frozen=True)
@@ -215,16 +212,10 @@ def propagation_operator(
 ) -> PropagationOperator:
     """Build the operator of `label_propagation` for a graph (see there for the parameters).
 
-    When both arrays are read-only (as the app's cached graphs are), the operator is remembered
-    for them, so the rounds of one graph build it once.
+    Building costs a few sparse passes over the graph; callers that propagate over one graph many
+    times keep it (a :class:`~labeling.search.graph.KnnGraph` keeps it for the graph's life, see
+    :func:`graph_operator`) and pass it to :func:`label_propagation`.
     """
-    key = (bool(symmetric), float(power))
-    _operators[:] = [entry for entry in _operators if entry[0]() is not None and entry[1]() is not None]
-    cacheable = all(isinstance(a, np.ndarray) and not a.flags.writeable for a in (graph_sims, graph_idx))
-    if cacheable:
-        for sims_ref, idx_ref, k, op in _operators:
-            if sims_ref() is graph_sims and idx_ref() is graph_idx and k == key:
-                return op
     sims = np.asarray(graph_sims, dtype=np.float32)
     idx = np.asarray(graph_idx)
     n = len(sims)
@@ -258,11 +249,16 @@ def propagation_operator(
         rows = np.repeat(np.arange(n), np.diff(affinity.indptr))
         affinity.data = (affinity.data * scale[rows]).astype(np.float32)
     affinity.sort_indices()
-    op = PropagationOperator(step=affinity, order=order)
-    if cacheable:
-        _operators.insert(0, (weakref.ref(graph_sims), weakref.ref(graph_idx), key, op))
-        del _operators[_CACHE_SIZE:]
-    return op
+    return PropagationOperator(step=affinity, order=order)
+
+
+def graph_operator(graph, *, symmetric: bool = True, power: float = 3.0) -> PropagationOperator:
+    """The operator of a :class:`~labeling.search.graph.KnnGraph`, built once per graph and parameters
+    and kept on the graph; for a plain ``(sims, idx)`` pair, built anew."""
+    if hasattr(graph, "derived"):
+        return graph.derived(("propagation", bool(symmetric), float(power)),
+                             lambda: propagation_operator(graph[0], graph[1], symmetric=symmetric, power=power))
+    return propagation_operator(graph[0], graph[1], symmetric=symmetric, power=power)
 
 
 def label_propagation(
@@ -275,6 +271,7 @@ def label_propagation(
     n_iter: int = 20,
     symmetric: bool = True,
     power: float = 3.0,
+    operator: PropagationOperator | None = None,
 ) -> npt.NDArray[np.float32]:
     """Class probabilities by label propagation over the kNN graph.
 
@@ -283,9 +280,9 @@ def label_propagation(
     ``F <- alpha * S @ F + (1 - alpha) * Y`` from ``F = Y`` (one-hot labels),
     resetting labeled rows to their label after each step. Work is a sparse
     product per step, ``O(N k C)``; nothing dense of size ``N x N`` is made.
-    Products run in float32 on the graph's `propagation_operator`, which is
-    built once per read-only graph and, for large graphs, renumbers rows so
-    that neighbours sit close in memory.
+    Products run in float32 on the graph's `propagation_operator` (pass
+    ``operator`` to reuse one, e.g. :func:`graph_operator`), which for large
+    graphs renumbers rows so that neighbours sit close in memory.
 
     Parameters
     ----------
@@ -302,6 +299,8 @@ def label_propagation(
         ``S = D^-1 W`` (each row averages its own neighbours).
     power : float, optional
         Exponent that sharpens similarities into affinities.
+    operator : PropagationOperator, optional
+        The graph's operator for these ``symmetric`` and ``power``, already built.
 
     Returns
     -------
@@ -319,7 +318,10 @@ def label_propagation(
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     if n_iter < 1:
         raise ValueError(f"n_iter must be at least 1, got {n_iter}")
-    op = propagation_operator(graph_sims, graph_idx, symmetric=symmetric, power=power)
+    op = operator if operator is not None else propagation_operator(graph_sims, graph_idx, symmetric=symmetric,
+                                                                     power=power)
+    if op.n != len(np.asarray(graph_sims)):
+        raise ValueError(f"the operator has {op.n} rows but the graph {len(np.asarray(graph_sims))}")
     lab = _check_labels(labels, op.n, n_classes)
     if op.order is not None:
         lab = lab[op.order]

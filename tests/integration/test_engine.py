@@ -192,6 +192,7 @@ def test_cached_graph_is_read_once_per_process_and_follows_new_vectors(demo_proj
     assert not sims.flags.writeable and not idx.flags.writeable  # shared: nobody may change them
     again = knn_graph_cached(project, load_vectors(project))
     assert again[0] is sims and again[1] is idx  # derived operators are built once per graph
+    assert knn_graph_cached(Project(demo_project), pv)[0] is not sims  # another Project object: its own cache
     # new vectors (a new version) give a new graph, computed from them
     vecs = np.random.default_rng(0).normal(size=(len(pv.item_ids), 8)).astype(np.float32)
     np.save(tmp_path / "e.npy", vecs)

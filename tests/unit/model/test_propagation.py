@@ -214,30 +214,33 @@ def test_propagation_matches_the_dense_iteration_with_and_without_renumbering(mo
     np.testing.assert_allclose(got, _reference_propagation(sims, idx, labels, 2), atol=1e-5)
 
 
-def test_propagation_operator_is_built_once_per_read_only_graph(clusters_graph):
-    sims, idx, y = clusters_graph
-    assert propagation_operator(sims, idx) is not propagation_operator(sims, idx)  # writable: rebuilt
-    sims, idx = sims.copy(), idx.copy()
-    sims.flags.writeable = idx.flags.writeable = False
-    op = propagation_operator(sims, idx)
-    assert propagation_operator(sims, idx) is op
-    assert propagation_operator(sims, idx, symmetric=False) is not op
-    del sims, idx  # a graph no longer used: its operators are let go with it
-    import gc
+def test_graph_operator_is_built_once_per_graph_and_kept_on_it(clusters_graph):
+    from labeling.model.propagation import graph_operator
+    from labeling.search.graph import KnnGraph
 
-    gc.collect()
-    propagation_operator(np.ones((3, 1)), np.array([[1], [2], [0]]))
-    assert not propagation._operators
-    sims, idx, _ = clusters_graph
-    sims, idx = sims.copy(), idx.copy()
-    sims.flags.writeable = idx.flags.writeable = False
+    sims, idx, y = clusters_graph
+    assert propagation_operator(sims, idx) is not propagation_operator(sims, idx)  # no hidden cache
+    graph = KnnGraph(sims.copy(), idx.copy())
+    op = graph_operator(graph)
+    assert graph_operator(graph) is op
+    assert graph_operator(graph, symmetric=False) is not op
+    assert graph_operator(KnnGraph(sims.copy(), idx.copy())) is not op  # another graph: its own operator
+    assert not hasattr(propagation, "_operators")  # nothing kept at module level
     labels = np.full(len(y), -1)
     labels[[3, 200]] = y[[3, 200]]
-    first = label_propagation(sims, idx, labels, 2)
+    first = label_propagation(graph.sims, graph.idx, labels, 2, operator=op)
+    np.testing.assert_allclose(first, label_propagation(sims, idx, labels, 2), atol=1e-6)
     labels[[10, 160]] = 1 - y[[10, 160]]  # new labels, same graph: the result follows the labels
-    second = label_propagation(sims, idx, labels, 2)
+    second = label_propagation(graph.sims, graph.idx, labels, 2, operator=op)
     np.testing.assert_array_equal(second[[10, 160]].argmax(axis=1), 1 - y[[10, 160]])
     assert not np.allclose(first, second)
+
+
+def test_an_operator_of_another_graph_is_refused(clusters_graph):
+    sims, idx, y = clusters_graph
+    op = propagation_operator(np.ones((3, 1)), np.array([[1], [2], [0]]))
+    with pytest.raises(ValueError, match="operator has 3 rows"):
+        label_propagation(sims, idx, np.full(len(y), -1), 2, operator=op)
 
 
 @pytest.mark.parametrize(
