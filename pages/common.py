@@ -27,7 +27,7 @@ def _open(root: str, start_worker: bool) -> tuple[LabelingService, RetrainWorker
     service = LabelingService(root)
     worker = None
     if start_worker:
-        worker = RetrainWorker(root, min_new_events=int(os.environ.get("QUORUM_RETRAIN_EVENTS", "5")),
+        worker = RetrainWorker(service.project, min_new_events=int(os.environ.get("QUORUM_RETRAIN_EVENTS", "5")),
                                max_wait_s=float(os.environ.get("QUORUM_RETRAIN_SECONDS", "20"))).start()
     return service, worker
 

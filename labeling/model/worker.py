@@ -2,28 +2,40 @@
 
 The worker wakes when ``min_new_events`` annotation events have arrived since the last round, or
 when ``max_wait_s`` has passed with at least one new event, or when triggered; it trains a round on
-a snapshot (``labeling.model.rounds.train_round``) and goes back to sleep. Training runs in this thread
-and never holds the database, so no page waits for it.
+a snapshot and goes back to sleep. Training runs in this thread and never holds the database, so no
+page waits for it.
 
-Across processes a file lock (``.quorum/worker.lock``) makes sure that only one worker trains a
-project: a second server, or a ``train`` from the command line while the server runs, does not
-start a competing loop. The lock holder also marks rounds left ``running`` by a crashed process as
-``discarded`` when it starts.
+Its collaborators are handed in, so the loop can be driven and tested step by step:
+
+- ``project``: the open project (the service's own, so both share one set of caches);
+- ``train``: ``train(project) -> round id``; by default :class:`RoundTrainer` (``train_round`` with
+  the worker's device and cross-validation setting);
+- ``clock``: a monotonic clock in seconds (``time.monotonic``);
+- ``lock``: who may train this project (:class:`FileLock` on ``.quorum/worker.lock``).
+
+Across processes the file lock makes sure that only one worker trains a project: a second server,
+or a ``train`` from the command line while the server runs, does not start a competing loop. The
+lock holder also marks rounds left ``running`` by a crashed process as ``discarded`` when it starts.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from labeling.project import Project
-from labeling.model.rounds import train_round
 from storage import labels as labels_q
 from storage import rounds as rounds_q
 
 LOG = logging.getLogger(__name__)
+
+HISTORY_SIZE = 50
+"""Errors the status keeps (newest last); older ones are dropped."""
 
 try:  # POSIX
     import fcntl
@@ -45,6 +57,53 @@ except ImportError:  # pragma: no cover - Windows
             return False
 
 
+class Lock(Protocol):
+    def acquire(self) -> bool:
+        """Take the lock without waiting; True when held (again) by this worker."""
+
+    def release(self) -> None:
+        ...
+
+
+class FileLock:
+    """An exclusive, non-blocking lock on a file, held until :meth:`release` (or the process ends)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fh = None
+
+    def acquire(self) -> bool:
+        if self._fh is not None:
+            return True
+        fh = open(self.path, "a+")
+        if not _try_lock(fh):
+            fh.close()
+            return False
+        self._fh = fh
+        return True
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class RoundTrainer:
+    """The worker's default ``train``: one :func:`labeling.model.rounds.train_round` per call."""
+
+    def __init__(self, *, device: str = "auto", cv: bool = True) -> None:
+        self.device = device
+        self.cv = cv
+
+    def __call__(self, project: Project) -> int:
+        from labeling.model.rounds import train_round
+
+        return train_round(project, device=self.device, cv=self.cv)
+
+    def __repr__(self) -> str:
+        return f"RoundTrainer(device={self.device!r}, cv={self.cv})"
+
+
 @dataclass
 class WorkerStatus:
     state: str = "stopped"  # stopped | idle | training | paused | standby (another process owns it)
@@ -52,29 +111,34 @@ class WorkerStatus:
     last_round: int | None = None
     last_error: str | None = None
     pending_events: int = 0
-    last_started: float | None = None
+    last_started: float | None = None  # wall-clock seconds (time.time) of the newest round's start
     last_finished: float | None = None
-    history: list[str] = field(default_factory=list)
+    history: deque[str] = field(default_factory=lambda: deque(maxlen=HISTORY_SIZE))
+    """The newest errors, at most :data:`HISTORY_SIZE`."""
 
 
 class RetrainWorker:
-    """A daemon thread that keeps a project's model round fresh."""
+    """A daemon thread that keeps a project's model round fresh; :meth:`step` is one turn of its loop."""
 
-    def __init__(self, root: str | Path, *, min_new_events: int = 5, max_wait_s: float = 20.0,
-                 poll_s: float = 1.0, device: str = "auto", cv: bool = True) -> None:
-        self.project = Project(root)
+    def __init__(self, project: Project | str | Path, *, train: Callable[[Project], int] | None = None,
+                 clock: Callable[[], float] = time.monotonic, lock: Lock | None = None,
+                 min_new_events: int = 5, max_wait_s: float = 20.0, poll_s: float = 1.0,
+                 device: str = "auto", cv: bool = True) -> None:
+        self.project = project if isinstance(project, Project) else Project(project)
+        self.train = train if train is not None else RoundTrainer(device=device, cv=cv)
+        self.clock = clock
+        self.lock = lock if lock is not None else FileLock(self.project.data_dir / "worker.lock")
         self.min_new_events = min_new_events
         self.max_wait_s = max_wait_s
         self.poll_s = poll_s
-        self.device = device
-        self.cv = cv
         self.status = WorkerStatus()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._paused = threading.Event()
         self._forced = False
+        self._owner = False
+        self._waiting_since: float | None = None
         self._thread: threading.Thread | None = None
-        self._lock_file = None
 
     # ---- control -------------------------------------------------------------------------
     def start(self) -> "RetrainWorker":
@@ -89,9 +153,8 @@ class RetrainWorker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        self.lock.release()
+        self._owner = False
         self.status.state = "stopped"
 
     def pause(self) -> None:
@@ -113,20 +176,18 @@ class RetrainWorker:
 
     # ---- loop ----------------------------------------------------------------------------
     def _acquire(self) -> bool:
-        if self._lock_file is None:
-            path = self.project.data_dir / "worker.lock"
-            fh = open(path, "a+")
-            if not _try_lock(fh):
-                fh.close()
-                return False
-            self._lock_file = fh
+        if not self.lock.acquire():
+            return False
+        if not self._owner:  # first time this worker holds the lock: clean up after a crash
+            self._owner = True
             with self.project.db.session() as con:
                 n = rounds_q.discard_running(con)
             if n:
                 LOG.warning("discarded %d round(s) interrupted by an earlier crash", n)
         return True
 
-    def _last_trained_event(self) -> int:
+    def pending_events(self) -> int:
+        """Annotation events since the newest finished or failed round (all events before any)."""
         with self.project.db.session() as con:
             rounds = rounds_q.list_rounds(con)
             last_event = labels_q.last_event_id(con)
@@ -134,49 +195,54 @@ class RetrainWorker:
         trained = max(done) if done else -1
         return last_event - trained if trained >= 0 else last_event + 1
 
+    def step(self) -> str:
+        """One turn of the loop: what it did, ``standby``, ``paused``, ``idle``, ``trained`` or ``failed``.
+
+        Never raises: a failed round is recorded (``train_round`` marks it failed), shown in the status
+        and its history, and the previous round stays in use.
+        """
+        try:
+            if not self._acquire():
+                self.status.state = "standby"
+                return "standby"
+            if self._paused.is_set() and not self._forced:
+                self.status.state = "paused"
+                return "paused"
+            pending = self.pending_events()
+            self.status.pending_events = max(0, pending)
+            now = self.clock()
+            if pending > 0 and self._waiting_since is None:
+                self._waiting_since = now
+            due = pending >= self.min_new_events or (
+                pending > 0 and self._waiting_since is not None and now - self._waiting_since >= self.max_wait_s)
+            if not (due or self._forced):
+                self.status.state = "idle"
+                return "idle"
+            self._forced = False
+            self._waiting_since = None
+            self._train_once()
+            return "trained"
+        except Exception as exc:  # noqa: BLE001 - the loop must survive any failure of one round
+            self.status.last_error = f"{type(exc).__name__}: {exc}"
+            self.status.history.append(self.status.last_error)
+            self.status.state = "idle"
+            LOG.exception("retrain loop error")
+            return "failed"
+
     def _run(self) -> None:
-        waiting_since: float | None = None
         while not self._stop.is_set():
-            try:
-                if not self._acquire():
-                    self.status.state = "standby"
-                    self._wake.wait(max(self.poll_s, 2.0))
-                    self._wake.clear()
-                    continue
-                if self._paused.is_set() and not self._forced:
-                    self.status.state = "paused"
-                    self._wake.wait(self.poll_s)
-                    self._wake.clear()
-                    continue
-                pending = self._last_trained_event()
-                self.status.pending_events = max(0, pending)
-                now = time.monotonic()
-                if pending > 0 and waiting_since is None:
-                    waiting_since = now
-                due = pending >= self.min_new_events or (
-                    pending > 0 and waiting_since is not None and now - waiting_since >= self.max_wait_s)
-                if due or self._forced:
-                    self._forced = False
-                    waiting_since = None
-                    self._train_once()
-                else:
-                    self.status.state = "idle"
-                    self._wake.wait(self.poll_s)
-                    self._wake.clear()
-            except Exception as exc:  # noqa: BLE001 - the loop must survive any failure of one round
-                # A failed round is recorded (rounds.train_round marks it failed) and shown; the
-                # previous round stays in use and the loop goes on.
-                self.status.last_error = f"{type(exc).__name__}: {exc}"
-                self.status.history.append(self.status.last_error)
-                LOG.exception("retrain loop error")
-                self._wake.wait(max(self.poll_s, 2.0))
-                self._wake.clear()
+            did = self.step()
+            if did == "trained":
+                continue
+            wait = self.poll_s if did in ("idle", "paused") else max(self.poll_s, 2.0)
+            self._wake.wait(wait)
+            self._wake.clear()
 
     def _train_once(self) -> None:
         self.status.state = "training"
         self.status.last_started = time.time()
         try:
-            round_id = train_round(self.project, device=self.device, cv=self.cv)
+            round_id = self.train(self.project)
             self.status.last_round = round_id
             self.status.rounds_trained += 1
             self.status.last_error = None

@@ -1,4 +1,4 @@
-"""The background retrain loop: wakes on new events, pauses, triggers, one owner per project."""
+"""The retrain worker as a real thread on a real project: trains rounds, pauses, stands by, recovers."""
 from __future__ import annotations
 
 import time

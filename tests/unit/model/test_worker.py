@@ -1,0 +1,150 @@
+"""The retrain loop driven step by step: a fake trainer, a fake clock and a fake lock, no sleeps."""
+from __future__ import annotations
+
+import pytest
+
+from labeling.model.worker import HISTORY_SIZE, FileLock, RetrainWorker, RoundTrainer
+from labeling.service import LabelingService
+from storage import labels as labels_q
+from storage import rounds as rounds_q
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeTrainer:
+    """Records a finished round covering every event so far, as train_round would, without training."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls = []
+        self.fail = fail
+
+    def __call__(self, project) -> int:
+        self.calls.append(project)
+        if self.fail:
+            raise RuntimeError("boom")
+        with project.db.session() as con:
+            rid = rounds_q.start_round(con, n_labels=0, last_event_id=labels_q.last_event_id(con), backbone="fake",
+                                       vector_version="v", head_config={})
+            rounds_q.finish_round(con, rid, metrics={}, predictions_file="none.npz")
+        return rid
+
+
+class FakeLock:
+    def __init__(self, free: bool = True) -> None:
+        self.free = free
+        self.released = 0
+
+    def acquire(self) -> bool:
+        return self.free
+
+    def release(self) -> None:
+        self.released += 1
+
+
+@pytest.fixture
+def service(demo_project):
+    return LabelingService(demo_project)
+
+
+def _worker(service, **kw):
+    kw.setdefault("train", FakeTrainer())
+    kw.setdefault("clock", FakeClock())
+    kw.setdefault("lock", FakeLock())
+    return RetrainWorker(service.project, min_new_events=3, max_wait_s=20, **kw)
+
+
+def _label(service, n):
+    for item in service.queue(n):
+        service.label([item.item_id], "cat", user="ann")
+
+
+def test_worker_uses_the_project_it_is_handed(service):
+    worker = _worker(service)
+    assert worker.project is service.project
+    assert worker.step() == "idle"
+    _label(service, 3)
+    assert worker.step() == "trained"
+    assert worker.train.calls == [service.project]
+
+
+def test_trains_once_enough_new_events_arrive(service):
+    worker = _worker(service)
+    _label(service, 2)
+    assert worker.step() == "idle" and worker.status.pending_events == 2
+    _label(service, 1)
+    assert worker.step() == "trained"
+    assert worker.status.rounds_trained == 1 and worker.status.last_round is not None
+    assert worker.step() == "idle" and worker.status.pending_events == 0  # the round covered them
+
+
+def test_a_lone_event_trains_after_max_wait_on_the_clock(service):
+    clock = FakeClock()
+    worker = _worker(service, clock=clock)
+    _label(service, 1)
+    assert worker.step() == "idle"  # the wait starts now
+    clock.now = 19.9
+    assert worker.step() == "idle"
+    clock.now = 20.0
+    assert worker.step() == "trained"
+
+
+def test_pause_holds_rounds_and_trigger_trains_anyway(service):
+    worker = _worker(service)
+    worker.pause()
+    _label(service, 5)
+    assert worker.step() == "paused" and worker.train.calls == []
+    worker.trigger()
+    assert worker.step() == "trained"
+    worker.resume()
+    assert worker.step() == "idle"
+
+
+def test_trigger_trains_without_new_events(service):
+    worker = _worker(service)
+    worker.trigger()
+    assert worker.step() == "trained"
+
+
+def test_stands_by_while_another_holds_the_lock(service):
+    worker = _worker(service, lock=FakeLock(free=False))
+    _label(service, 5)
+    assert worker.step() == "standby" and worker.status.state == "standby"
+    assert worker.train.calls == []
+
+
+def test_a_failed_round_is_kept_in_a_bounded_history(service):
+    worker = _worker(service, train=FakeTrainer(fail=True))
+    for _ in range(HISTORY_SIZE + 10):
+        worker.trigger()
+        assert worker.step() == "failed"
+    assert worker.status.last_error == "RuntimeError: boom"
+    assert len(worker.status.history) == HISTORY_SIZE
+
+
+def test_first_lock_marks_interrupted_rounds_discarded(service):
+    with service.project.db.session() as con:  # a round left running by a killed process
+        rid = rounds_q.start_round(con, n_labels=0, last_event_id=0, backbone="x", vector_version="v", head_config={})
+    worker = _worker(service)
+    worker.step()
+    assert {r["id"]: r["status"] for r in service.rounds()}[rid] == "discarded"
+
+
+def test_file_lock_is_exclusive_until_released(tmp_path):
+    a, b = FileLock(tmp_path / "w.lock"), FileLock(tmp_path / "w.lock")
+    assert a.acquire() and a.acquire()  # held again by its owner
+    assert not b.acquire()
+    a.release()
+    assert b.acquire()
+    b.release()
+
+
+def test_default_trainer_is_train_round_with_the_workers_settings(service):
+    worker = RetrainWorker(service.project, device="cpu", cv=False)
+    assert isinstance(worker.train, RoundTrainer)
+    assert (worker.train.device, worker.train.cv) == ("cpu", False)
