@@ -20,7 +20,7 @@ def main() -> None:
         st.Page("pages/label.py", title="Label", icon=":material/label:", default=True),
         st.Page("pages/map.py", title="Map", icon=":material/map:"),
     ]
-    if auth.RANK[who.role] >= auth.RANK["reviewer"]:  # the engine refuses annotators too; this only hides it
+    if who.allows("reviewer"):  # the engine refuses annotators too; this only hides it
         pages.append(st.Page("pages/review.py", title="Review", icon=":material/rule:"))
     pages += [
         st.Page("pages/model.py", title="Model", icon=":material/monitoring:"),

@@ -11,6 +11,7 @@ import numpy as np
 
 from labeling.active.acquisition import STRATEGIES
 from labeling.project import Project
+from labeling.team.auth import Identity, require
 from labeling.model.rounds import RoundPredictions, latest_predictions
 from storage import items as items_q
 from storage import labels as labels_q
@@ -18,7 +19,32 @@ from storage import rounds as rounds_q
 
 LOG = logging.getLogger(__name__)
 
-QUEUE_STRATEGIES = ("default", *sorted(set(STRATEGIES) - {"random", "most_confident"}), "most_confident", "random")
+def _order_default(p: RoundPredictions, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    return p.default_order, p.scores.get("margin", p.scores.get("typicality"))
+
+
+def _order_random(p: RoundPredictions, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.random.default_rng(seed).permutation(len(p.item_ids)), np.zeros(len(p.item_ids))
+
+
+def _order_most_confident(p: RoundPredictions, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.argsort(-p.confidence, kind="stable"), p.confidence
+
+
+def _order_by_score(name: str):
+    def order(p: RoundPredictions, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        if name not in p.scores:
+            raise ValueError(f"round {p.round_id} has no {name!r} scores (it had no labels yet)")
+        return np.argsort(-p.scores[name], kind="stable"), p.scores[name]
+
+    return order
+
+
+QUEUE_ORDERS = {"default": _order_default,
+                **{s: _order_by_score(s) for s in sorted(set(STRATEGIES) - {"random", "most_confident"})},
+                "most_confident": _order_most_confident, "random": _order_random}
+"""Queue strategy name -> ``order(round predictions, seed) -> (row order, the score shown per row)``."""
+QUEUE_STRATEGIES = tuple(QUEUE_ORDERS)
 
 
 class UnknownClass(LookupError):
@@ -78,8 +104,10 @@ class LabelingService:
         """
         if n < 1:
             raise ValueError("n must be at least 1")
-        if strategy not in QUEUE_STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(QUEUE_STRATEGIES)}")
+        try:
+            order_of = QUEUE_ORDERS[strategy]
+        except KeyError:
+            raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(QUEUE_STRATEGIES)}") from None
         got = self.predictions()
         if got is None:
             raise LookupError(f"no finished round yet; run 'python -m labeling train {self.project.root}'")
@@ -90,21 +118,7 @@ class LabelingService:
         skip = {int(i) for i in exclude}
         with self.project.db.session() as con:
             names = dict(labels_q.classes(con))
-        score_name = {"default": None, "bald": "bald"}.get(strategy, strategy)
-        if strategy == "default":
-            order = p.default_order
-            base = p.scores.get("margin", p.scores.get("typicality"))
-        elif strategy == "random":
-            order = np.random.default_rng(seed).permutation(len(p.item_ids))
-            base = np.zeros(len(p.item_ids))
-        elif strategy == "most_confident":
-            order = np.argsort(-p.confidence, kind="stable")
-            base = p.confidence
-        else:
-            if score_name not in p.scores:
-                raise ValueError(f"round {rnd['id']} has no {strategy!r} scores (it had no labels yet)")
-            base = p.scores[score_name]
-            order = np.argsort(-base, kind="stable")
+        order, base = order_of(p, seed)
         picked = []
         if blind:  # overlap items awaiting this person's independent vote come first, in rank order
             rank_of = np.empty(len(order), np.int64)
@@ -338,10 +352,7 @@ class LabelingService:
         if not user or not user.strip():
             raise ValueError("a user name is required")
         if source == "adjudication":
-            from labeling.team.auth import RANK, AuthError
-
-            if RANK.get(role, -1) < RANK["reviewer"]:
-                raise AuthError(f"{user} ({role}) may not adjudicate: that needs the reviewer role")
+            require(Identity(user, role), "reviewer", "adjudicate")
         batch_id = str(uuid.uuid4())
         with self.project.db.session() as con:
             known = items_q.items_by_ids(con, item_ids)
@@ -365,15 +376,14 @@ class LabelingService:
         Undoing someone else's batch needs the reviewer role (``role`` is the acting session's, from
         :mod:`labeling.team.auth`; the command line acts with the project owner's rights).
         """
-        from labeling.team.auth import RANK, AuthError
-
         with self.project.db.session() as con:
             target = batch_id or labels_q.last_live_batch(con, user=user)
             if target is None:
                 raise labels_q.UnknownBatch("nothing to undo")
             owners = labels_q.batch_owners(con, target)
-            if owners - {user} and RANK[role] < RANK["reviewer"]:
-                raise AuthError(f"{user} may undo only their own batches; this one is by {', '.join(sorted(owners))}")
+            if owners - {user}:
+                require(Identity(user, role), "reviewer",
+                        f"undo a batch by {', '.join(sorted(owners))} (annotators undo only their own batches)")
             return labels_q.undo_batch(con, target, user=user, undo_batch_id=str(uuid.uuid4()))
 
     def label_table(self, rows: Sequence[dict], *, user: str, source: str = "manual") -> dict:
@@ -421,11 +431,9 @@ class LabelingService:
 
     def set_overlap(self, fraction: float, votes: int = 2, *, role: str) -> None:
         """Send ``fraction`` of the items to ``votes`` people each (admins only)."""
-        from labeling.team.auth import RANK, AuthError
         from labeling.team.review import set_overlap
 
-        if RANK.get(role, -1) < RANK["admin"]:
-            raise AuthError("only an admin may change the overlap setting")
+        require(Identity("this session", role), "admin", "change the overlap setting")
         set_overlap(self.project, fraction, votes)
 
     def history(self, item_id: int, *, user: str | None = None) -> list[dict]:

@@ -8,7 +8,7 @@ from labeling.team import auth
 from labeling.team import consensus
 
 from labeling.team import review
-from pages.common import current_role, current_user, get_service, plain
+from pages.common import current_role, current_user, get_service, identity, plain
 
 PAGE = 12
 
@@ -16,7 +16,7 @@ service = get_service()
 user, role = current_user(), current_role()
 ss = st.session_state
 st.title("Review")
-if auth.RANK[role] < auth.RANK["reviewer"]:
+if not identity().allows("reviewer"):
     st.error("The Review page needs the reviewer role.")
     st.stop()
 if ss.get("review_flash"):

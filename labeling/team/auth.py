@@ -41,7 +41,7 @@ class Identity:
     role: str
 
     def allows(self, role: str) -> bool:
-        return RANK[self.role] >= RANK[role]
+        return RANK.get(self.role, -1) >= RANK[role]
 
 
 def hash_password(password: str, *, salt: bytes | None = None) -> str:
@@ -103,9 +103,14 @@ def sign_in(project: Project, name: str, password: str) -> Identity:
     return Identity(user["name"], user["role"])
 
 
-def require(identity: Identity, role: str) -> None:
-    if not identity.allows(role):
-        raise AuthError(f"{identity.name} is a {identity.role}; this needs a {role}")
+def require(identity: Identity, role: str, action: str | None = None) -> None:
+    """The one role check of every entry point (pages, command line, Python API): refuse with
+    :class:`AuthError` unless ``identity`` has ``role`` or a higher one."""
+    if role not in RANK:
+        raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
+    if identity.role not in RANK or not identity.allows(role):
+        what = f"may not {action}" if action else "may not do this"
+        raise AuthError(f"{identity.name} ({identity.role}) {what}: that needs the {role} role")
 
 
 def add_user(project: Project, name: str, password: str, *, role: str = "annotator", by: Identity | None) -> None:
