@@ -11,6 +11,7 @@ import numpy as np
 
 from labeling.active.acquisition import STRATEGIES
 from labeling.project import Project
+from labeling.results import CurrentLabel, GridCell, ItemCard, Neighbour
 from labeling.team.auth import Identity, require
 from labeling.model.rounds import RoundPredictions, latest_predictions
 from storage import items as items_q
@@ -90,6 +91,12 @@ class LabelingService:
                 return None
             self._pred_cache = (rnd["id"], got[1], rnd)
         return self._pred_cache[2], self._pred_cache[1]
+
+    def newest_round_id(self) -> int | None:
+        """The id of the newest finished round (one small query; pages poll it)."""
+        with self.project.db.session() as con:
+            rnd = rounds_q.latest_finished(con)
+        return None if rnd is None else int(rnd["id"])
 
     def class_names(self) -> dict[int, str]:
         with self.project.db.session() as con:
@@ -234,35 +241,36 @@ class LabelingService:
 
         return self.project.caches.get("neighbour_view", vector_version(self.project) or "", build)
 
-    def item_card(self, item_id: int, *, user: str | None = None) -> dict:
+    def item_card(self, item_id: int, *, user: str | None = None) -> ItemCard:
         """Everything the label page shows about one item."""
         with self.project.db.session() as con:
             info = items_q.items_by_ids(con, [item_id]).get(int(item_id))
             names = dict(labels_q.classes(con))
         if info is None:
             raise LookupError(f"no item {item_id}")
-        card = {"item_id": int(item_id), "uri": info["uri"], "path": str(self.project.resolve_uri(info["uri"])),
-                "width": info["width"], "height": info["height"], "pseudo_label": None, "confidence": None,
-                "scores": {}, "top": [], "votes": [], "round_id": None}
+        extra: dict = {}
         got = self.predictions()
         if got is not None:
             rnd, p = got
             row = p.row_of().get(int(item_id))
             if row is not None:
-                card["round_id"] = rnd["id"]
+                extra["round_id"] = rnd["id"]
                 if p.pseudo[row] >= 0:
-                    card["pseudo_label"] = names.get(int(p.pseudo[row]))
-                    card["confidence"] = float(p.confidence[row])
+                    extra["pseudo_label"] = names.get(int(p.pseudo[row]))
+                    extra["confidence"] = float(p.confidence[row])
                 elif p.suggestions is not None:
-                    card["hint"] = (str(p.suggestions[row]), float(p.confidence[row]))
-                card["scores"] = {k: float(v[row]) for k, v in p.scores.items()}
-                card["top"] = [(names.get(int(c), str(c)), float(pr)) for c, pr in zip(p.top_idx[row], p.top_p[row])
-                               if c >= 0]
-                card["votes"] = [(m, names.get(int(v), str(v))) for m, v in zip(p.member_names, p.votes[:, row])]
-        card["current"] = self.current_labels(user, [int(item_id)]).get(int(item_id))
-        return card
+                    extra["hint"] = (str(p.suggestions[row]), float(p.confidence[row]))
+                extra["scores"] = {k: float(v[row]) for k, v in p.scores.items()}
+                extra["top"] = [(names.get(int(c), str(c)), float(pr)) for c, pr in zip(p.top_idx[row], p.top_p[row])
+                                if c >= 0]
+                extra["votes"] = [(m, names.get(int(v), str(v))) for m, v in zip(p.member_names, p.votes[:, row])]
+                if p.member_weights is not None:
+                    extra["weights"] = [float(w) for w in p.member_weights]
+        current = self.current_labels(user, [int(item_id)]).get(int(item_id))
+        return ItemCard(int(item_id), info["uri"], str(self.project.resolve_uri(info["uri"])), info["width"],
+                        info["height"], current=None if current is None else CurrentLabel(*current), **extra)
 
-    def neighbours(self, item_id: int, *, k: int = 12, user: str | None = None) -> list[dict]:
+    def neighbours(self, item_id: int, *, k: int = 12, user: str | None = None) -> list[Neighbour]:
         """The k nearest items (cosine similarity) with their human label or pseudo-label.
 
         Reads only these items' events and rows, so its cost does not grow with the project's labels.
@@ -285,17 +293,14 @@ class LabelingService:
                 r = prow.get(nid)
                 if r is not None and p.pseudo[r] >= 0:
                     pseudo[nid] = (names.get(int(p.pseudo[r])), float(p.confidence[r]))
-        return [{"item_id": nid, "uri": info[nid]["uri"], "similarity": sim,
-                 "thumb": str(self.project.thumb_path(info[nid]["sha256"])),
-                 "label": current.get(nid, (None,))[0],
-                 "pseudo_label": pseudo.get(nid, (None, None))[0],
-                 "confidence": pseudo.get(nid, (None, None))[1]} for nid, sim in keep]
+        return [Neighbour(nid, info[nid]["uri"], sim, str(self.project.thumb_path(info[nid]["sha256"])),
+                          current.get(nid, (None,))[0], *pseudo.get(nid, (None, None))) for nid, sim in keep]
 
     def neighbourhood_candidates(self, item_id: int, label: str, *, k: int = 12, min_similarity: float = 0.8,
                                  user: str | None = None) -> list[int]:
         """Unlabeled neighbours above ``min_similarity`` whose suggestion is ``label``."""
-        return [n["item_id"] for n in self.neighbours(item_id, k=k, user=user)
-                if n["similarity"] >= min_similarity and n["label"] is None and n["pseudo_label"] == label]
+        return [n.item_id for n in self.neighbours(item_id, k=k, user=user)
+                if n.similarity >= min_similarity and n.label is None and n.pseudo_label == label]
 
     def accept_neighbourhood(self, item_id: int, label: str, *, user: str, k: int = 12,
                              min_similarity: float = 0.8, model_round: int | None = None) -> tuple[str, list[int]]:
@@ -305,7 +310,7 @@ class LabelingService:
         batch = self.label(items, label, user=user, source="accept_neighbourhood", model_round=model_round)
         return batch, items
 
-    def grid(self, label: str, *, n: int = 36) -> list[dict]:
+    def grid(self, label: str, *, n: int = 36) -> list[GridCell]:
         """Up to ``n`` unlabeled items suggested as ``label``, most confident first."""
         got = self.predictions()
         if got is None:
@@ -320,9 +325,9 @@ class LabelingService:
         picked = [int(r) for r in rows if int(p.item_ids[r]) not in done][:n]
         with self.project.db.session() as con:
             info = items_q.items_by_ids(con, [int(p.item_ids[r]) for r in picked])
-        return [{"item_id": int(p.item_ids[r]), "uri": info[int(p.item_ids[r])]["uri"],
-                 "thumb": str(self.project.thumb_path(info[int(p.item_ids[r])]["sha256"])),
-                 "confidence": float(p.confidence[r])} for r in picked]
+        return [GridCell(int(p.item_ids[r]), info[int(p.item_ids[r])]["uri"],
+                         str(self.project.thumb_path(info[int(p.item_ids[r])]["sha256"])), float(p.confidence[r]))
+                for r in picked]
 
     def accept_grid(self, item_ids: Sequence[int], misfits: Sequence[int], label: str, *, user: str,
                     model_round: int | None = None) -> str | None:

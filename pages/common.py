@@ -10,10 +10,9 @@ from datetime import datetime, timezone
 
 import streamlit as st
 
-from labeling.team import auth
+from labeling import session as facade
 from labeling.project import ProjectError
-from labeling.service import LabelingService
-from labeling.model.worker import RetrainWorker
+from labeling.session import LabelingService, RetrainWorker
 
 PROJECT_ENV = "QUORUM_PROJECT"
 USER_ENV = "QUORUM_USER"
@@ -24,12 +23,9 @@ REFRESH_S = 3
 @st.cache_resource(show_spinner="Opening the project…")
 def _open(root: str, start_worker: bool) -> tuple[LabelingService, RetrainWorker | None]:
     """One service and one retrain worker per project per server, shared by all sessions."""
-    service = LabelingService(root)
-    worker = None
-    if start_worker:
-        worker = RetrainWorker(service.project, min_new_events=int(os.environ.get("QUORUM_RETRAIN_EVENTS", "5")),
-                               max_wait_s=float(os.environ.get("QUORUM_RETRAIN_SECONDS", "20"))).start()
-    return service, worker
+    return facade.open_project(root, start_worker=start_worker,
+                               min_new_events=int(os.environ.get("QUORUM_RETRAIN_EVENTS", "5")),
+                               max_wait_s=float(os.environ.get("QUORUM_RETRAIN_SECONDS", "20")))
 
 
 def project_root() -> str:
@@ -48,18 +44,31 @@ def get_worker() -> RetrainWorker | None:
     return _open(project_root(), os.environ.get("QUORUM_WORKER", "1") != "0")[1]
 
 
-def identity() -> auth.Identity:
-    """Who this browser session acts as: the signed-in user in team mode, the typed name in local mode."""
+def identity() -> facade.Identity:
+    """Who this browser session acts as: the signed-in user in team mode (re-read on every rerun, so a
+    changed role or a disabled user takes effect at once), the typed name in local mode."""
     service = get_service()
-    if auth.mode(service.project) == "team":
+    if facade.mode(service) == "team":
         ident = st.session_state.get("identity")
+        if ident is not None:
+            try:
+                ident = st.session_state["identity"] = facade.refresh(service, ident)
+            except facade.AuthError as exc:
+                st.session_state.pop("identity", None)
+                st.error(str(exc))
+                ident = None
         if ident is None:
             _sign_in_form(service)
             st.stop()
         return ident
     if "user" not in st.session_state:
         st.session_state["user"] = os.environ.get(USER_ENV, "local")
-    return auth.local_identity(service.project, st.session_state["user"])
+    return facade.local_identity(service, st.session_state["user"])
+
+
+def get_session() -> facade.Session:
+    """This browser session's facade: the shared service and who acts."""
+    return facade.Session(get_service(), identity())
 
 
 def _sign_in_form(service) -> None:
@@ -69,9 +78,9 @@ def _sign_in_form(service) -> None:
         password = st.text_input("Password", type="password", key="signin_password")
         if st.form_submit_button("Sign in"):
             try:
-                st.session_state["identity"] = auth.sign_in(service.project, name, password)
+                st.session_state["identity"] = facade.sign_in(service, name, password)
                 st.rerun()
-            except auth.AuthError as exc:
+            except facade.AuthError as exc:
                 st.error(str(exc))
 
 
@@ -135,7 +144,7 @@ def sidebar_status() -> None:
 
 def sidebar() -> None:
     with st.sidebar:
-        if auth.mode(get_service().project) == "team":
+        if facade.mode(get_service()) == "team":
             ident = identity()
             st.caption(f"Signed in as **{ident.name}** ({ident.role})")
             if st.button("Sign out", key="sign_out"):

@@ -7,7 +7,7 @@ import streamlit as st
 from labeling.views import data_admin
 from labeling.data.export import FORMATS
 from pages import team_admin
-from pages.common import current_user, get_service, identity
+from pages.common import current_user, get_service, get_session
 
 ENGINE_ERRORS = (ValueError, LookupError, OSError)
 """What the engine raises for a request it cannot carry out; anything else is a bug and surfaces."""
@@ -241,4 +241,4 @@ with tab_export:
             st.download_button("Download", data=data, file_name=name, mime=mime, key="data_export_download")
 
 with tab_team:
-    team_admin.render(service, identity())
+    team_admin.render(get_session())

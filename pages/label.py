@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from labeling.service import QUEUE_STRATEGIES, UnknownClass
-from pages.common import REFRESH_S, current_role, current_user, get_service, plain
+from labeling.session import QUEUE_STRATEGIES, UnknownClass
+from pages.common import REFRESH_S, get_session, plain
 
-service = get_service()
-user = current_user()
+session = get_session()
 ss = st.session_state
 ss.setdefault("passed", [])  # items this session moved past with "Next"
 ss.setdefault("last_batch", None)
@@ -28,7 +27,7 @@ if ss.flash:
     st.toast(ss.flash)
     ss.flash = None
 
-classes = sorted(service.class_names().values())
+classes = session.class_names()
 
 
 def _record(batch: str, message: str) -> None:
@@ -39,8 +38,7 @@ def _record(batch: str, message: str) -> None:
 
 def _undo() -> None:
     try:
-        items = (service.undo(ss.last_batch, user=user, role=current_role()) if ss.last_batch
-                 else service.undo(user=user, role=current_role()))
+        items = session.undo(ss.last_batch)
         ss.flash = f"Undid {len(items)} label(s)"
         ss.last_batch = None
         ss.current_item = None  # the undone item is back at the head of the queue
@@ -57,7 +55,7 @@ if grid_mode:
     grid_class = g[0].selectbox("Suggested class", classes, key="grid_class")
     size = g[1].slider("Items", 24, 60, 36, step=6, key="grid_size")
     try:
-        cells = service.grid(grid_class, n=size)
+        cells = session.grid(grid_class, n=size)
     except UnknownClass as exc:
         st.error(str(exc))
         st.stop()
@@ -69,15 +67,15 @@ if grid_mode:
     cols = st.columns(6)
     for k, cell in enumerate(cells):
         with cols[k % 6]:
-            st.image(cell["thumb"], width="stretch")
-            if st.checkbox(f"misfit · {cell['confidence']:.0%}", key=f"misfit_{cell['item_id']}"):
-                misfits.append(cell["item_id"])
+            st.image(cell.thumb, width="stretch")
+            if st.checkbox(f"misfit · {cell.confidence:.0%}", key=f"misfit_{cell.item_id}"):
+                misfits.append(cell.item_id)
     n_accept = len(cells) - len(misfits)
     if st.button(f"Accept {n_accept} as {plain(grid_class)}", type="primary", key="grid_accept", disabled=n_accept == 0):
-        batch = service.accept_grid([c["item_id"] for c in cells], misfits, grid_class, user=user)
+        batch = session.accept_grid([c.item_id for c in cells], misfits, grid_class)
         _record(batch, f"Accepted {n_accept} items as {grid_class}")
         for c in cells:
-            ss.pop(f"misfit_{c['item_id']}", None)
+            ss.pop(f"misfit_{c.item_id}", None)
         st.rerun()
     if st.button("Undo last batch", key="grid_undo", shortcut="Ctrl+Z"):
         _undo()
@@ -90,13 +88,13 @@ if grid_mode:
 current = ss.get("current_item")
 swapped = None  # the item this person was looking at, when someone else labeled it meanwhile
 if ss.get("current_strategy") != strategy or (current is not None and (current in ss.passed
-                                                                         or not service.is_open(current, user=user))):
+                                                                         or not session.is_open(current))):
     if current is not None and current not in ss.passed and ss.get("current_strategy") == strategy:
         swapped = current
     current = None
 if current is None:
     try:
-        queue = service.queue(1, strategy=strategy, exclude=ss.passed, user=user)
+        queue = session.queue(1, strategy=strategy, exclude=ss.passed)
     except LookupError as exc:
         st.info(str(exc))
         st.stop()
@@ -113,36 +111,36 @@ if current is None:
     ss.current_item = current
     ss.current_strategy = strategy
 
-card = service.item_card(current, user=user)
-suggestion = card["pseudo_label"]
+card = session.card(current)
+suggestion = card.pseudo_label
 left, right = st.columns([3, 4])
 with left:
-    st.image(card["path"], width="stretch", caption=card["uri"])
+    st.image(card.path, width="stretch", caption=card.uri)
 with right:
     if suggestion:
         st.subheader(f"Suggestion: {plain(suggestion)}")
         m = st.columns(3)
-        m[0].metric("Confidence", f"{card['confidence']:.0%}")
-        m[1].metric("Disagreement (BALD)", f"{card['scores'].get('bald', 0):.3f}")
-        m[2].metric("Margin score", f"{card['scores'].get('margin', 0):.2f}")
-        for name, p in card["top"]:
+        m[0].metric("Confidence", f"{card.confidence:.0%}")
+        m[1].metric("Disagreement (BALD)", f"{card.scores.get('bald', 0):.3f}")
+        m[2].metric("Margin score", f"{card.scores.get('margin', 0):.2f}")
+        for name, p in card.top:
             st.progress(min(max(p, 0.0), 1.0), text=f"{plain(name)} · {p:.0%}")
-        if card["votes"]:
-            votes = ", ".join(f"{m}: {plain(v)}" for m, v in card["votes"])
-            st.caption(f"Votes of round {card['round_id']}: {votes}")
+        if card.votes:
+            votes = ", ".join(f"{m}: {plain(v)}" for m, v in card.votes)
+            st.caption(f"Votes of round {card.round_id}: {votes}")
     else:
         st.subheader("No suggestion yet")
         st.caption("The first rounds ask for typical items of distinct clusters; suggestions appear once two "
                    "classes have labels.")
-        if card.get("hint"):
-            st.caption(f"The backbone's ImageNet guess: {card['hint'][0]} ({card['hint'][1]:.0%})")
+        if card.hint:
+            st.caption(f"The backbone's ImageNet guess: {card.hint[0]} ({card.hint[1]:.0%})")
 
     def act(label: str | None, source: str) -> None:
         if swapped is not None:  # the key press was meant for the item someone else just labeled
             ss.flash = "Someone else labeled that item a moment ago: nothing stored. Here is the next one."
             return
-        batch = service.label([current], label, user=user, source=source, model_round=card["round_id"])
-        _record(batch, f"{card['uri']} → {label or 'skipped'}")
+        batch = session.label([current], label, source=source, model_round=card.round_id)
+        _record(batch, f"{card.uri} → {label or 'skipped'}")
 
     a = st.columns(4)
     if a[0].button(f"Accept {plain(suggestion or '')}".strip(), type="primary", key="accept", shortcut="Enter",
@@ -184,29 +182,29 @@ nh = st.columns([2, 1, 1])
 nh[0].subheader("Neighbourhood")
 k = nh[1].slider("Neighbours", 4, 15, 12, key="nh_k")
 threshold = nh[2].slider("Similarity threshold", 0.5, 1.0, 0.8, 0.01, key="nh_threshold")
-neighbours = service.neighbours(current, k=k, user=user)
+neighbours = session.neighbours(current, k=k)
 target = suggestion
-candidates = service.neighbourhood_candidates(current, target, k=k, min_similarity=threshold, user=user) if target else []
+candidates = session.neighbourhood_candidates(current, target, k=k, min_similarity=threshold) if target else []
 cols = st.columns(6)
 for j, n in enumerate(neighbours):
     with cols[j % 6]:
-        st.image(n["thumb"], width="stretch")
-        shown = n["label"] or (f"{n['pseudo_label']}?" if n["pseudo_label"] else "—")
-        mark = " ✓" if n["item_id"] in candidates else ""
-        st.caption(f"{n['similarity']:.2f} · {plain(shown)}{mark}")
+        st.image(n.thumb, width="stretch")
+        shown = n.label or (f"{n.pseudo_label}?" if n.pseudo_label else "—")
+        mark = " ✓" if n.item_id in candidates else ""
+        st.caption(f"{n.similarity:.2f} · {plain(shown)}{mark}")
 clicked = bool(target) and st.button(f"Accept neighbourhood as {plain(target)} ({len(candidates) + 1} items)",
                                     key="accept_neighbourhood", shortcut="A")
 if clicked and swapped is not None:  # meant for the item someone else just labeled
     ss.flash = "Someone else labeled that item a moment ago: nothing stored. Here is the next one."
     st.rerun()
 if clicked:
-    batch, items = service.accept_neighbourhood(current, target, user=user, k=k, min_similarity=threshold,
-                                                model_round=card["round_id"])
+    batch, items = session.accept_neighbourhood(current, target, k=k, min_similarity=threshold,
+                                                model_round=card.round_id)
     _record(batch, f"Accepted {len(items)} items as {target}")
     st.rerun()
 
 with st.expander("History of this item"):
-    events = service.history(current, user=user)
+    events = session.history(current)
     if not events:
         st.caption("No labels yet.")
     for e in events:
@@ -219,8 +217,7 @@ with st.expander("History of this item"):
 @st.fragment(run_every=REFRESH_S)
 def _round_watch() -> None:
     """Tell the person when a newer round is in use, without moving them off their item."""
-    got = service.predictions()
-    rid = got[0]["id"] if got else None
+    rid = session.newest_round_id()  # one small query: polling costs the other sessions nothing
     seen = ss.setdefault("round_seen", rid)
     if rid != seen:
         ss.round_seen = rid

@@ -15,7 +15,7 @@ from labeling.project import ProjectError
 from labeling.views.projection import (
     COLOR_BY, NO_VALUE, MapBuilders, get_layout, label_selection, map_frame, parse_item_ids, thumbnails,
 )
-from pages.common import current_role, current_user, get_service, plain
+from pages.common import current_user, get_service, get_session, plain
 
 MAX_GRID = 60
 GRID_COLUMNS = 10
@@ -150,7 +150,7 @@ def _last_batch(service) -> None:
     c1.success(f"Labeled {last['n']} items as {plain(last['label'])} (one batch).")
     if c2.button("Undo", key="map_undo_button"):
         try:
-            items = service.undo(last["batch"], user=current_user(), role=current_role())
+            items = get_session().undo(last["batch"])
         except LookupError as exc:
             st.error(str(exc))
         else:

@@ -7,7 +7,7 @@ import streamlit as st
 from labeling.views import model_report
 from labeling.team.autoaccept import Candidate
 from labeling.service import LabelingService
-from pages.common import current_role, current_user, get_service, get_worker
+from pages.common import current_user, get_service, get_session, get_worker
 
 AUDIT_N = 12
 AUDIT_COLUMNS = 6
@@ -29,7 +29,7 @@ def _accept(service: LabelingService, candidates: list[Candidate], user: str, ro
 def _undo(service: LabelingService, batch_id: str, user: str) -> None:
     """Button callback: revoke the whole auto-accept batch."""
     try:
-        items = service.undo(batch_id, user=user, role=current_role())
+        items = get_session().undo(batch_id)
     except LookupError as exc:
         st.session_state["aa_message"] = ("error", str(exc))
     else:

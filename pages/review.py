@@ -8,7 +8,7 @@ from labeling.team import auth
 from labeling.team import consensus
 
 from labeling.team import review
-from pages.common import current_role, current_user, get_service, identity, plain
+from pages.common import current_role, current_user, get_service, get_session, identity, plain
 
 PAGE = 12
 
@@ -28,7 +28,7 @@ classes = sorted(service.class_names().values())
 def _settle(item_ids: list[int], label: str | None, note: str) -> None:
     """Button callback: write the adjudication (the engine checks the role again)."""
     try:
-        service.adjudicate(item_ids, label, user=user, role=role)
+        get_session().adjudicate(item_ids, label)
         ss.review_flash = note
     except (auth.AuthError, LookupError, ValueError) as exc:
         ss.review_flash = f"Not saved: {exc}"
@@ -195,7 +195,7 @@ with tabs[4]:
         if not b["undone"]:
             def _undo(batch=b["batch_id"]) -> None:
                 try:
-                    n = len(service.undo(batch, user=user, role=role))
+                    n = len(get_session().undo(batch))
                     ss.review_flash = f"Undid {n} label(s)"
                 except (auth.AuthError, LookupError) as exc:
                     ss.review_flash = f"Not undone: {exc}"

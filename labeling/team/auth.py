@@ -39,6 +39,8 @@ class Identity:
 
     name: str
     role: str
+    local: bool = False
+    """Made by :func:`local_identity` (single-user mode), not by a sign-in."""
 
     def allows(self, role: str) -> bool:
         return RANK.get(self.role, -1) >= RANK[role]
@@ -88,7 +90,7 @@ def local_identity(project: Project, name: str) -> Identity:
         raise AuthError("this project is in team mode: sign in with your name and password")
     if not name.strip():
         raise ValueError("a name is required")
-    return Identity(name.strip(), "admin")
+    return Identity(name.strip(), "admin", local=True)
 
 
 def sign_in(project: Project, name: str, password: str) -> Identity:
@@ -101,6 +103,22 @@ def sign_in(project: Project, name: str, password: str) -> Identity:
     if user["disabled"]:
         raise AuthError(f"user {name!r} is disabled")
     return Identity(user["name"], user["role"])
+
+
+def refresh(project: Project, identity: Identity) -> Identity:
+    """``identity`` as the project knows it now: an open session's role follows an admin's change on its
+    next action, and a disabled or removed user's next action is refused (one small query)."""
+    if mode(project) == "local":
+        return identity
+    if identity.local:
+        raise AuthError("this project is in team mode now: sign in with your name and password")
+    with project.db.session() as con:
+        user = users_q.get_user(con, identity.name)
+    if user is None or user["password_hash"] is None:
+        raise AuthError(f"{identity.name} is not a user of this project any more: sign in again")
+    if user["disabled"]:
+        raise AuthError(f"user {identity.name!r} is disabled")
+    return identity if user["role"] == identity.role else Identity(user["name"], user["role"])
 
 
 def require(identity: Identity, role: str, action: str | None = None) -> None:

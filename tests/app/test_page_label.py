@@ -106,12 +106,12 @@ def test_grid_mode_accepts_all_but_misfits(trained_project, app_env):
     cls = at.selectbox(key="grid_class").value
     cells = service.grid(cls, n=36)
     assert cells
-    misfit = cells[0]["item_id"]
+    misfit = cells[0].item_id
     at.checkbox(key=f"misfit_{misfit}").check().run()
     at.button(key="grid_accept").click().run()
     labels = service.current_labels()
     assert misfit not in labels
-    accepted = [c["item_id"] for c in cells[1:]]
+    accepted = [c.item_id for c in cells[1:]]
     assert all(labels[i] == (cls, "tester", "grid") for i in accepted)
     events = _events(trained_project)
     assert len({e[6] for e in events if e[1] in accepted}) == 1  # one batch

@@ -21,6 +21,6 @@ def test_items_embedded_into_a_running_service_get_their_neighbours(demo_project
     assert new, "the new images should be new items"
     for item_id in new[:5]:
         got = service.neighbours(item_id)
-        assert len(got) == 12 and all(n["item_id"] != item_id for n in got)
+        assert len(got) == 12 and all(n.item_id != item_id for n in got)
     fresh = LabelingService(demo_project)
-    assert [n["item_id"] for n in service.neighbours(new[0])] == [n["item_id"] for n in fresh.neighbours(new[0])]
+    assert [n.item_id for n in service.neighbours(new[0])] == [n.item_id for n in fresh.neighbours(new[0])]

@@ -32,7 +32,7 @@ def test_overlap_items_are_blind_until_both_annotators_voted(trained_project):
     service.label([first], "cat", user="alice")
     assert first in service.current_labels("alice")
     assert first not in service.current_labels("bob")  # bob may not see alice's label yet
-    assert service.item_card(first, user="bob")["current"] is None
+    assert service.item_card(first, user="bob").current is None
     assert set(service.current_labels("bob")) == seeded - seeded_overlap  # nor the seeded overlap labels
     pending = seeded_overlap | {first}
     assert review.pending_overlap(service.project) == pending
@@ -89,7 +89,7 @@ def test_a_wrong_label_among_a_correct_neighbourhood_is_suspected(demo_project, 
     rows = [{"item_id": i, "label": c} for c in classes for i in by_class[c][:6]]
     service.label_table(rows, user="alice")
     target = by_class[classes[0]][10]
-    same = [n["item_id"] for n in service.neighbours(target, k=12) if truth[uri_of[n["item_id"]]] == classes[0]]
+    same = [n.item_id for n in service.neighbours(target, k=12) if truth[uri_of[n.item_id]] == classes[0]]
     service.label_table([{"item_id": i, "label": classes[0]} for i in same[:6]], user="alice")
     wrong = classes[1]
     service.label([target], wrong, user="mallory")  # a wrong label, on purpose

@@ -1,0 +1,161 @@
+"""The facade the pages call: one person's session on one project.
+
+A :class:`Session` binds the shared :class:`~labeling.service.LabelingService` to an
+:class:`~labeling.team.auth.Identity`. Every action re-reads that identity first
+(:func:`labeling.team.auth.refresh`), so a role an admin changed, or a user an admin disabled,
+takes effect on that session's next action; every rule is checked with the one
+:func:`labeling.team.auth.require` inside the engine, which the command line and the Python API
+reach too. Results are the small records of :mod:`labeling.results`.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from labeling.model.worker import RetrainWorker
+from labeling.results import CurrentLabel, GridCell, ItemCard, Neighbour, RoundInfo
+from labeling.service import QUEUE_STRATEGIES, LabelingService, QueueItem, UnknownClass
+from labeling.team import auth
+from labeling.team.auth import AuthError, Identity
+
+__all__ = ["AuthError", "CurrentLabel", "GridCell", "Identity", "ItemCard", "LabelingService", "Neighbour",
+           "QUEUE_STRATEGIES", "QueueItem", "ROLES", "RetrainWorker", "RoundInfo", "Session", "UnknownClass"]
+
+ROLES = auth.ROLES
+
+
+class Session:
+    """What one signed-in (or, in local mode, named) person does to a project."""
+
+    def __init__(self, service: LabelingService, who: Identity) -> None:
+        self.service = service
+        self._who = who
+
+    @property
+    def who(self) -> Identity:
+        """The identity as the project knows it now (raises :class:`AuthError` once disabled)."""
+        self._who = auth.refresh(self.service.project, self._who)
+        return self._who
+
+    def require(self, role: str, action: str | None = None) -> Identity:
+        who = self.who
+        auth.require(who, role, action)
+        return who
+
+    # ---- reading -------------------------------------------------------------------------
+    def class_names(self) -> list[str]:
+        return sorted(self.service.class_names().values())
+
+    def current_round(self) -> RoundInfo | None:
+        got = self.service.predictions()
+        return None if got is None else RoundInfo.from_row(got[0])
+
+    def newest_round_id(self) -> int | None:
+        """The id of the newest finished round: one small query, for polling."""
+        return self.service.newest_round_id()
+
+    def queue(self, n: int, *, strategy: str = "default", exclude: Sequence[int] = ()) -> list[QueueItem]:
+        return self.service.queue(n, strategy=strategy, exclude=exclude, user=self.who.name)
+
+    def is_open(self, item_id: int) -> bool:
+        return self.service.is_open(item_id, user=self.who.name)
+
+    def card(self, item_id: int) -> ItemCard:
+        return self.service.item_card(item_id, user=self.who.name)
+
+    def neighbours(self, item_id: int, *, k: int = 12) -> list[Neighbour]:
+        return self.service.neighbours(item_id, k=k, user=self.who.name)
+
+    def neighbourhood_candidates(self, item_id: int, label: str, *, k: int = 12,
+                                 min_similarity: float = 0.8) -> list[int]:
+        return self.service.neighbourhood_candidates(item_id, label, k=k, min_similarity=min_similarity,
+                                                     user=self.who.name)
+
+    def grid(self, label: str, *, n: int = 36) -> list[GridCell]:
+        return self.service.grid(label, n=n)
+
+    def history(self, item_id: int) -> list[dict]:
+        return self.service.history(item_id, user=self.who.name)
+
+    def batches(self, *, limit: int = 200, mine: bool = False) -> list[dict]:
+        who = self.who
+        return self.service.batches(limit=limit, user=who.name if mine else None)
+
+    # ---- writing -------------------------------------------------------------------------
+    def label(self, item_ids: Sequence[int], label: str | None, *, source: str = "manual",
+              model_round: int | None = None, create_class: bool = True) -> str:
+        who = self.who
+        return self.service.label(item_ids, label, user=who.name, role=who.role, source=source,
+                                  model_round=model_round, create_class=create_class)
+
+    def accept_grid(self, item_ids: Sequence[int], misfits: Sequence[int], label: str, *,
+                    model_round: int | None = None) -> str | None:
+        return self.service.accept_grid(item_ids, misfits, label, user=self.who.name, model_round=model_round)
+
+    def accept_neighbourhood(self, item_id: int, label: str, *, k: int = 12, min_similarity: float = 0.8,
+                             model_round: int | None = None) -> tuple[str, list[int]]:
+        return self.service.accept_neighbourhood(item_id, label, user=self.who.name, k=k,
+                                                 min_similarity=min_similarity, model_round=model_round)
+
+    def undo(self, batch_id: str | None = None) -> list[int]:
+        who = self.who
+        return self.service.undo(batch_id, user=who.name, role=who.role)
+
+    def adjudicate(self, item_ids: Sequence[int], label: str | None) -> str:
+        who = self.who
+        return self.service.adjudicate(item_ids, label, user=who.name, role=who.role)
+
+    # ---- team ----------------------------------------------------------------------------
+    def set_overlap(self, fraction: float, votes: int = 2) -> None:
+        self.service.set_overlap(fraction, votes, role=self.require("admin", "change the overlap setting").role)
+
+    def users(self) -> list[dict]:
+        self.require("admin", "list the people of the project")
+        return auth.list_users(self.service.project)
+
+    def add_user(self, name: str, password: str, *, role: str = "annotator") -> None:
+        auth.add_user(self.service.project, name, password, role=role, by=self.who)
+
+    def set_role(self, name: str, role: str) -> None:
+        auth.set_role(self.service.project, name, role, by=self.who)
+
+    def set_disabled(self, name: str, disabled: bool) -> None:
+        auth.set_disabled(self.service.project, name, disabled, by=self.who)
+
+    def mode(self) -> str:
+        return auth.mode(self.service.project)
+
+    def set_mode(self, value: str) -> None:
+        auth.set_mode(self.service.project, value, by=self.who)
+
+    def overlap_settings(self) -> tuple[float, int]:
+        from labeling.team.review import overlap_settings
+
+        fraction, votes, _salt = overlap_settings(self.service.project)
+        return fraction, votes
+
+
+# ---- opening a project and signing in (what the app does before any page) ----------------------
+def open_project(root: str, *, start_worker: bool = True, min_new_events: int = 5, max_wait_s: float = 20.0):
+    """The service of a project and its retrain worker (None when not started), sharing one ``Project``."""
+    service = LabelingService(root)
+    worker = None
+    if start_worker:
+        worker = RetrainWorker(service.project, min_new_events=min_new_events, max_wait_s=max_wait_s).start()
+    return service, worker
+
+
+def mode(service: LabelingService) -> str:
+    """``local`` or ``team``."""
+    return auth.mode(service.project)
+
+
+def sign_in(service: LabelingService, name: str, password: str) -> Identity:
+    return auth.sign_in(service.project, name, password)
+
+
+def local_identity(service: LabelingService, name: str) -> Identity:
+    return auth.local_identity(service.project, name)
+
+
+def refresh(service: LabelingService, who: Identity) -> Identity:
+    return auth.refresh(service.project, who)
