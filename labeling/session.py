@@ -12,13 +12,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from labeling.model.worker import RetrainWorker
+from labeling.project import ProjectError
 from labeling.results import CurrentLabel, GridCell, ItemCard, Neighbour, RoundInfo
 from labeling.service import QUEUE_STRATEGIES, LabelingService, QueueItem, UnknownClass
 from labeling.team import auth
 from labeling.team.auth import AuthError, Identity
+from labeling.views.projection import COLOR_BY, NO_VALUE
 
 __all__ = ["AuthError", "CurrentLabel", "GridCell", "Identity", "ItemCard", "LabelingService", "Neighbour",
-           "QUEUE_STRATEGIES", "QueueItem", "ROLES", "RetrainWorker", "RoundInfo", "Session", "UnknownClass"]
+           "QUEUE_STRATEGIES", "QueueItem", "ROLES", "COLOR_BY", "NO_VALUE", "ProjectError", "parse_item_ids", "RetrainWorker", "RoundInfo", "Session", "UnknownClass"]
 
 ROLES = auth.ROLES
 
@@ -40,6 +42,11 @@ class Session:
         who = self.who
         auth.require(who, role, action)
         return who
+
+    @property
+    def map(self) -> "MapView":
+        """The Map page's reads and writes."""
+        return MapView(self)
 
     # ---- reading -------------------------------------------------------------------------
     def class_names(self) -> list[str]:
@@ -159,3 +166,46 @@ def local_identity(service: LabelingService, name: str) -> Identity:
 
 def refresh(service: LabelingService, who: Identity) -> Identity:
     return auth.refresh(service.project, who)
+
+
+class MapView:
+    """The Map page's reads and its one write, for one session (``Session.map``)."""
+
+    def __init__(self, session: "Session") -> None:
+        self.session = session
+
+    def builder(self):
+        """The project's UMAP builder: one per project per process, kept on the project's caches."""
+        from labeling.views.projection import MapBuilder
+
+        project = self.session.service.project
+        return project.caches.get("map_builder", str(project.root), lambda: MapBuilder(project))
+
+    def layout(self, *, build: bool = True):
+        """``(item ids, xy, method)``: UMAP when built (starting the build when ``build``), PCA meanwhile."""
+        from labeling.views.projection import get_layout
+
+        return get_layout(self.session.service, builder=self.builder() if build else None)
+
+    def frame(self, xy, item_ids, *, color_by: str = "label"):
+        from labeling.views.projection import map_frame
+
+        self.session.who  # nothing of the project is shown to a session whose user was disabled
+        return map_frame(self.session.service, xy, item_ids, color_by=color_by)
+
+    def thumbnails(self, item_ids: Sequence[int]):
+        from labeling.views.projection import thumbnails
+
+        return thumbnails(self.session.service, item_ids)
+
+    def label(self, item_ids: Sequence[int], label: str) -> str:
+        from labeling.views.projection import label_selection
+
+        return label_selection(self.session.service, item_ids, label, user=self.session.who.name)
+
+
+def parse_item_ids(text: str) -> list[int]:
+    from labeling.views.projection import parse_item_ids as parse
+
+    return parse(text)
+

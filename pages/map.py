@@ -11,11 +11,8 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from labeling.project import ProjectError
-from labeling.views.projection import (
-    COLOR_BY, NO_VALUE, MapBuilders, get_layout, label_selection, map_frame, parse_item_ids, thumbnails,
-)
-from pages.common import current_user, get_service, get_session, plain
+from labeling.session import COLOR_BY, NO_VALUE, ProjectError, parse_item_ids
+from pages.common import get_session, plain
 
 MAX_GRID = 60
 GRID_COLUMNS = 10
@@ -24,12 +21,6 @@ COLOR_NAMES = {"label": "Label", "pseudo_label": "Pseudo-label", "disagreement":
                "annotator": "Annotator"}
 MAP_BUILD_ENV = "QUORUM_MAP_BUILD"
 """Set to 0 to keep the UMAP build from starting by itself (it can still be started by hand)."""
-
-
-@st.cache_resource
-def _builders() -> MapBuilders:
-    """One UMAP builder per project per server."""
-    return MapBuilders()
 
 
 def _figure(frame, color_by: str) -> go.Figure:
@@ -108,10 +99,10 @@ def _watch_build(builder, method: str) -> None:
         st.rerun(scope="app")
 
 
-def _label_panel(service, ids: list[int]) -> None:
-    names = sorted(service.class_names().values())
+def _label_panel(ids: list[int]) -> None:
+    names = session.class_names()
     st.subheader(f"{len(ids)} selected")
-    shown = thumbnails(service, ids[:MAX_GRID])
+    shown = session.map.thumbnails(ids[:MAX_GRID])
     for start in range(0, len(shown), GRID_COLUMNS):
         cols = st.columns(GRID_COLUMNS)
         for col, (item_id, path, _uri) in zip(cols, shown[start:start + GRID_COLUMNS]):
@@ -133,7 +124,7 @@ def _label_panel(service, ids: list[int]) -> None:
                             disabled=not label)
     if clicked:
         try:
-            batch = label_selection(service, ids, label, user=current_user())
+            batch = session.map.label(ids, label)
         except (ValueError, LookupError) as exc:
             st.error(str(exc))
         else:
@@ -142,7 +133,7 @@ def _label_panel(service, ids: list[int]) -> None:
             st.rerun()  # redraw with the new labels and classes
 
 
-def _last_batch(service) -> None:
+def _last_batch() -> None:
     last = st.session_state.get("map_last_batch")
     if not last:
         return
@@ -160,10 +151,10 @@ def _last_batch(service) -> None:
 
 
 st.title("Map")
-service = get_service()
-builder = _builders().get(service.project)
+session = get_session()
+builder = session.map.builder()
 try:
-    item_ids, xy, method = get_layout(service, builder=builder if os.environ.get(MAP_BUILD_ENV, "1") != "0" else None)
+    item_ids, xy, method = session.map.layout(build=os.environ.get(MAP_BUILD_ENV, "1") != "0")
 except ProjectError as exc:
     st.error(str(exc))
     st.stop()
@@ -174,7 +165,7 @@ if len(item_ids) == 0:
 _build_status(builder, method)
 _watch_build(builder, method)
 color_by = st.selectbox("Colour by", COLOR_BY, format_func=COLOR_NAMES.get, key="map_color_by")
-frame = map_frame(service, xy, item_ids, color_by=color_by)
+frame = session.map.frame(xy, item_ids, color_by=color_by)
 if color_by == "disagreement":
     name = frame.attrs.get("disagreement")
     if name is None:
@@ -209,7 +200,7 @@ else:
 if st.session_state.pop("map_undone", None) is not None:
     st.info("Undone: those items are unlabeled again.")
 if selected:
-    _label_panel(service, selected)
+    _label_panel(selected)
 else:
     st.caption("Nothing selected.")
-_last_batch(service)
+_last_batch()
