@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from labeling.model.worker import RetrainWorker
 from labeling.project import ProjectError
 from labeling.results import CurrentLabel, GridCell, ItemCard, Neighbour, RoundInfo
+from labeling.team.autoaccept import Candidate
 from labeling.service import QUEUE_STRATEGIES, LabelingService, QueueItem, UnknownClass
 from labeling.team import auth
 from labeling.team.auth import AuthError, Identity
 from labeling.views.projection import COLOR_BY, NO_VALUE
 
-__all__ = ["AuthError", "CurrentLabel", "GridCell", "Identity", "ItemCard", "LabelingService", "Neighbour",
+__all__ = ["AuthError", "Candidate", "CurrentLabel", "GridCell", "Identity", "ItemCard", "LabelingService", "Neighbour",
            "QUEUE_STRATEGIES", "QueueItem", "ROLES", "COLOR_BY", "NO_VALUE", "ProjectError", "parse_item_ids", "RetrainWorker", "RoundInfo", "Session", "UnknownClass"]
 
 ROLES = auth.ROLES
@@ -47,6 +48,11 @@ class Session:
     def map(self) -> "MapView":
         """The Map page's reads and writes."""
         return MapView(self)
+
+    @property
+    def model(self) -> "ModelView":
+        """The Model page's reads and its auto-accept batch."""
+        return ModelView(self)
 
     # ---- reading -------------------------------------------------------------------------
     def class_names(self) -> list[str]:
@@ -209,3 +215,50 @@ def parse_item_ids(text: str) -> list[int]:
 
     return parse(text)
 
+
+
+class ModelView:
+    """The Model page: rounds, per-class figures, calibration and auto-accept (``Session.model``)."""
+
+    def __init__(self, session: "Session") -> None:
+        self.session = session
+        self.service = session.service
+
+    def summary(self) -> dict:
+        return self.service.summary()
+
+    def failed_after_current(self) -> dict | None:
+        from labeling.views import model_report
+
+        return model_report.failed_after_current(self.service)
+
+    def round_history(self):
+        from labeling.views import model_report
+
+        return model_report.round_history(self.service)
+
+    def per_class_report(self):
+        from labeling.views import model_report
+
+        return model_report.per_class_report(self.service)
+
+    def reliability(self, *, n_bins: int = 10):
+        from labeling.views import model_report
+
+        return model_report.reliability(self.service, n_bins=n_bins)
+
+    def auto_accept_plan(self, *, target_precision: float = 0.95, min_support: int = 5):
+        from labeling.views import model_report
+
+        return model_report.auto_accept_plan(self.service, target_precision=target_precision, min_support=min_support)
+
+    def audit(self, plan, *, n: int = 12, seed: int = 0):
+        from labeling.views import model_report
+
+        return model_report.audit(self.service, plan, n=n, seed=seed)
+
+    def accept(self, candidates, *, model_round: int | None = None):
+        """Label the plan's candidates with their suggestions as one undoable batch."""
+        from labeling.views import model_report
+
+        return model_report.accept_batch(self.service, candidates, user=self.session.who.name, model_round=model_round)

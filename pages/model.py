@@ -4,19 +4,17 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from labeling.views import model_report
-from labeling.team.autoaccept import Candidate
-from labeling.service import LabelingService
-from pages.common import current_user, get_service, get_session, get_worker
+from labeling.session import Candidate
+from pages.common import get_session, get_worker
 
 AUDIT_N = 12
 AUDIT_COLUMNS = 6
 
 
-def _accept(service: LabelingService, candidates: list[Candidate], user: str, round_id: int) -> None:
+def _accept(candidates: list[Candidate], round_id: int) -> None:
     """Button callback: write exactly the previewed items as one batch."""
     try:
-        done = model_report.accept_batch(service, candidates, user=user, model_round=round_id)
+        done = get_session().model.accept(candidates, model_round=round_id)
     except ValueError as exc:
         st.session_state["aa_message"] = ("error", str(exc))
         return
@@ -26,7 +24,7 @@ def _accept(service: LabelingService, candidates: list[Candidate], user: str, ro
     st.session_state["aa_checked"] = False
 
 
-def _undo(service: LabelingService, batch_id: str, user: str) -> None:
+def _undo(batch_id: str) -> None:
     """Button callback: revoke the whole auto-accept batch."""
     try:
         items = get_session().undo(batch_id)
@@ -41,17 +39,17 @@ def _pct(x) -> str:
     return "—" if x is None or x != x else f"{x:.1%}"
 
 
-service = get_service()
-user = current_user()
+session = get_session()
+model = session.model
 st.title("Model")
 
 # ---- the round in use and the retrain loop ---------------------------------------------------
-failed = model_report.failed_after_current(service)
+failed = model.failed_after_current()
 if failed is not None:
     in_use = f"round {failed['in_use']} stays in use" if failed["in_use"] is not None else "no round is in use yet"
     st.warning(f"Round {failed['id']} failed: {failed['error']}. The previous model is kept: {in_use}.")
 
-summary = service.summary()
+summary = model.summary()
 rnd = summary["round"]
 cols = st.columns(4)
 if rnd is None:
@@ -85,7 +83,7 @@ else:
                         + (f" · {s.pending_events} new events" if s.pending_events else ""))
 
 st.subheader("Round history")
-history = model_report.round_history(service)
+history = model.round_history()
 st.dataframe(history.iloc[::-1], key="model_history", hide_index=True,
              column_config={"cv_accuracy": st.column_config.NumberColumn("CV accuracy", format="percent"),
                             "ece": st.column_config.NumberColumn("ECE", format="%.3f"),
@@ -94,7 +92,7 @@ st.dataframe(history.iloc[::-1], key="model_history", hide_index=True,
 # ---- quality on human labels -----------------------------------------------------------------
 st.subheader("Per-class precision and recall")
 st.caption("Cross-validated on human labels: each labeled item is predicted by a model trained without it.")
-per_class = model_report.per_class_report(service)
+per_class = model.per_class_report()
 if per_class.empty:
     st.info("Needs a round trained on at least two labels in each of two classes.")
 else:
@@ -108,7 +106,7 @@ else:
     right.plotly_chart(bars, key="model_per_class_chart")
 
     st.subheader("Reliability")
-    rel = model_report.reliability(service, n_bins=10)
+    rel = model.reliability(n_bins=10)
     fig = go.Figure([
         go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration", line=dict(dash="dash", color="grey")),
         go.Scatter(x=rel["confidence"], y=rel["accuracy"], mode="lines+markers", name="model",
@@ -125,12 +123,12 @@ message = st.session_state.pop("aa_message", None)
 if message is not None:
     getattr(st, message[0])(message[1])
 if st.session_state.get("aa_batch"):
-    st.button("Undo this batch", key="aa_undo", on_click=_undo, args=(service, st.session_state["aa_batch"], user))
+    st.button("Undo this batch", key="aa_undo", on_click=_undo, args=(st.session_state["aa_batch"],))
 
 target = st.slider("Target precision", min_value=0.5, max_value=0.99, value=0.95, step=0.01, key="aa_target",
                    help="Each class gets the lowest confidence threshold whose held-out human labels reach this "
                         "precision with at least 5 items above it.")
-plan = model_report.auto_accept_plan(service, target_precision=target, min_support=5)
+plan = model.auto_accept_plan(target_precision=target, min_support=5)
 if plan is None:
     st.info("Auto-accept needs a round with cross-validated human labels.")
 else:
@@ -144,7 +142,7 @@ else:
     if plan.candidates:
         st.caption(f"Audit sample: {min(AUDIT_N, len(plan.candidates))} of {len(plan.candidates)} proposals. "
                    "Check them before accepting.")
-        sample = model_report.audit(service, plan, n=AUDIT_N, seed=plan.round_id)
+        sample = model.audit(plan, n=AUDIT_N, seed=plan.round_id)
         grid = st.columns(AUDIT_COLUMNS)
         for k, card in enumerate(sample):
             with grid[k % AUDIT_COLUMNS]:
@@ -152,6 +150,6 @@ else:
                 st.text(f"{card['class']} · {card['confidence']:.0%}")
         checked = st.checkbox("I checked the audit sample", key="aa_checked")
         st.button(f"Accept {len(plan.candidates)} items as one batch", key="aa_accept", type="primary",
-                  disabled=not checked, on_click=_accept, args=(service, plan.candidates, user, plan.round_id))
+                  disabled=not checked, on_click=_accept, args=(plan.candidates, plan.round_id))
     else:
         st.caption("No unlabeled item clears its class threshold at this target.")
