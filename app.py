@@ -8,7 +8,6 @@ from __future__ import annotations
 import pandas as pd  # noqa: F401  imported first: plotly's lazy pandas import must not race the first click
 import streamlit as st
 
-from labeling.team import auth
 from pages.common import get_service, identity, sidebar
 
 

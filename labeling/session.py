@@ -18,10 +18,12 @@ from labeling.team.autoaccept import Candidate
 from labeling.service import QUEUE_STRATEGIES, LabelingService, QueueItem, UnknownClass
 from labeling.team import auth
 from labeling.team.auth import AuthError, Identity
+from labeling.views.data_admin import DEFAULT_EXPORT_NAMES
 from labeling.views.projection import COLOR_BY, NO_VALUE
+from labeling.data.export import FORMATS
 
 __all__ = ["AuthError", "Candidate", "CurrentLabel", "GridCell", "Identity", "ItemCard", "LabelingService", "Neighbour",
-           "QUEUE_STRATEGIES", "QueueItem", "ROLES", "COLOR_BY", "NO_VALUE", "ProjectError", "parse_item_ids", "RetrainWorker", "RoundInfo", "Session", "UnknownClass"]
+           "QUEUE_STRATEGIES", "QueueItem", "ROLES", "COLOR_BY", "DEFAULT_EXPORT_NAMES", "FORMATS", "NO_VALUE", "ProjectError", "parse_item_ids", "RetrainWorker", "RoundInfo", "Session", "UnknownClass"]
 
 ROLES = auth.ROLES
 
@@ -53,6 +55,16 @@ class Session:
     def model(self) -> "ModelView":
         """The Model page's reads and its auto-accept batch."""
         return ModelView(self)
+
+    @property
+    def review(self) -> "ReviewView":
+        """The Review page's queues and figures (reviewers and admins)."""
+        return ReviewView(self)
+
+    @property
+    def data(self) -> "DataView":
+        """The Data page's actions."""
+        return DataView(self)
 
     # ---- reading -------------------------------------------------------------------------
     def class_names(self) -> list[str]:
@@ -262,3 +274,142 @@ class ModelView:
         from labeling.views import model_report
 
         return model_report.accept_batch(self.service, candidates, user=self.session.who.name, model_round=model_round)
+
+
+class ReviewView:
+    """The Review page (reviewers and admins; every read checks the role): ``Session.review``."""
+
+    def __init__(self, session: "Session") -> None:
+        self.session = session
+        self.service = session.service
+
+    def _reviewer(self) -> None:
+        self.session.require("reviewer", "open the review queues")
+
+    def stats(self) -> dict:
+        from labeling.team.stats import project_stats
+
+        self._reviewer()
+        return project_stats(self.service.project)
+
+    def disagreements(self) -> list[dict]:
+        from labeling.team.review import disagreements
+
+        self._reviewer()
+        return disagreements(self.service.project)
+
+    def model_weighted(self):
+        from labeling.team.consensus import model_weighted
+
+        self._reviewer()
+        return model_weighted(self.service)
+
+    def apply_model_weighted(self) -> tuple[str | None, list[int]]:
+        from labeling.team.consensus import apply_model_weighted
+
+        who = self.session.who
+        return apply_model_weighted(self.service, user=who.name, role=who.role)
+
+    def suspected_errors(self) -> list[dict]:
+        from labeling.team.review import suspected_errors
+
+        self._reviewer()
+        return suspected_errors(self.service)
+
+    def audits(self) -> list[dict]:
+        from labeling.team.review import audits
+
+        self._reviewer()
+        return audits(self.service.project)
+
+    def attach_uris(self, rows: list[dict]) -> None:
+        from labeling.team.review import attach_uris
+
+        attach_uris(self.service.project, rows)
+
+    def current_labels(self) -> dict:
+        self._reviewer()
+        return self.service.current_labels()
+
+    def source_precision(self) -> dict:
+        from labeling.team.review import source_precision
+
+        self._reviewer()
+        return source_precision(self.service.project)
+
+
+class DataView:
+    """The Data page (``Session.data``): classes, import, embed, label import, export and statistics.
+
+    Who may do what (checked here, for every entry point that goes through a session): anyone signed in
+    adds a class while labeling; renaming and merging classes (which change everyone's votes) and
+    exporting need a reviewer; importing images or labels and embedding need an admin.
+    """
+
+    def __init__(self, session: "Session") -> None:
+        self.session = session
+        self.service = session.service
+
+    @staticmethod
+    def _views():
+        from labeling.views import data_admin
+
+        return data_admin
+
+    def backbones(self):
+        from labeling.embed.backbones import list_backbones
+
+        return list_backbones()
+
+    def current_backbone(self) -> str | None:
+        return self.service.project.setting("backbone")
+
+    def root(self) -> str:
+        return str(self.service.project.root)
+
+    def stats(self) -> dict:
+        self.session.who
+        return self._views().project_stats(self.service)
+
+    def unreadable_files(self):
+        self.session.who
+        return self._views().unreadable_files(self.service)
+
+    def class_table(self):
+        self.session.who
+        return self._views().class_table(self.service)
+
+    def add_class(self, name: str) -> int:
+        return self._views().add_class(self.service, name, user=self.session.who.name)
+
+    def rename_class(self, old: str, new: str) -> None:
+        who = self.session.require("reviewer", "rename a class")
+        self._views().rename_class(self.service, old, new, user=who.name)
+
+    def merge_classes(self, source: str, target: str) -> dict:
+        who = self.session.require("reviewer", "merge classes")
+        return self._views().merge_classes(self.service, source, target, user=who.name)
+
+    def undo_merge(self, source: str) -> list[int]:
+        who = self.session.require("reviewer", "undo a merge")
+        return self._views().undo_merge(self.service, source, user=who.name)
+
+    def run_import(self, src, *, labels_from_folders: bool = False, manifest=None, progress=None) -> dict:
+        who = self.session.require("admin", "import images")
+        return self._views().run_import(self.service, src, labels_from_folders=labels_from_folders, manifest=manifest,
+                                        user=who.name, progress=progress)
+
+    def run_embed(self, *, backbone: str | None = None, device: str = "auto", progress=None) -> dict:
+        self.session.require("admin", "embed the images")
+        return self._views().run_embed(self.service, backbone=backbone, device=device, progress=progress)
+
+    def run_label_import(self, path) -> dict:
+        who = self.session.require("admin", "import labels")
+        return self._views().run_label_import(self.service, path, user=who.name)
+
+    def run_export(self, fmt: str, out, *, labeled_only: bool = False, link: bool = False) -> dict:
+        self.session.require("reviewer", "export the labels")
+        return self._views().run_export(self.service, fmt, out, labeled_only=labeled_only, link=link)
+
+    def export_payload(self, result: dict):
+        return self._views().export_payload(result)

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import streamlit as st
 
 from labeling import session as facade
-from labeling.project import ProjectError
+from labeling.session import ProjectError
 from labeling.session import LabelingService, RetrainWorker
 
 PROJECT_ENV = "QUORUM_PROJECT"

@@ -4,15 +4,15 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from labeling.views import data_admin
-from labeling.data.export import FORMATS
+from labeling.session import DEFAULT_EXPORT_NAMES, FORMATS
 from pages import team_admin
-from pages.common import current_user, get_service, get_session
+from pages.common import get_session
 
 ENGINE_ERRORS = (ValueError, LookupError, OSError)
 """What the engine raises for a request it cannot carry out; anything else is a bug and surfaces."""
 
-service = get_service()
+session = get_session()
+data = session.data
 st.title("Data")
 
 
@@ -36,11 +36,11 @@ def _show_import_result(result: dict) -> None:
         st.text(problem)
 
 
-def _add_class(user: str) -> None:
+def _add_class() -> None:
     """Button callback: runs before the page, so the name field can be emptied after a success."""
     name = st.session_state.get("data_new_class", "")
     try:
-        data_admin.add_class(service, name, user=user)
+        get_session().data.add_class(name)
     except ENGINE_ERRORS as exc:
         st.session_state["data_add_error"] = str(exc)
     else:
@@ -50,14 +50,14 @@ def _add_class(user: str) -> None:
 
 def _default_export_path() -> None:
     """Radio callback: suggest a path that fits the chosen format."""
-    st.session_state["data_export_path"] = data_admin.DEFAULT_EXPORT_NAMES[st.session_state["data_export_format"]]
+    st.session_state["data_export_path"] = DEFAULT_EXPORT_NAMES[st.session_state["data_export_format"]]
 
 
 tab_stats, tab_import, tab_classes, tab_export, tab_team = st.tabs(
     ["Statistics", "Import", "Classes", "Export", "Team"])
 
 with tab_stats:
-    stats = data_admin.project_stats(service)
+    stats = data.stats()
     items = stats["items"]
     cols = st.columns(5)
     cols[0].metric("Images", items["ok"], help="readable, unique images")
@@ -85,14 +85,14 @@ with tab_stats:
         st.subheader("Labels per source")
         st.dataframe(stats["by_source"], hide_index=True, key="data_by_source")
     st.subheader("Unreadable and duplicate files")
-    bad = data_admin.unreadable_files(service)
+    bad = data.unreadable_files()
     if len(bad):
         st.dataframe(bad, hide_index=True, key="data_unreadable")
     else:
         st.caption("Every recorded file is a usable image.")
 
 with tab_import:
-    st.caption(f"Images must live inside the project folder `{service.project.root}`. Give a folder relative "
+    st.caption(f"Images must live inside the project folder `{data.root()}`. Give a folder relative "
                "to it (or an absolute path inside it) and/or a CSV/Parquet manifest of `path[,label]`.")
     path = st.text_input("Folder", key="data_import_path", placeholder="images/new")
     from_folders = st.checkbox("Initial labels from sub-folder names", key="data_labels_from_folders")
@@ -101,16 +101,16 @@ with tab_import:
     if st.button("Import", key="data_import_button", type="primary"):
         import_bar = st.progress(0.0, text="Importing…")
         try:
-            result = data_admin.run_import(
-                service, path, labels_from_folders=from_folders, manifest=manifest, user=current_user(),
+            result = data.run_import(
+                path, labels_from_folders=from_folders, manifest=manifest,
                 progress=lambda done, total: import_bar.progress(done / max(total, 1),
                                                                  text=f"Imported {done} of {total}"))
             import_bar.progress(1.0, text="Import done")
             result["embedded"] = None
             if embed_after and result["added"]:
                 embed_bar = st.progress(0.0, text="Embedding…")
-                result["embedded"] = data_admin.run_embed(
-                    service, progress=lambda done, total: embed_bar.progress(done / max(total, 1),
+                result["embedded"] = data.run_embed(
+                    progress=lambda done, total: embed_bar.progress(done / max(total, 1),
                                                                             text=f"Embedded {done} of {total}"))
                 embed_bar.progress(1.0, text="Embedding done")
         except ENGINE_ERRORS as exc:
@@ -122,10 +122,8 @@ with tab_import:
         _show_import_result(st.session_state["data_import_result"])
 
     st.subheader("Embeddings")
-    from labeling.embed.backbones import list_backbones
-
-    specs = list_backbones()
-    current = service.project.setting("backbone") or specs[0].name
+    specs = data.backbones()
+    current = data.current_backbone() or specs[0].name
     names = [sp.name for sp in specs]
     e = st.columns([2, 1, 1])
     chosen_backbone = e[0].selectbox("Backbone", names, index=names.index(current) if current in names else 0,
@@ -139,7 +137,7 @@ with tab_import:
     if e[2].button("Embed", key="data_embed_button"):
         bar = st.progress(0.0, text="Embedding…")
         try:
-            got = data_admin.run_embed(service, backbone=chosen_backbone, device=device,
+            got = data.run_embed(backbone=chosen_backbone, device=device,
                                        progress=lambda done, total: bar.progress(done / max(total, 1),
                                                                                  text=f"Embedded {done} of {total}"))
         except ENGINE_ERRORS as exc:
@@ -156,7 +154,7 @@ with tab_import:
     label_file = st.text_input("Label file", key="data_label_file", placeholder="exports/labels.coco.json")
     if st.button("Import labels", key="data_label_import_button"):
         try:
-            got = data_admin.run_label_import(service, label_file, user=current_user())
+            got = data.run_label_import(label_file)
         except ENGINE_ERRORS as exc:
             st.error(f"Label import failed: {exc}")
         else:
@@ -165,15 +163,14 @@ with tab_import:
                 st.text(problem)
 
 with tab_classes:
-    user = current_user()
-    table = data_admin.class_table(service)
+    table = data.class_table()
     st.dataframe(table, hide_index=True, key="data_class_table")
     active = table.loc[table["merged_into"].isna(), "class"].tolist()
     merged = table.loc[table["merged_into"].notna(), "class"].tolist()
 
     st.subheader("Add")
     st.text_input("New class", key="data_new_class")
-    st.button("Add class", key="data_add_class", on_click=_add_class, args=(user,))
+    st.button("Add class", key="data_add_class", on_click=_add_class)
     if "data_add_error" in st.session_state:
         st.error(st.session_state.pop("data_add_error"))
 
@@ -182,7 +179,7 @@ with tab_classes:
     rename_to = st.text_input("New name", key="data_rename_to")
     if st.button("Rename", key="data_rename_button", disabled=not active):
         try:
-            data_admin.rename_class(service, rename_from or "", rename_to, user=user)
+            data.rename_class(rename_from or "", rename_to)
         except ENGINE_ERRORS as exc:
             st.error(str(exc))
         else:
@@ -197,7 +194,7 @@ with tab_classes:
     merge_into = merge_cols[1].selectbox("into", active, key="data_merge_into", index=None, placeholder="Choose")
     if st.button("Merge", key="data_merge_button", disabled=len(active) < 2):
         try:
-            done = data_admin.merge_classes(service, merge_from or "", merge_into or "", user=user)
+            done = data.merge_classes(merge_from or "", merge_into or "")
         except ENGINE_ERRORS as exc:
             st.error(str(exc))
         else:
@@ -208,7 +205,7 @@ with tab_classes:
         unmerge = st.selectbox("Un-merge", merged, key="data_unmerge_from", index=None, placeholder="Choose")
         if st.button("Un-merge", key="data_unmerge_button"):
             try:
-                restored = data_admin.undo_merge(service, unmerge or "", user=user)
+                restored = data.undo_merge(unmerge or "")
             except ENGINE_ERRORS as exc:
                 st.error(str(exc))
             else:
@@ -218,7 +215,7 @@ with tab_classes:
         st.toast(st.session_state.pop("data_class_message"))
 
 with tab_export:
-    st.session_state.setdefault("data_export_path", data_admin.DEFAULT_EXPORT_NAMES[FORMATS[0]])
+    st.session_state.setdefault("data_export_path", DEFAULT_EXPORT_NAMES[FORMATS[0]])
     fmt = st.radio("Format", FORMATS, horizontal=True, key="data_export_format", on_change=_default_export_path)
     out = st.text_input("Output path (relative to the project, or absolute)", key="data_export_path")
     labeled_only = st.checkbox("Labeled items only", key="data_export_labeled_only",
@@ -227,15 +224,15 @@ with tab_export:
                        disabled=fmt not in ("imagefolder", "hf"))
     if st.button("Export", key="data_export_button", type="primary"):
         try:
-            st.session_state["data_export_result"] = data_admin.run_export(service, fmt, out,
-                                                                           labeled_only=labeled_only, link=link)
+            st.session_state["data_export_result"] = data.run_export(fmt, out, labeled_only=labeled_only,
+                                                                     link=link)
         except ENGINE_ERRORS as exc:
             st.session_state.pop("data_export_result", None)
             st.error(f"Export failed: {exc}")
     result = st.session_state.get("data_export_result")
     if result is not None:
         st.success(f"Wrote {result['rows']} rows as {result['format']} to {result['out']}")
-        payload = data_admin.export_payload(result)
+        payload = data.export_payload(result)
         if payload is not None:
             data, name, mime = payload
             st.download_button("Download", data=data, file_name=name, mime=mime, key="data_export_download")

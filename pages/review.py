@@ -3,26 +3,22 @@ from __future__ import annotations
 
 import streamlit as st
 
-from labeling.team import auth
-
-from labeling.team import consensus
-
-from labeling.team import review
-from pages.common import current_role, current_user, get_service, get_session, identity, plain
+from labeling.session import AuthError
+from pages.common import get_session, plain
 
 PAGE = 12
 
-service = get_service()
-user, role = current_user(), current_role()
+session = get_session()
+review = session.review
 ss = st.session_state
 st.title("Review")
-if not identity().allows("reviewer"):
+if not session.who.allows("reviewer"):
     st.error("The Review page needs the reviewer role.")
     st.stop()
 if ss.get("review_flash"):
     st.toast(ss.pop("review_flash"))
 
-classes = sorted(service.class_names().values())
+classes = session.class_names()
 
 
 def _settle(item_ids: list[int], label: str | None, note: str) -> None:
@@ -30,7 +26,7 @@ def _settle(item_ids: list[int], label: str | None, note: str) -> None:
     try:
         get_session().adjudicate(item_ids, label)
         ss.review_flash = note
-    except (auth.AuthError, LookupError, ValueError) as exc:
+    except (AuthError, LookupError, ValueError) as exc:
         ss.review_flash = f"Not saved: {exc}"
 
 
@@ -43,9 +39,7 @@ def _thumb(row: dict) -> None:
 def _agreement() -> None:
     import plotly.express as px
 
-    from labeling.team.stats import project_stats
-
-    stats = project_stats(service.project)
+    stats = review.stats()
     m = st.columns(4)
     m[0].metric("Items with several votes", stats["items_with_several_votes"])
     m[1].metric("In dispute", stats["items_in_dispute"])
@@ -88,7 +82,7 @@ def _agreement() -> None:
 tabs = st.tabs(["Disagreements", "Suspected errors", "Audits", "Agreement", "Batches"])
 
 with tabs[0]:
-    conflicts = review.disagreements(service.project)
+    conflicts = review.disagreements()
     st.caption(f"{len(conflicts)} item(s) where annotators disagree and no reviewer has settled it, "
                "most contested first. Settling writes an adjudication that overrides the votes.")
     for d in conflicts[:PAGE]:
@@ -112,7 +106,7 @@ with tabs[0]:
         st.caption("Weighs each annotator by their agreement with the others and the model by its accuracy, "
                    "instead of counting votes. Applying it writes adjudications by model-consensus, one batch "
                    "per class, which can be undone from the Batches tab.")
-        result, names, current = consensus.model_weighted(service)
+        result, names, current = review.model_weighted()
         differs = [(i, names[c]) for i, c in zip(result.item_ids.tolist(), result.labels.tolist())
                    if i in current and current[i] != c]
         if result.annotator_weight:
@@ -123,15 +117,15 @@ with tabs[0]:
 
         def _apply() -> None:
             try:
-                _, items = consensus.apply_model_weighted(service, user=user, role=role)
+                _, items = review.apply_model_weighted()
                 ss.review_flash = f"Applied the model-weighted consensus to {len(items)} item(s)"
-            except (auth.AuthError, LookupError, ValueError) as exc:
+            except (AuthError, LookupError, ValueError) as exc:
                 ss.review_flash = f"Not applied: {exc}"
         st.button("Apply to items with several votes", key="apply_consensus", on_click=_apply,
                   disabled=not differs)
 
 with tabs[1]:
-    suspects = review.suspected_errors(service)
+    suspects = review.suspected_errors()
     st.caption(f"{len(suspects)} human label(s) contradicted by a confident held-out ensemble prediction and "
                "by the item's labeled neighbours (confident learning with leave-one-out kNN).")
     for s in suspects[:PAGE]:
@@ -149,7 +143,7 @@ with tabs[1]:
                       args=([s["item_id"]], s["label"], f"Kept {s['label']} on item {s['item_id']}"))
 
 with tabs[2]:
-    batches = review.audits(service.project)
+    batches = review.audits()
     st.caption("A fixed random sample of each bulk or automatic batch. Confirm or correct each sampled item; "
                "the share confirmed estimates the batch's precision.")
     if not batches:
@@ -162,8 +156,8 @@ with tabs[2]:
             if not todo:
                 st.success("Every sampled item is checked.")
             info = {r["item_id"]: r for r in [{"item_id": i} for i in todo]}
-            review.attach_uris(service.project, list(info.values()))
-            labels_now = service.current_labels()
+            review.attach_uris(list(info.values()))
+            labels_now = review.current_labels()
             cols = st.columns(6)
             for k, item in enumerate(todo):
                 with cols[k % 6]:
@@ -177,7 +171,7 @@ with tabs[2]:
                     if fix:
                         st.button(f"Fix → {plain(fix)}", key=f"audit_fixbtn_{a['batch_id']}_{item}", on_click=_settle,
                                   args=([item], fix, f"Item {item} is now {fix}"))
-    precision = review.source_precision(service.project)
+    precision = review.source_precision()
     if precision:
         st.subheader("Measured precision by source")
         st.dataframe([{"source": s, **v} for s, v in precision.items()], hide_index=True)
@@ -187,7 +181,7 @@ with tabs[3]:
 
 with tabs[4]:
     st.caption("Every label batch, newest first. Reviewers may undo anyone's batch; the undo is itself an event.")
-    for b in service.batches(limit=30):
+    for b in session.batches(limit=30):
         c = st.columns([4, 1])
         state = "undone" if b["undone"] else "live"
         c[0].text(f"{b['created_at']:%Y-%m-%d %H:%M:%S} · {b['user']} · {b['source']} · {b['items']} item(s) · "
@@ -197,6 +191,6 @@ with tabs[4]:
                 try:
                     n = len(get_session().undo(batch))
                     ss.review_flash = f"Undid {n} label(s)"
-                except (auth.AuthError, LookupError) as exc:
+                except (AuthError, LookupError) as exc:
                     ss.review_flash = f"Not undone: {exc}"
             c[1].button("Undo", key=f"undo_batch_{b['batch_id']}", on_click=_undo)

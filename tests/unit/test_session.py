@@ -74,3 +74,23 @@ def test_results_are_typed_records(team):
     near = ann.neighbours(item)
     assert near and all(isinstance(n, Neighbour) for n in near)
     assert ann.newest_round_id() == ann.current_round().id
+
+
+def test_class_changes_imports_and_exports_follow_the_roles(team, tmp_path):
+    ann = Session(team, sign_in(team, "ann", PASSWORD))
+    ann.data.add_class("zebra-ish")  # adding while labeling stays open to annotators
+    for action in (lambda: ann.data.rename_class("zebra-ish", "zebroid"),
+                   lambda: ann.data.merge_classes("zebra-ish", "cat"),
+                   lambda: ann.data.run_export("csv", "exports/mine.csv"),
+                   lambda: ann.data.run_import("images"),
+                   lambda: ann.data.run_embed(),
+                   lambda: ann.data.run_label_import("exports/labels.csv")):
+        with pytest.raises(AuthError):
+            action()
+    assert not (team.project.root / "exports" / "mine.csv").exists()
+    auth.add_user(team.project, "rita", PASSWORD, role="reviewer", by=None)
+    rita = Session(team, sign_in(team, "rita", PASSWORD))
+    rita.data.rename_class("zebra-ish", "zebroid")
+    assert "zebroid" in rita.class_names()
+    with pytest.raises(AuthError, match="admin"):
+        rita.data.run_import("images")
