@@ -1,0 +1,52 @@
+"""The layout's rules, checked on the source: who imports whom, module size, no UI in the engine."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MAX_LINES = 520
+"""About 500 lines: a module does one job."""
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module in ("labeling", "storage"):  # from labeling import session
+                out += [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                out.append(node.module)
+    return out
+
+
+def _modules(*folders: str) -> list[Path]:
+    return sorted(p for f in folders for p in (REPO / f).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", [REPO / "app.py", *_modules("pages")], ids=lambda p: p.name)
+def test_pages_import_only_the_facade(path):
+    engine = [m for m in _imports(path) if m.split(".")[0] in ("labeling", "storage")]
+    assert all(m == "labeling.session" for m in engine), f"{path.name} imports {engine}"
+
+
+@pytest.mark.parametrize("path", _modules("labeling", "storage"), ids=lambda p: str(p.relative_to(REPO)))
+def test_engine_modules_are_small_and_free_of_streamlit(path):
+    assert len(path.read_text().splitlines()) <= MAX_LINES
+    assert not any(m.split(".")[0] == "streamlit" for m in _imports(path))
+
+
+@pytest.mark.parametrize("path", _modules("storage"), ids=lambda p: p.name)
+def test_storage_imports_nothing_of_the_engine(path):
+    assert not any(m.split(".")[0] == "labeling" for m in _imports(path))
+
+
+def test_every_package_says_its_job():
+    for init in (REPO / "labeling").glob("*/__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and "import" in doc.lower(), f"{init.parent.name} has no docstring saying what it may import"
