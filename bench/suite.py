@@ -420,7 +420,7 @@ def knn_graph_vs_sklearn(n: int, d: int) -> list[dict]:
 
 def approximate_index(x: np.ndarray, *, nlist: int, nprobe: int):
     """The IVF index used for 1M items: ``(build seconds, index)``."""
-    from labeling.search.neighbours import NeighbourIndex
+    from labeling.search.index import NeighbourIndex
 
     return clock(NeighbourIndex.build, x, np.arange(len(x), dtype=np.int64), kind="ivf", nlist=nlist,
                  nprobe=nprobe, device="cpu")

@@ -7,6 +7,8 @@ name to the target from then on.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import NamedTuple
 
 import duckdb
 
@@ -14,16 +16,43 @@ MERGE_SOURCE = "merge"
 """The ``source`` of the relabel events a merge appends (not a person's decision about an image)."""
 
 
-def class_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[int, str, int | None, str, object]]:
+class ClassInfo(NamedTuple):
+    """A class, active or merged (:func:`class_rows`)."""
+    id: int
+    name: str
+    merged_into: int | None  # the class it was merged into; None while active
+    created_by: str
+    created_at: datetime
+
+
+class ClassRef(NamedTuple):
+    """A class found by name (:func:`class_by_name`)."""
+    id: int
+    merged_into: int | None
+
+
+class ClassCount(NamedTuple):
+    """How many items are currently labeled with a class (:func:`label_counts`)."""
+    class_id: int
+    n: int
+
+
+class KeyCount(NamedTuple):
+    """How many current labels have this annotator or source (:func:`counts_by`)."""
+    key: str
+    n: int
+
+
+def class_rows(con: duckdb.DuckDBPyConnection) -> list[ClassInfo]:
     """(id, name, merged_into, created_by, created_at) of every class, active or merged, by id."""
-    return [(int(i), n, None if m is None else int(m), u, t) for i, n, m, u, t in con.execute(
+    return [ClassInfo(int(i), n, None if m is None else int(m), u, t) for i, n, m, u, t in con.execute(
         "SELECT id, name, merged_into, created_by, created_at FROM classes ORDER BY id").fetchall()]
 
 
-def class_by_name(con: duckdb.DuckDBPyConnection, name: str) -> tuple[int, int | None] | None:
+def class_by_name(con: duckdb.DuckDBPyConnection, name: str) -> ClassRef | None:
     """(id, merged_into) of the class called ``name`` (active or merged), or None."""
     row = con.execute("SELECT id, merged_into FROM classes WHERE name = ?", [name]).fetchone()
-    return None if row is None else (int(row[0]), None if row[1] is None else int(row[1]))
+    return None if row is None else ClassRef(int(row[0]), None if row[1] is None else int(row[1]))
 
 
 def insert_class(con: duckdb.DuckDBPyConnection, name: str, *, user: str) -> int:
@@ -74,9 +103,9 @@ def live_batches_like(con: duckdb.DuckDBPyConnection, prefix: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def label_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int]]:
+def label_counts(con: duckdb.DuckDBPyConnection) -> list[ClassCount]:
     """(class_id, items currently labeled with it) for every class with at least one."""
-    return [(int(c), int(n)) for c, n in con.execute(
+    return [ClassCount(int(c), int(n)) for c, n in con.execute(
         "SELECT class_id, count(*) FROM current_labels WHERE kind = 'label' GROUP BY class_id ORDER BY class_id"
     ).fetchall()]
 
@@ -86,11 +115,11 @@ def state_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return {k: int(n) for k, n in con.execute("SELECT kind, count(*) FROM current_labels GROUP BY kind").fetchall()}
 
 
-def counts_by(con: duckdb.DuckDBPyConnection, column: str) -> list[tuple[str, int]]:
+def counts_by(con: duckdb.DuckDBPyConnection, column: str) -> list[KeyCount]:
     """Current labels counted by ``user_name`` or ``source``, most first."""
     if column not in ("user_name", "source"):
         raise ValueError(f"cannot count labels by {column!r}; valid: user_name, source")
-    return [(k, int(n)) for k, n in con.execute(
+    return [KeyCount(k, int(n)) for k, n in con.execute(
         f"SELECT {column}, count(*) AS n FROM current_labels WHERE kind = 'label'"
         f" GROUP BY {column} ORDER BY n DESC, {column}").fetchall()]
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import duckdb
 import numpy as np
@@ -18,10 +19,24 @@ class NewItem:
     reason: str | None = None
 
 
-def known_uris(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, str | None, str]]:
+class KnownItem(NamedTuple):
+    """A recorded item, as :func:`known_uris` maps its uri."""
+    id: int
+    sha256: str | None
+    status: str  # ok | unreadable | duplicate
+
+
+class SkippedItem(NamedTuple):
+    """An item that is not usable (:func:`skipped_items`)."""
+    uri: str
+    status: str  # unreadable | duplicate
+    reason: str | None
+
+
+def known_uris(con: duckdb.DuckDBPyConnection) -> dict[str, KnownItem]:
     """uri -> (id, sha256, status) of every recorded item."""
     rows = con.execute("SELECT uri, id, sha256, status FROM items").fetchall()
-    return {uri: (int(i), sha, status) for uri, i, sha, status in rows}
+    return {uri: KnownItem(int(i), sha, status) for uri, i, sha, status in rows}
 
 
 def ids_by_hash(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
@@ -90,11 +105,11 @@ def id_for_uri(con: duckdb.DuckDBPyConnection, uris: Sequence[str]) -> dict[str,
     return {u: int(i) for u, i in rows}
 
 
-def skipped_items(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
+def skipped_items(con: duckdb.DuckDBPyConnection) -> list[SkippedItem]:
     """(uri, status, reason) of every item that is not usable."""
-    return con.execute(
+    return list(map(SkippedItem._make, con.execute(
         "SELECT uri, status, reason FROM items WHERE status <> 'ok' ORDER BY id"
-    ).fetchall()
+    ).fetchall()))
 
 
 def counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

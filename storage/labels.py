@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple
 
 import duckdb
 import numpy as np
@@ -25,13 +27,98 @@ class Event:
     kind: str = "label"
 
 
+class ClassRow(NamedTuple):
+    """An active class (:func:`classes`)."""
+    id: int
+    name: str
+
+
+class LabelState(NamedTuple):
+    """An item's current state (:func:`current_state`): the live event that decides it."""
+    item_id: int
+    class_id: int | None  # None for a skip
+    kind: str  # "label" or "skip"
+    user_name: str
+    source: str
+    event_id: int
+
+
+class EventRow(NamedTuple):
+    """One event of the log (:func:`all_events`), undone or not."""
+    id: int
+    item_id: int
+    class_id: int | None
+    kind: str  # "label", "skip" or "undo"
+    user_name: str
+    source: str
+    batch_id: str
+    revokes: str | None  # the batch an undo revokes
+    model_round: int | None  # the round the person saw
+    created_at: datetime
+
+
+class HistoryRow(NamedTuple):
+    """One event on an item (:func:`item_history`), with its class by name."""
+    id: int
+    kind: str
+    class_name: str | None
+    user_name: str
+    source: str
+    batch_id: str
+    revokes: str | None
+    model_round: int | None
+    created_at: datetime
+
+
+class Vote(NamedTuple):
+    """A person's newest live event on an item (:func:`votes`)."""
+    item_id: int
+    user_name: str
+    class_id: int | None
+    kind: str
+    source: str
+    model_round: int | None
+    created_at: datetime
+    event_id: int
+
+
+class Adjudication(NamedTuple):
+    """A live adjudication (:func:`adjudications`)."""
+    item_id: int
+    class_id: int | None
+    kind: str
+    user_name: str
+    event_id: int
+
+
+class Provenance(NamedTuple):
+    """The event deciding an item's current label, with its vote counts (:func:`current_provenance`)."""
+    item_id: int
+    class_id: int | None
+    kind: str
+    user_name: str
+    source: str
+    event_id: int
+    n_votes: int
+    n_agree: int
+    created_at: datetime
+    model_round: int | None
+
+
+class BatchLabel(NamedTuple):
+    """A live label event of a batch (:func:`batch_labels`); ``class_id`` follows merges."""
+    batch_id: str
+    item_id: int
+    class_id: int
+
+
 class UnknownBatch(LookupError):
     """No live batch with that id (already undone, or never written)."""
 
 
-def classes(con: duckdb.DuckDBPyConnection) -> list[tuple[int, str]]:
+def classes(con: duckdb.DuckDBPyConnection) -> list[ClassRow]:
     """(id, name) of the active classes, ordered by id."""
-    return [(int(i), n) for i, n in con.execute(
+    return [ClassRow(int(i), n) for i, n in con.execute(
         "SELECT id, name FROM classes WHERE merged_into IS NULL ORDER BY id").fetchall()]
 
 
@@ -123,16 +210,17 @@ def count_labeled(con: duckdb.DuckDBPyConnection) -> int:
         "    AND item_id NOT IN (SELECT item_id FROM adjudications))").fetchone()[0])
 
 
-def current_state(con: duckdb.DuckDBPyConnection, item_ids: Sequence[int] | None = None) -> list[tuple]:
+def current_state(con: duckdb.DuckDBPyConnection, item_ids: Sequence[int] | None = None) -> list[LabelState]:
     """(item_id, class_id, kind, user_name, source, event_id) of every item with a live event, or of
     those among ``item_ids`` (a neighbourhood's dozen: the query then reads only their events)."""
     columns = "SELECT item_id, class_id, kind, user_name, source, event_id FROM "
     if item_ids is None:
-        return con.execute(columns + "current_labels ORDER BY item_id").fetchall()
+        return list(map(LabelState._make, con.execute(columns + "current_labels ORDER BY item_id").fetchall()))
     ids = [int(i) for i in item_ids]
     if not ids:
         return []
-    return con.execute(f"{columns}({current_labels_of()}) ORDER BY item_id", [ids]).fetchall()
+    return list(map(LabelState._make, con.execute(f"{columns}({current_labels_of()}) ORDER BY item_id",
+                                                  [ids]).fetchall()))
 
 
 def last_event_id(con: duckdb.DuckDBPyConnection) -> int:
@@ -140,20 +228,21 @@ def last_event_id(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0])
 
 
-def all_events(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+def all_events(con: duckdb.DuckDBPyConnection) -> list[EventRow]:
     """Every event in order: (id, item_id, class_id, kind, user_name, source, batch_id, revokes, model_round, created_at)."""
-    return con.execute(
+    return list(map(EventRow._make, con.execute(
         "SELECT id, item_id, class_id, kind, user_name, source, batch_id, revokes, model_round, created_at"
         " FROM annotations ORDER BY id"
-    ).fetchall()
+    ).fetchall()))
 
 
-def item_history(con: duckdb.DuckDBPyConnection, item_id: int) -> list[tuple]:
-    return con.execute(
+def item_history(con: duckdb.DuckDBPyConnection, item_id: int) -> list[HistoryRow]:
+    """Every event on one item, oldest first, its class by name (None for skips and undos)."""
+    return list(map(HistoryRow._make, con.execute(
         "SELECT a.id, a.kind, c.name, a.user_name, a.source, a.batch_id, a.revokes, a.model_round, a.created_at"
         " FROM annotations a LEFT JOIN classes c ON c.id = a.class_id WHERE a.item_id = ? ORDER BY a.id",
         [item_id],
-    ).fetchall()
+    ).fetchall()))
 
 
 def has_live_event(con: duckdb.DuckDBPyConnection, item_id: int) -> bool:
@@ -168,21 +257,21 @@ def batch_owners(con: duckdb.DuckDBPyConnection, batch_id: str) -> set[str]:
         "SELECT DISTINCT user_name FROM live_events WHERE batch_id = ?", [batch_id]).fetchall()}
 
 
-def votes(con: duckdb.DuckDBPyConnection, *, labels_only: bool = True) -> list[tuple]:
+def votes(con: duckdb.DuckDBPyConnection, *, labels_only: bool = True) -> list[Vote]:
     """Each person's vote on each item (their newest live event; adjudications excluded).
 
     Rows: (item_id, user_name, class_id, kind, source, model_round, created_at, event_id), ordered by item
     then event. ``labels_only`` drops skips.
     """
-    return con.execute(
+    return list(map(Vote._make, con.execute(
         "SELECT item_id, user_name, class_id, kind, source, model_round, created_at, event_id FROM user_votes"
-        " WHERE (NOT ? OR kind = 'label') ORDER BY item_id, event_id", [labels_only]).fetchall()
+        " WHERE (NOT ? OR kind = 'label') ORDER BY item_id, event_id", [labels_only]).fetchall()))
 
 
-def adjudications(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+def adjudications(con: duckdb.DuckDBPyConnection) -> list[Adjudication]:
     """(item_id, class_id, kind, user_name, event_id) of every live adjudication."""
-    return con.execute(
-        "SELECT item_id, class_id, kind, user_name, event_id FROM adjudications ORDER BY item_id").fetchall()
+    return list(map(Adjudication._make, con.execute(
+        "SELECT item_id, class_id, kind, user_name, event_id FROM adjudications ORDER BY item_id").fetchall()))
 
 
 def voters(con: duckdb.DuckDBPyConnection, item_ids: Sequence[int] | None = None) -> dict[int, set[str]]:
@@ -211,22 +300,22 @@ def recent_batches(con: duckdb.DuckDBPyConnection, *, limit: int = 200, user: st
              "classes": r[5], "undone": bool(r[6])} for r in rows]
 
 
-def current_provenance(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+def current_provenance(con: duckdb.DuckDBPyConnection) -> list[Provenance]:
     """Per item with a live event: (item_id, class_id, kind, user_name, source, event_id, n_votes, n_agree,
     created_at, model_round) of the event that decides its current label."""
-    return con.execute(
+    return list(map(Provenance._make, con.execute(
         "SELECT c.item_id, c.class_id, c.kind, c.user_name, c.source, c.event_id, c.n_votes, c.n_agree,"
         " a.created_at, a.model_round FROM current_labels c JOIN annotations a ON a.id = c.event_id"
-        " ORDER BY c.item_id").fetchall()
+        " ORDER BY c.item_id").fetchall()))
 
 
-def batch_labels(con: duckdb.DuckDBPyConnection, batch_ids: Sequence[str]) -> list[tuple[str, int, int]]:
+def batch_labels(con: duckdb.DuckDBPyConnection, batch_ids: Sequence[str]) -> list[BatchLabel]:
     """(batch_id, item_id, class_id) of the live label events of these batches; a merged class is named by
     the class it was merged into."""
-    return con.execute(
+    return list(map(BatchLabel._make, con.execute(
         "SELECT e.batch_id, e.item_id, coalesce(c.merged_into, e.class_id) FROM live_events e"
         " LEFT JOIN classes c ON c.id = e.class_id WHERE e.kind = 'label' AND list_contains(?, e.batch_id)",
-        [list(batch_ids)]).fetchall()
+        [list(batch_ids)]).fetchall()))
 
 
 def undone_batches_of_item(con: duckdb.DuckDBPyConnection, item_id: int) -> set[str]:

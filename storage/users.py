@@ -29,7 +29,3 @@ def set_role(con: duckdb.DuckDBPyConnection, name: str, role: str) -> None:
 
 def set_disabled(con: duckdb.DuckDBPyConnection, name: str, disabled: bool) -> None:
     con.execute("UPDATE users SET disabled = ? WHERE name = ?", [disabled, name])
-
-
-def set_password_hash(con: duckdb.DuckDBPyConnection, name: str, password_hash: str) -> None:
-    con.execute("UPDATE users SET password_hash = ? WHERE name = ?", [password_hash, name])

@@ -32,16 +32,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import mmap
 import os
 import re
-import secrets
 import uuid
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import numpy.typing as npt
+
+from storage.vector_files import atomic_write, atomic_write_matrix, copy_rows
 
 try:
     import fcntl
@@ -57,8 +57,6 @@ MAX_CHUNKS = 256
 MIN_COMPACT_ROWS = 4096
 """Chunk rows that trigger a merge once they also reach the base size. Growing the threshold
 with the base keeps the total copying of a long embedding run linear in its size."""
-COPY_BLOCK_ROWS = 65_536
-"""Rows copied at a time during a merge, so a large base is never loaded whole."""
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 _CHUNK = re.compile(r"^chunk-(\d+)-(\d+)\.npz$")
@@ -248,7 +246,7 @@ class VectorStore:
             chunks = self._live_chunks(meta)
             seq = _last_seq(meta, chunks) + 1
             target = self.path / f"chunk-{seq:09d}-{len(ids_arr)}.npz"
-            _atomic_write(target, lambda fh: np.savez(fh, ids=ids_arr, vectors=vec))
+            atomic_write(target, lambda fh: np.savez(fh, ids=ids_arr, vectors=vec))
             chunks.append((seq, len(ids_arr), target))
             pending = sum(rows for _, rows, _ in chunks)
             if len(chunks) >= self.max_chunks or pending >= max(meta["rows"], MIN_COMPACT_ROWS):
@@ -305,7 +303,7 @@ class VectorStore:
 
     def _write_meta(self, meta: dict) -> None:
         data = json.dumps(meta, indent=1, sort_keys=True).encode("utf-8")
-        _atomic_write(self.path / "meta.json", lambda fh: fh.write(data))
+        atomic_write(self.path / "meta.json", lambda fh: fh.write(data))
 
     def _live_chunks(self, meta: dict) -> list[tuple[int, int, Path]]:
         """Chunks newer than the base, as (seq, rows, path), oldest first."""
@@ -372,15 +370,15 @@ class VectorStore:
         gen = meta["generation"] + 1
         ids_file, vec_file = self._base_files(gen)
         new_ids = all_ids[keep]
-        _atomic_write(ids_file, lambda fh: np.save(fh, new_ids))
+        atomic_write(ids_file, lambda fh: np.save(fh, new_ids))
         from_base = keep[keep < n_base]
         from_chunks = keep[keep >= n_base] - n_base
         old_vectors = (np.load(self._base_files(meta["generation"])[1], mmap_mode="r")
                        if n_base else np.zeros((0, self.dim), np.float32))
         new_chunk_vecs = (np.concatenate(chunk_vecs)[from_chunks] if chunk_vecs
                           else np.zeros((0, self.dim), np.float32))
-        _atomic_write_matrix(vec_file, (len(keep), self.dim),
-                             _copy_rows(old_vectors, from_base, new_chunk_vecs))
+        atomic_write_matrix(vec_file, (len(keep), self.dim),
+                            copy_rows(old_vectors, from_base, new_chunk_vecs))
         del old_vectors
         seq = _last_seq(meta, chunks) + (1 if removed else 0)
         meta = dict(meta, generation=gen, rows=len(keep), seq=seq)
@@ -404,24 +402,6 @@ class VectorStore:
                     os.unlink(entry.path)
                 except OSError as exc:  # e.g. still memory-mapped on Windows; retried next time
                     LOG.debug("could not delete %s: %s", entry.path, exc)
-
-
-def gather_rows(matrix: np.ndarray, rows: npt.ArrayLike, *, block_rows: int = 65_536) -> npt.NDArray[np.float32]:
-    """``matrix[rows]`` as a new float32 array, copied block by block.
-
-    When ``matrix`` is a memory map (as `VectorStore.matrix` returns), the pages each block read are
-    released from this process after copying it, so the file's pages and the copy are never resident
-    together: at 1M x 512 that is 1.9 GiB less at the peak of loading a round's vectors.
-    """
-    rows = np.asarray(rows, dtype=np.int64)
-    out = np.empty((len(rows), matrix.shape[1]), dtype=np.float32)
-    mapped = getattr(matrix, "_mmap", None)
-    release = getattr(mapped, "madvise", None) if hasattr(mmap, "MADV_DONTNEED") else None
-    for start in range(0, len(rows), block_rows):
-        out[start:start + block_rows] = matrix[rows[start:start + block_rows]]
-        if release is not None:
-            release(mmap.MADV_DONTNEED)  # file-backed and read-only: the pages are re-read if needed
-    return out
 
 
 def _last_seq(meta: dict, chunks: list[tuple[int, int, Path]]) -> int:
@@ -450,65 +430,3 @@ def _as_ids(ids: npt.ArrayLike, *, allow_duplicates: bool) -> np.ndarray:
         if (counts > 1).any():
             raise ValueError(f"duplicate ids in one call: {', '.join(map(str, uniq[counts > 1][:5]))}")
     return arr
-
-
-def _copy_rows(old: np.ndarray, rows: np.ndarray, tail: np.ndarray) -> Callable[[np.ndarray], None]:
-    def fill(out: np.ndarray) -> None:
-        for start in range(0, len(rows), COPY_BLOCK_ROWS):
-            block = rows[start:start + COPY_BLOCK_ROWS]
-            out[start:start + len(block)] = old[block]
-        out[len(rows):] = tail
-    return fill
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write through a temporary file, flush it to disk, then rename it over ``path``."""
-    tmp = _tmp_name(path)
-    done = False
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        done = True
-    finally:
-        if not done:
-            tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _atomic_write_matrix(path: Path, shape: tuple[int, int], fill: Callable[[np.ndarray], None]) -> None:
-    """Write a float32 ``.npy`` of ``shape`` block by block, then rename it over ``path``."""
-    if shape[0] == 0:
-        _atomic_write(path, lambda fh: np.save(fh, np.zeros(shape, np.float32)))
-        return
-    tmp = _tmp_name(path)
-    done = False
-    try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-        fill(out)
-        out.flush()
-        del out
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        done = True
-    finally:
-        if not done:
-            tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)

@@ -2,9 +2,9 @@
 
 :func:`select_top` takes the top n with a random tie-break; :func:`diverse_top`
 spreads the top candidates out in embedding space so a batch holds no
-near-duplicates. Before any model exists, :func:`typical_cold_start` picks
-typical items from uncovered clusters (TypiClust). :func:`default_policy`
-moves from the cold start to disagreement as labels grow.
+near-duplicates. :func:`default_policy` moves from the cold start
+(:func:`labeling.active.coldstart.typical_cold_start`: typical items from
+uncovered clusters, before any model exists) to disagreement as labels grow.
 """
 
 from __future__ import annotations
@@ -13,20 +13,19 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Literal
 
-import faiss
 import numpy as np
 import numpy.typing as npt
 from scipy.stats import rankdata
-from sklearn.cluster import KMeans, MiniBatchKMeans
-from threadpoolctl import threadpool_limits
 
-from labeling.active.acquisition import EmptyPoolError, FloatArray, IndexArray
+from labeling.active.acquisition import EmptyPoolError, IndexArray
+from labeling.active.coldstart import _kmeans_labels, typical_cold_start
 from labeling.active.kernels import check_count as _check_count
 from labeling.active.kernels import check_mask as _check_mask
 from labeling.active.kernels import check_rng as _check_rng
 from labeling.active.kernels import check_scores as _check_scores
 from labeling.active.kernels import check_vectors as _check_vectors
 from labeling.active import kernels as K
+from labeling.search.neighbours import normalize
 
 __all__ = [
     "COLD_START_PHASE",
@@ -34,33 +33,7 @@ __all__ = [
     "default_policy",
     "diverse_top",
     "select_top",
-    "typical_cold_start",
-    "typicality",
 ]
-
-DEFAULT_K = 20
-"""Neighbours used for typicality, as in TypiClust (Hacohen et al., 2022)."""
-
-MAX_COLD_START_CLUSTERS = 500
-"""Upper bound on clusters for the cold start (TypiClust caps it too).
-
-Past a few hundred labels the cold start has done its job; more clusters
-only make k-means slower.
-"""
-
-COLD_START_N_INIT = 3
-"""k-means restarts for the cold start.
-
-A single k-means++ run now and then puts two centres in one of a few
-well-separated groups and leaves another group without a pick; the cold
-start runs once per batch, so three restarts are cheap insurance.
-"""
-
-MINIBATCH_KMEANS_ABOVE = 10_000
-"""Rows above which k-means switches to ``MiniBatchKMeans`` to stay fast."""
-
-_DISTANCE_EPS = 1e-6
-"""Keeps typicality finite when an item's neighbours are exact duplicates."""
 
 COLD_START_PHASE = "typicality"
 DISAGREEMENT_PHASE = "disagreement"
@@ -114,29 +87,6 @@ def select_top(
     tie_break = rng.random(eligible.size)  # [M]
     order = np.lexsort((tie_break, -scores[eligible]))  # last key sorts first
     return eligible[order[:n]].astype(np.int64)
-
-
-def _unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """Float32 rows scaled to unit L2 norm; zero rows stay zero."""
-    x = np.ascontiguousarray(vectors, dtype=np.float32)  # [N, D]
-    norms = np.linalg.norm(x, axis=1, keepdims=True)  # [N, 1]
-    norms[norms == 0] = 1.0
-    return x / norms  # [N, D] float32
-
-
-def _kmeans_labels(
-    x: np.ndarray, n_clusters: int, rng: np.random.Generator, *, n_init: int = 1
-) -> np.ndarray:
-    seed = int(rng.integers(np.iinfo(np.int32).max))
-    if x.shape[0] <= MINIBATCH_KMEANS_ABOVE:
-        # k-means++ on a few thousand rows is hundreds of tiny BLAS products; threaded, each one
-        # waits on the other threads, and on a busy machine (the app's server beside the round)
-        # that wait dominates: 2,000 x 512 into 200 clusters took 9.8 s with 2 BLAS threads while
-        # another process ran, 0.3 s with one, and 0.3 to 0.4 s either way on an idle machine.
-        with threadpool_limits(1, user_api="blas"):
-            return KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed).fit_predict(x)  # [N]
-    model = MiniBatchKMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed, batch_size=4096)
-    return model.fit_predict(x)  # [N]
 
 
 def _k_center(unit: np.ndarray, weights: np.ndarray, n: int, start: np.ndarray) -> np.ndarray:
@@ -253,177 +203,9 @@ def diverse_top(
     candidates = select_top(scores, n * candidate_factor, rng=rng, exclude=exclude)
     if candidates.size <= n:
         return candidates
-    unit = _unit_rows(vectors[candidates])  # [M, D]
+    unit = normalize(vectors[candidates])  # [M, D] float32, unit rows
     positions = np.sort(pick(unit, n, rng))  # rank order = score order
     return candidates[positions]
-
-
-# --------------------------------------------------------------------------
-# Cold start
-# --------------------------------------------------------------------------
-
-
-def _knn_similarities(vectors: np.ndarray, k: int) -> np.ndarray:
-    """Cosine similarities [N, k] to each row's k nearest other rows."""
-    x = _unit_rows(vectors)  # [N, D]
-    n_items = x.shape[0]
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    sims, ids = index.search(x, k + 1)  # [N, k+1], self usually first
-    drop = ids == np.arange(n_items)[:, None]  # [N, k+1]
-    # Ties with duplicates can push the item itself out of its own list.
-    drop[~drop.any(axis=1), -1] = True
-    return sims[~drop].reshape(n_items, k)
-
-
-def typicality(
-    vectors: npt.ArrayLike,
-    *,
-    k: int = DEFAULT_K,
-    knn_sims: npt.ArrayLike | None = None,
-) -> FloatArray:
-    """Density of each item: inverse mean cosine distance to its k neighbours.
-
-    Parameters
-    ----------
-    vectors : array_like, shape (N, D)
-        Embeddings.
-    k : int
-        Neighbours to average over (at most ``N - 1`` are used).
-    knn_sims : array_like, shape (N, k'), optional
-        Precomputed cosine similarities to each item's nearest *other* items,
-        nearest first, ``-inf`` where a neighbour is missing (the format of
-        ``labeling.search.neighbours.knn_graph``); the first ``k`` columns are used.
-        Without it, an exact FAISS ``IndexFlatIP`` search runs, which costs
-        ``O(N^2 D)``.
-
-    Returns
-    -------
-    typicality : ndarray, shape (N,)
-        ``1 / (mean cosine distance + 1e-6)``, positive; higher = denser
-        neighbourhood = more typical. 1 for an item without neighbours
-        (e.g. every item when ``N < 2``).
-
-    Raises
-    ------
-    ValueError
-        If ``vectors`` or ``knn_sims`` has the wrong shape, ``knn_sims``
-        holds NaN or ``+inf``, or ``k < 1``.
-    """
-    vectors = _check_vectors(vectors)
-    k = _check_count(k, "k", minimum=1)
-    n_items = vectors.shape[0]
-    if knn_sims is None:
-        if n_items < 2:
-            return np.ones(n_items)
-        sims = _knn_similarities(vectors, min(k, n_items - 1))  # [N, k]
-    else:
-        sims = np.asarray(knn_sims, dtype=np.float64)
-        if sims.ndim != 2 or sims.shape[0] != n_items or sims.shape[1] == 0:
-            raise ValueError(f"knn_sims must have shape ({n_items}, k>=1); got {sims.shape}")
-        if np.isnan(sims).any() or np.isposinf(sims).any():
-            raise ValueError("knn_sims contains NaN or +inf; mark missing neighbours with -inf")
-        sims = sims[:, :k]
-    present = np.isfinite(sims)  # [N, k]
-    distance = np.clip(1.0 - np.where(present, sims, 1.0), 0.0, 2.0)  # [N, k], 0 where missing
-    n_present = present.sum(axis=1)  # [N]
-    mean_distance = distance.sum(axis=1) / np.maximum(n_present, 1)  # [N]
-    return np.where(n_present > 0, 1.0 / (mean_distance + _DISTANCE_EPS), 1.0)
-
-
-def typical_cold_start(
-    vectors: npt.ArrayLike,
-    n: int,
-    *,
-    labeled_mask: npt.ArrayLike,
-    rng: np.random.Generator,
-    k: int = DEFAULT_K,
-    knn_sims: npt.ArrayLike | None = None,
-    exclude: npt.ArrayLike | None = None,
-) -> IndexArray:
-    """TypiClust cold start: the most typical item of each uncovered cluster.
-
-    Clusters the items (k-means on unit vectors) into
-    ``min(n_labeled + n, 500, n_distinct)`` clusters. Each pick goes to the
-    cluster with the fewest labeled-or-picked items, the largest first among
-    equals (ties at random), and takes its most :func:`typicality` eligible
-    item. Typicality is measured over the whole pool.
-
-    Parameters
-    ----------
-    vectors : array_like, shape (N, D)
-        Embeddings.
-    n : int
-        How many items to pick.
-    labeled_mask : array_like of bool, shape (N,)
-        True for items that already have a human label: they cover their
-        cluster and are never picked.
-    rng : numpy.random.Generator
-        The k-means seed and tie-breaks.
-    k : int
-        Neighbours for typicality.
-    knn_sims : array_like, shape (N, k'), optional
-        Precomputed neighbour similarities (see :func:`typicality`).
-    exclude : array_like of bool, shape (N,), optional
-        True for items that may not be picked but do not cover their
-        cluster (e.g. skipped as unsure).
-
-    Returns
-    -------
-    indices : ndarray of int64, shape (min(n, n_eligible),)
-        In pick order: largest uncovered clusters first.
-
-    Raises
-    ------
-    EmptyPoolError
-        If ``n > 0`` and no item is eligible.
-    ValueError
-        If inputs have the wrong shape or non-finite values.
-
-    References
-    ----------
-    Hacohen, Dekel and Weinshall, "Active Learning on a Budget: Opposite
-    Strategies Suit High and Low Budgets", ICML 2022.
-    """
-    rng = _check_rng(rng)
-    vectors = _check_vectors(vectors)
-    n = _check_count(n, "n")
-    n_items = vectors.shape[0]
-    labeled = _check_mask(labeled_mask, n_items, "labeled_mask")
-    blocked = labeled | _check_mask(exclude, n_items, "exclude")  # [N]
-    if n == 0:
-        return np.empty(0, dtype=np.int64)
-    n_eligible = int(np.count_nonzero(~blocked))
-    if n_eligible == 0:
-        raise EmptyPoolError(f"asked for {n} items but none of {n_items} is eligible")
-
-    unit = _unit_rows(vectors)  # [N, D]
-    n_distinct = np.unique(unit, axis=0).shape[0]
-    n_clusters = min(int(labeled.sum()) + n, MAX_COLD_START_CLUSTERS, n_distinct)
-    clusters = _kmeans_labels(unit, n_clusters, rng, n_init=COLD_START_N_INIT)  # [N]
-    typ = typicality(vectors, k=k, knn_sims=knn_sims)  # [N]
-
-    sizes = np.bincount(clusters, minlength=n_clusters)  # [n_clusters]
-    covered = np.bincount(clusters[labeled], minlength=n_clusters)  # [n_clusters]
-    # Eligible items grouped by cluster, most typical first within a cluster.
-    order = np.lexsort((rng.random(n_items), -typ, clusters))  # [N]
-    order = order[~blocked[order]]  # [n_eligible]
-    starts = np.searchsorted(clusters[order], np.arange(n_clusters))  # [n_clusters]
-    n_open = np.bincount(clusters[order], minlength=n_clusters)  # [n_clusters] eligible
-    remaining = n_open.copy()  # [n_clusters] eligible and not yet picked
-    cluster_tie = rng.random(n_clusters)  # [n_clusters]
-
-    picks = np.empty(min(n, n_eligible), dtype=np.int64)
-    for i in range(picks.size):
-        open_clusters = np.flatnonzero(remaining > 0)
-        best = np.lexsort(
-            (cluster_tie[open_clusters], -sizes[open_clusters], covered[open_clusters])
-        )[0]
-        c = open_clusters[best]
-        picks[i] = order[starts[c] + n_open[c] - remaining[c]]
-        covered[c] += 1
-        remaining[c] -= 1
-    return picks
 
 
 # --------------------------------------------------------------------------

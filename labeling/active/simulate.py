@@ -16,7 +16,7 @@ import numpy as np
 
 from labeling.active import acquisition
 
-from labeling.active import selection
+from labeling.active import coldstart, selection
 from labeling.model.ensemble import EnsembleConfig, FeatureScaler
 from labeling.model.learner import LearnerConfig, fit_predict
 from labeling.embed.pipeline import ProjectVectors
@@ -59,7 +59,7 @@ def _select(strategy: str, need: int, data: SimData, labels: np.ndarray, eligibl
     if strategy == "random" or (probs is None and strategy not in ("default", "typicality")):
         return rng.choice(np.flatnonzero(eligible), size=need, replace=False)
     if strategy == "typicality":
-        return np.asarray(selection.typical_cold_start(data.x, need, labeled_mask=labels >= 0, rng=rng,
+        return np.asarray(coldstart.typical_cold_start(data.x, need, labeled_mask=labels >= 0, rng=rng,
                                                          knn_sims=data.graph[0], exclude=exclude))
     if strategy == "default":
         idx, _phase = selection.default_policy(probs, data.x, need, labels=labels, n_classes=c, rng=rng,
@@ -67,6 +67,47 @@ def _select(strategy: str, need: int, data: SimData, labels: np.ndarray, eligibl
         return np.asarray(idx)
     scores = acquisition.score(probs, strategy, rng=rng, weights=weights)
     return np.asarray(selection.select_top(scores, need, rng=rng, exclude=exclude))
+
+
+def _checked_budgets(strategies: Sequence[str], budgets: Sequence[int], test_fraction: float) -> list[int]:
+    """The budgets, sorted, after checking the strategies, budgets and test fraction."""
+    unknown = [s for s in strategies if s not in SIM_STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategies {unknown}; valid: {', '.join(SIM_STRATEGIES)}")
+    budgets = sorted(int(b) for b in budgets)
+    if not budgets or budgets[0] < 1:
+        raise ValueError("budgets must be positive integers")
+    if not 0 < test_fraction < 1:
+        raise ValueError("test fraction must lie in (0, 1)")
+    return budgets
+
+
+def _test_split(data: SimData, rng: np.random.Generator, test_fraction: float) -> np.ndarray:
+    """A stratified held-out mask: ``test_fraction`` of each class."""
+    test = np.zeros(len(data.y), dtype=bool)
+    for k in range(len(data.classes)):
+        members = rng.permutation(np.flatnonzero(data.y == k))
+        test[members[: int(round(len(members) * test_fraction))]] = True
+    return test
+
+
+def _replay(strategy: str, data: SimData, test: np.ndarray, budgets: list[int], cfg: LearnerConfig, device: str,
+            srng: np.random.Generator, acc_row: np.ndarray, prop_row: np.ndarray) -> None:
+    """Label up to each budget with ``strategy``, refit, and write the held-out accuracy into ``acc_row``
+    (and, for the default policy, label propagation's into ``prop_row``)."""
+    n, c = len(data.y), len(data.classes)
+    labels = np.full(n, -1, dtype=np.int64)
+    pred = None
+    for b_i, budget in enumerate(budgets):
+        need = budget - int((labels >= 0).sum())
+        eligible = (~test) & (labels < 0)
+        picked = _select(strategy, need, data, labels, eligible, pred, srng)
+        labels[picked] = data.y[picked]
+        pred = fit_predict(data.x, labels, c, graph=data.graph, config=cfg, device=device)
+        acc_row[b_i] = float((pred.mean[test].argmax(axis=1) == data.y[test]).mean())
+        if strategy == "default":
+            prop = label_propagation(data.graph[0], data.graph[1], labels, c, operator=graph_operator(data.graph))
+            prop_row[b_i] = float((prop[test].argmax(axis=1) == data.y[test]).mean())
 
 
 def run(
@@ -82,40 +123,19 @@ def run(
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Accuracy on held-out items after each budget, per strategy, mean and std over repeats."""
-    unknown = [s for s in strategies if s not in SIM_STRATEGIES]
-    if unknown:
-        raise ValueError(f"unknown strategies {unknown}; valid: {', '.join(SIM_STRATEGIES)}")
-    budgets = sorted(int(b) for b in budgets)
-    if not budgets or budgets[0] < 1:
-        raise ValueError("budgets must be positive integers")
-    if not 0 < test_fraction < 1:
-        raise ValueError("test fraction must lie in (0, 1)")
+    budgets = _checked_budgets(strategies, budgets, test_fraction)
     n, c = len(data.y), len(data.classes)
     acc = {s: np.zeros((repeats, len(budgets))) for s in strategies}
     prop_acc = np.zeros((repeats, len(budgets)))
     for r in range(repeats):
         rng = np.random.default_rng(seed + r)
-        test = np.zeros(n, dtype=bool)
-        for k in range(c):  # stratified split
-            members = rng.permutation(np.flatnonzero(data.y == k))
-            test[members[: int(round(len(members) * test_fraction))]] = True
+        test = _test_split(data, rng, test_fraction)
         if (~test).sum() < budgets[-1]:
             raise ValueError(f"the pool ({(~test).sum()} items) is smaller than the largest budget {budgets[-1]}")
         for strategy in strategies:
             cfg = config or LearnerConfig(ensemble=EnsembleConfig(seed=seed + r))
-            labels = np.full(n, -1, dtype=np.int64)
-            pred = None
             srng = np.random.default_rng([seed, r, zlib.crc32(strategy.encode())])
-            for b_i, budget in enumerate(budgets):
-                need = budget - int((labels >= 0).sum())
-                eligible = (~test) & (labels < 0)
-                picked = _select(strategy, need, data, labels, eligible, pred, srng)
-                labels[picked] = data.y[picked]
-                pred = fit_predict(data.x, labels, c, graph=data.graph, config=cfg, device=device)
-                acc[strategy][r, b_i] = float((pred.mean[test].argmax(axis=1) == data.y[test]).mean())
-                if strategy == "default":
-                    prop = label_propagation(data.graph[0], data.graph[1], labels, c, operator=graph_operator(data.graph))
-                    prop_acc[r, b_i] = float((prop[test].argmax(axis=1) == data.y[test]).mean())
+            _replay(strategy, data, test, budgets, cfg, device, srng, acc[strategy][r], prop_acc[r])
             if progress:
                 progress(f"repeat {r + 1}/{repeats} {strategy}: " +
                          " ".join(f"{b}:{a:.3f}" for b, a in zip(budgets, acc[strategy][r])))
@@ -142,7 +162,7 @@ def format_table(result: dict) -> str:
 def simulate_folder(src: str | Path, *, strategies, budgets, repeats, test_fraction, seed=0, device="auto",
                     backbone=None, progress=None) -> dict:
     """Import ``src`` as a project (no labels), embed it once (cached), and run the replay."""
-    from labeling.model.ensemble import pick_device
+    from labeling.device import pick_device
     from labeling.data.importer import import_folder
     from labeling.embed.pipeline import embed_project, knn_graph_cached, load_vectors
     from labeling.project import Project

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from labeling.data.images import ImageError, make_thumbnail
+from labeling.data.images import ImageError
+from labeling.data.thumbnails import make_thumbnail
 from labeling.project import Project
 from storage import items as items_q
 from storage import rounds as rounds_q
@@ -47,41 +48,52 @@ def check_project(project: Project, *, repair: bool = False, embed_missing: bool
     with project.db.session() as con:
         info = items_q.items_by_ids(con, ids.tolist())
 
+    _check_files(project, uris, report)
+    _check_thumbnails(project, ids, info, report, repair=repair)
+    _check_vectors(project, ids, report, repair=repair, embed_missing=embed_missing)
+    _check_rounds(project, report, repair=repair)
+    _check_temp_files(project, report, repair=repair)
+    return report
+
+
+def _check_files(project: Project, uris: list[str], report: CheckReport) -> None:
     missing_files = [u for u in uris if not (project.root / u).exists()]
     for uri in missing_files[:20]:
         report.problems.append(f"image file missing: {uri}")
     if len(missing_files) > 20:
         report.problems.append(f"... and {len(missing_files) - 20} more missing image files")
 
+
+def _check_thumbnails(project: Project, ids: np.ndarray, info: dict, report: CheckReport, *, repair: bool) -> None:
     thumbs_missing = [i for i in ids.tolist()
                       if info[i]["sha256"] and not project.thumb_path(info[i]["sha256"]).exists()]
-    if thumbs_missing:
-        if repair:
-            made = 0
-            for i in thumbs_missing:
-                src = project.root / info[i]["uri"]
-                if src.exists():
-                    try:
-                        make_thumbnail(src, project.thumb_path(info[i]["sha256"]))
-                        made += 1
-                    except (ImageError, OSError, ValueError) as exc:
-                        report.problems.append(f"thumbnail for {info[i]['uri']} could not be made: {exc}")
-            report.repaired.append(f"remade {made} thumbnails")
-        else:
-            report.problems.append(f"{len(thumbs_missing)} thumbnails missing (run check --repair)")
+    if not thumbs_missing:
+        return
+    if not repair:
+        report.problems.append(f"{len(thumbs_missing)} thumbnails missing (run check --repair)")
+        return
+    made = 0
+    for i in thumbs_missing:
+        src = project.root / info[i]["uri"]
+        if src.exists():
+            try:
+                make_thumbnail(src, project.thumb_path(info[i]["sha256"]))
+                made += 1
+            except (ImageError, OSError, ValueError) as exc:
+                report.problems.append(f"thumbnail for {info[i]['uri']} could not be made: {exc}")
+    report.repaired.append(f"remade {made} thumbnails")
 
-    _check_vectors(project, ids, report, repair=repair, embed_missing=embed_missing)
-    _check_rounds(project, report, repair=repair)
 
+def _check_temp_files(project: Project, report: CheckReport, *, repair: bool) -> None:
     stale = [p for p in project.data_dir.rglob("*.tmp*") if p.is_file()]
-    if stale:
-        if repair:
-            for p in stale:
-                p.unlink(missing_ok=True)
-            report.repaired.append(f"removed {len(stale)} temporary files left by an interrupted write")
-        else:
-            report.problems.append(f"{len(stale)} temporary files left by an interrupted write (run check --repair)")
-    return report
+    if not stale:
+        return
+    if repair:
+        for p in stale:
+            p.unlink(missing_ok=True)
+        report.repaired.append(f"removed {len(stale)} temporary files left by an interrupted write")
+    else:
+        report.problems.append(f"{len(stale)} temporary files left by an interrupted write (run check --repair)")
 
 
 def _ok_items(project: Project) -> tuple[np.ndarray, list[str]]:

@@ -31,12 +31,8 @@ def safe_name(name: str) -> str:
     return cleaned or "_"
 
 
-def label_table(project: Project) -> pd.DataFrame:
-    """One row per readable item: its current label and provenance, and the newest pseudo-label."""
-    with project.db.session() as con:
-        ids, uris = items_q.ok_items(con)
-        names = dict(labels_q.classes(con))
-        state = {int(r[0]): r for r in labels_q.current_provenance(con)}
+def _pseudo_labels(project: Project, names: dict) -> tuple[dict, dict, int | None]:
+    """(item -> pseudo-label name, item -> confidence, the round's id) of the newest round; empty before one."""
     got = latest_predictions(project)
     pseudo, conf, round_id = {}, {}, None
     if got is not None:
@@ -45,18 +41,32 @@ def label_table(project: Project) -> pd.DataFrame:
         for i, c, f in zip(p.item_ids.tolist(), p.pseudo.tolist(), p.confidence.tolist()):
             pseudo[i] = names.get(c)
             conf[i] = f
-    rows = []
-    for item_id, uri in zip(ids.tolist(), uris):
-        s = state.get(item_id)
-        label = names.get(s[1]) if s is not None and s[2] == "label" else None
-        rows.append({"item_id": item_id, "uri": uri, "label": label,
-                     "status": "labeled" if label else ("skipped" if s is not None else "unlabeled"),
-                     "annotator": s[3] if s else None, "source": s[4] if s else None,
-                     "created_at": str(s[8]) if s else None, "model_round": s[9] if s else None,
-                     "n_votes": s[6] if s else None, "n_agree": s[7] if s else None,
-                     "adjudicated_by": s[3] if s and s[4] == "adjudication" else None,
-                     "event_id": s[5] if s else None, "pseudo_label": pseudo.get(item_id),
-                     "confidence": conf.get(item_id), "round_id": round_id})
+    return pseudo, conf, round_id
+
+
+def _label_row(item_id: int, uri: str, s: labels_q.Provenance | None, names: dict, pseudo: dict, conf: dict,
+               round_id) -> dict:
+    """One item's row of the label table; ``s`` is its current-provenance row, None when never labeled."""
+    label = names.get(s.class_id) if s is not None and s.kind == "label" else None
+    return {"item_id": item_id, "uri": uri, "label": label,
+            "status": "labeled" if label else ("skipped" if s is not None else "unlabeled"),
+            "annotator": s.user_name if s else None, "source": s.source if s else None,
+            "created_at": str(s.created_at) if s else None, "model_round": s.model_round if s else None,
+            "n_votes": s.n_votes if s else None, "n_agree": s.n_agree if s else None,
+            "adjudicated_by": s.user_name if s and s.source == "adjudication" else None,
+            "event_id": s.event_id if s else None, "pseudo_label": pseudo.get(item_id),
+            "confidence": conf.get(item_id), "round_id": round_id}
+
+
+def label_table(project: Project) -> pd.DataFrame:
+    """One row per readable item: its current label and provenance, and the newest pseudo-label."""
+    with project.db.session() as con:
+        ids, uris = items_q.ok_items(con)
+        names = dict(labels_q.classes(con))
+        state = {int(r.item_id): r for r in labels_q.current_provenance(con)}
+    pseudo, conf, round_id = _pseudo_labels(project, names)
+    rows = [_label_row(item_id, uri, state.get(item_id), names, pseudo, conf, round_id)
+            for item_id, uri in zip(ids.tolist(), uris)]
     frame = pd.DataFrame(rows)
     for col in ("model_round", "n_votes", "n_agree", "event_id", "round_id"):
         if col in frame:
@@ -144,14 +154,14 @@ def history_table(project: Project) -> pd.DataFrame:
     """
     with project.db.session() as con:
         events = labels_q.all_events(con)
-        names = {row[0]: row[1] for row in admin_q.class_rows(con)}
+        names = {row.id: row.name for row in admin_q.class_rows(con)}
         uri_of = {item_id: uri for uri, (item_id, _sha, _status) in items_q.known_uris(con).items()}
-    revoked = {e[7] for e in events if e[3] == "undo" and e[7] is not None}
+    revoked = {e.revokes for e in events if e.kind == "undo" and e.revokes is not None}
     frame = pd.DataFrame(
-        [{"event_id": e[0], "item_id": e[1], "uri": uri_of.get(e[1]), "kind": e[3],
-          "label": names.get(e[2]) if e[2] is not None else None, "user": e[4], "source": e[5],
-          "batch_id": e[6], "revokes": e[7], "model_round": e[8], "created_at": str(e[9]),
-          "undone": e[6] in revoked} for e in events],
+        [{"event_id": e.id, "item_id": e.item_id, "uri": uri_of.get(e.item_id), "kind": e.kind,
+          "label": names.get(e.class_id) if e.class_id is not None else None, "user": e.user_name,
+          "source": e.source, "batch_id": e.batch_id, "revokes": e.revokes, "model_round": e.model_round,
+          "created_at": str(e.created_at), "undone": e.batch_id in revoked} for e in events],
         columns=["event_id", "item_id", "uri", "kind", "label", "user", "source", "batch_id", "revokes",
                  "model_round", "created_at", "undone"])
     frame["model_round"] = frame["model_round"].astype("Int64")
@@ -182,6 +192,53 @@ def history_path(fmt: str, out: Path) -> Path:
     return out.with_name(f"{stem}.events.{kind}")
 
 
+def _export_tree(project: Project, fmt: str, table: pd.DataFrame, out: Path, link: bool) -> dict:
+    """Write an ImageFolder or Hugging Face tree into the new folder ``out``: what was linked, copied, noted."""
+    _new_folder(out)
+    place = _Placer(link)
+    notes: list[str] = []
+    if fmt == "imagefolder":
+        folders, notes = _class_folders(table["label"], out)
+        for row in table.itertuples():
+            folder = folders[row.label]
+            folder.mkdir(exist_ok=True)
+            src = project.resolve_uri(row.uri)
+            place(src, folder / f"{row.item_id}_{safe_name(src.name)}")
+    else:
+        with open(out / "metadata.jsonl", "w", encoding="utf-8") as fh:
+            for rec in _records(table):
+                src = project.resolve_uri(rec["uri"])
+                name = f"{rec['item_id']}_{safe_name(src.name)}"
+                place(src, out / name)
+                fh.write(json.dumps({"file_name": name, **{k: v for k, v in rec.items() if k != "status"}},
+                                    ensure_ascii=False, default=str) + "\n")
+    placed = place.report()
+    return {**placed, "notes": notes + placed["notes"]}
+
+
+def _export_coco(project: Project, table: pd.DataFrame, out: Path) -> None:
+    """Write a COCO-style classification JSON to ``out`` (under a temporary name, then renamed)."""
+    with project.db.session() as con:
+        sizes = items_q.items_by_ids(con, table["item_id"].tolist())
+    categories = sorted(set(table["label"]))
+    cat_id = {c: k for k, c in enumerate(categories, start=1)}
+    doc = {"info": {"description": f"Quorum labels of {project.root.name}", "project": project.root.name,
+                    "version": "1.0", "date_created": pd.Timestamp.now(tz="UTC").isoformat(),
+                    "round_id": _plain_value(table["round_id"].iloc[0]) if len(table) else None},
+           "categories": [{"id": cat_id[c], "name": c} for c in categories],
+           "images": [{"id": int(r["item_id"]), "file_name": r["uri"], "uri": r["uri"],
+                       "width": sizes[int(r["item_id"])]["width"], "height": sizes[int(r["item_id"])]["height"],
+                       "pseudo_label": r["pseudo_label"], "confidence": r["confidence"]}
+                      for r in _records(table)],
+           "annotations": [{"id": k, "image_id": int(r["item_id"]), "category_id": cat_id[r["label"]],
+                            **{c: r[c] for c in PROVENANCE}, "event_id": r["event_id"]}
+                           for k, r in enumerate(_records(table), start=1)]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+    os.replace(tmp, out)
+
+
 def export(project: Project, fmt: str, out: str | Path, *, labeled_only: bool = False, link: bool = False,
            history: bool = False) -> dict:
     """Write the label table as csv, jsonl, parquet, an ImageFolder tree, a COCO-style classification JSON
@@ -203,46 +260,9 @@ def export(project: Project, fmt: str, out: str | Path, *, labeled_only: bool = 
         table = table[table["label"].notna()]
     result: dict = {"format": fmt, "out": str(out), "rows": int(len(table))}
     if fmt in TREE_FORMATS:
-        _new_folder(out)
-        place = _Placer(link)
-        notes: list[str] = []
-        if fmt == "imagefolder":
-            folders, notes = _class_folders(table["label"], out)
-            for row in table.itertuples():
-                folder = folders[row.label]
-                folder.mkdir(exist_ok=True)
-                src = project.resolve_uri(row.uri)
-                place(src, folder / f"{row.item_id}_{safe_name(src.name)}")
-        else:
-            with open(out / "metadata.jsonl", "w", encoding="utf-8") as fh:
-                for rec in _records(table):
-                    src = project.resolve_uri(rec["uri"])
-                    name = f"{rec['item_id']}_{safe_name(src.name)}"
-                    place(src, out / name)
-                    fh.write(json.dumps({"file_name": name, **{k: v for k, v in rec.items() if k != "status"}},
-                                        ensure_ascii=False, default=str) + "\n")
-        placed = place.report()
-        result.update(placed, notes=notes + placed["notes"])
+        result.update(_export_tree(project, fmt, table, out, link))
     elif fmt == "coco":
-        with project.db.session() as con:
-            sizes = items_q.items_by_ids(con, table["item_id"].tolist())
-        categories = sorted(set(table["label"]))
-        cat_id = {c: k for k, c in enumerate(categories, start=1)}
-        doc = {"info": {"description": f"Quorum labels of {project.root.name}", "project": project.root.name,
-                        "version": "1.0", "date_created": pd.Timestamp.now(tz="UTC").isoformat(),
-                        "round_id": _plain_value(table["round_id"].iloc[0]) if len(table) else None},
-               "categories": [{"id": cat_id[c], "name": c} for c in categories],
-               "images": [{"id": int(r["item_id"]), "file_name": r["uri"], "uri": r["uri"],
-                           "width": sizes[int(r["item_id"])]["width"], "height": sizes[int(r["item_id"])]["height"],
-                           "pseudo_label": r["pseudo_label"], "confidence": r["confidence"]}
-                          for r in _records(table)],
-               "annotations": [{"id": k, "image_id": int(r["item_id"]), "category_id": cat_id[r["label"]],
-                                **{c: r[c] for c in PROVENANCE}, "event_id": r["event_id"]}
-                               for k, r in enumerate(_records(table), start=1)]}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
-        os.replace(tmp, out)
+        _export_coco(project, table, out)
     else:
         _write_table(table, out, fmt)
     if history:

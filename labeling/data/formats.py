@@ -33,8 +33,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from labeling.data.export import PROVENANCE
-from labeling.data.images import IMAGE_EXTENSIONS, _hash_file
+from labeling.data.images import _hash_file
 from labeling.data.manifest import ManifestError, _iter_delimited, _one_line
+from labeling.data.scan import IMAGE_EXTENSIONS
 from labeling.project import Project
 from storage import items as items_q
 
@@ -154,21 +155,11 @@ def _read_parquet(path: Path) -> tuple[list[str], list[tuple[str, dict]], list[s
     return list(table.column_names), [(f"row {k}", rec) for k, rec in enumerate(rows, start=1)], []
 
 
-def _read_coco(path: Path) -> tuple[list[dict], list[str]]:
-    shape = "it needs 'images', 'categories' and 'annotations' lists"
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LabelFileError(f"{path.name}: not a COCO-style classification file ({_one_line(exc)}); {shape}") from exc
-    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list)
-                                            for k in ("images", "categories", "annotations")):
-        raise LabelFileError(f"{path.name}: not a COCO-style classification file; {shape}")
-    problems: list[str] = []
-    extra = sorted(set(map(str, doc)) - _COCO_KEYS)
-    if extra:
-        problems.append(f"ignored keys: {', '.join(map(repr, extra))}")
+def _coco_categories(categories_doc: list, problems: list[str]) -> dict[object, str]:
+    """Category id -> name of the COCO ``categories`` list; a category without both, or repeating an
+    id, is a problem."""
     categories: dict[object, str] = {}
-    for k, cat in enumerate(doc["categories"], start=1):
+    for k, cat in enumerate(categories_doc, start=1):
         name = _text(cat.get("name")) if isinstance(cat, dict) else None
         if name is None or cat.get("id") is None:
             problems.append(f"category {k}: needs an id and a name, ignored")
@@ -176,9 +167,14 @@ def _read_coco(path: Path) -> tuple[list[dict], list[str]]:
             problems.append(f"category {k}: id {cat['id']!r} repeats an earlier category, ignored")
         else:
             categories[cat["id"]] = name
+    return categories
+
+
+def _coco_images(images_doc: list, problems: list[str]) -> dict[object, dict]:
+    """Image id -> image of the COCO ``images`` list; unusable images and unknown fields are problems."""
     images: dict[object, dict] = {}
     unknown: set[str] = set()
-    for k, image in enumerate(doc["images"], start=1):
+    for k, image in enumerate(images_doc, start=1):
         if not isinstance(image, dict) or image.get("id") is None or not (image.get("file_name") or image.get("uri")):
             problems.append(f"image {k}: needs an id and a file_name, ignored")
         elif image["id"] in images:
@@ -188,9 +184,18 @@ def _read_coco(path: Path) -> tuple[list[dict], list[str]]:
             unknown |= set(map(str, image)) - _COCO_IMAGE_KEYS
     if unknown:
         problems.append(f"ignored image fields: {', '.join(map(repr, sorted(unknown)))}")
+    return images
+
+
+def _coco_annotations(annotations: list, images: dict[object, dict], categories: dict[object, str],
+                      problems: list[str]) -> list[dict]:
+    """Rows of the COCO ``annotations`` whose image and category are known; the others are problems.
+
+    Unknown annotation fields are named once, at the head of ``problems``.
+    """
     rows: list[dict] = []
-    unknown = set()
-    for k, ann in enumerate(doc["annotations"], start=1):
+    unknown: set[str] = set()
+    for k, ann in enumerate(annotations, start=1):
         where = f"annotation {k}"
         if not isinstance(ann, dict):
             problems.append(f"{where}: not an object, ignored")
@@ -208,6 +213,25 @@ def _read_coco(path: Path) -> tuple[list[dict], list[str]]:
                      "label": label, "where": where})
     if unknown:
         problems.insert(0, f"ignored annotation fields: {', '.join(map(repr, sorted(unknown)))}")
+    return rows
+
+
+def _read_coco(path: Path) -> tuple[list[dict], list[str]]:
+    shape = "it needs 'images', 'categories' and 'annotations' lists"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LabelFileError(f"{path.name}: not a COCO-style classification file ({_one_line(exc)}); {shape}") from exc
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list)
+                                            for k in ("images", "categories", "annotations")):
+        raise LabelFileError(f"{path.name}: not a COCO-style classification file; {shape}")
+    problems: list[str] = []
+    extra = sorted(set(map(str, doc)) - _COCO_KEYS)
+    if extra:
+        problems.append(f"ignored keys: {', '.join(map(repr, extra))}")
+    categories = _coco_categories(doc["categories"], problems)
+    images = _coco_images(doc["images"], problems)
+    rows = _coco_annotations(doc["annotations"], images, categories, problems)
     return rows, problems
 
 
@@ -242,15 +266,23 @@ def _pick(header: dict[str, str], aliases: Iterable[str]) -> str | None:
     return next((header[a] for a in aliases if a in header), None)
 
 
-def _table_rows(path: Path, fmt: str) -> tuple[list[dict], list[str]]:
+def _read_table(path: Path, fmt: str) -> tuple[list[str], list[tuple[str, dict]], list[str]]:
+    """(header, [(where, record)], problems) of a CSV/TSV, JSONL or Parquet file (``hf``: by its suffix)."""
     kind = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}.get(fmt)
     if kind is None:  # hf: metadata.jsonl, or metadata.csv
         kind = "csv" if path.suffix.lower() in (".csv", ".tsv") else "jsonl"
     reader = {"csv": _read_delimited, "jsonl": _read_jsonl, "parquet": _read_parquet}[kind]
     try:
-        header, records, problems = reader(path)
+        return reader(path)
     except OSError as exc:
         raise LabelFileError(f"{path.name}: cannot be read: {exc.strerror or _one_line(exc)}") from exc
+
+
+def _table_columns(path: Path, header: list[str]) -> tuple[str | None, str | None, str | None, str]:
+    """The item id, uri, file name and label columns as written (each None when absent but the label).
+
+    Raises :class:`LabelFileError` without a label column, or without any column naming the item.
+    """
     names = {}
     for col in header:  # normalised name -> the column as written; the first of equal names wins
         names.setdefault(str(col).strip().lower(), col)
@@ -260,6 +292,12 @@ def _table_rows(path: Path, fmt: str) -> tuple[list[dict], list[str]]:
         raise LabelFileError(f"{path.name}: needs a 'label' column and one of 'item_id', 'uri', 'file_name' "
                              f"(or {', '.join(repr(a) for a in PATH_ALIASES[1:])}); "
                              f"found {sorted(map(str, header))}")
+    return id_col, uri_col, file_col, label_col
+
+
+def _table_rows(path: Path, fmt: str) -> tuple[list[dict], list[str]]:
+    header, records, problems = _read_table(path, fmt)
+    id_col, uri_col, file_col, label_col = _table_columns(path, header)
     used = {id_col, uri_col, file_col, label_col}
     ignored = [str(c) for c in header if c not in used and str(c).strip().lower() not in EXPORT_COLUMNS
                and str(c).strip()]
@@ -271,11 +309,14 @@ def _table_rows(path: Path, fmt: str) -> tuple[list[dict], list[str]]:
         if not ok:
             problems.append(f"{where}: the label {rec.get(label_col)!r} is not text, row ignored")
             continue
-        rows.append({"item_id": _text(rec.get(id_col)) if id_col else None,
-                     "uri": _text(rec.get(uri_col)) if uri_col else None,
-                     "file_name": _text(rec.get(file_col)) if file_col else None,
-                     "label": label, "where": where})
+        rows.append({"item_id": _cell(rec, id_col), "uri": _cell(rec, uri_col),
+                     "file_name": _cell(rec, file_col), "label": label, "where": where})
     return rows, sorted(problems, key=_line_of)
+
+
+def _cell(rec: dict, col: str | None) -> str | None:
+    """The text of column ``col`` of a record; None when empty or without such a column."""
+    return _text(rec.get(col)) if col else None
 
 
 def _line_of(problem: str) -> int:
@@ -322,22 +363,100 @@ def read_labels(path: str | Path, fmt: str = "auto") -> tuple[list[dict], list[s
     return (*_table_rows(path, fmt), path.parent)
 
 
+class _RowMatcher:
+    """Finds the project item a label row names: by id, by uri, by a path, by content, by file name."""
+
+    def __init__(self, project: Project, base: Path) -> None:
+        with project.db.session() as con:
+            self.known = items_q.known_uris(con)
+            self.by_hash = items_q.ids_by_hash(con)
+        self.ok_uris = {uri: item_id for uri, (item_id, _sha, status) in self.known.items() if status == "ok"}
+        self.ok_ids = set(self.ok_uris.values())
+        self.by_name: dict[str, list[int]] = {}
+        for uri, item_id in self.ok_uris.items():
+            self.by_name.setdefault(uri.rsplit("/", 1)[-1], []).append(item_id)
+        self.root = project.root.resolve()
+        self.base = base
+        self.base_resolved = base.resolve()
+
+    def match(self, row: dict, where: str) -> tuple[int | None, str | None, str | None]:
+        """(item id, how the row names it, None), or (None, _, problem) when no item can be used."""
+        named = row.get("uri") or row.get("file_name")
+        if named is None:  # only an id: ids belong to one project, so this suits files from this project
+            return self._by_id(row, where)
+        # a path names the same image in any project: by path here, else by the file's content
+        item, problem = self._by_path(row, where, named)
+        return item, named, problem
+
+    def _by_id(self, row: dict, where: str) -> tuple[int | None, str | None, str | None]:
+        """The item of a row that gives only an ``item_id``."""
+        item = _whole(row.get("item_id"))
+        if item is None:
+            return None, None, f"{where}: needs a uri, a file_name or an item_id (a whole number)"
+        if item not in self.ok_ids:
+            return None, None, f"{where}: no readable item has id {item}, ignored"
+        return item, f"item {item}", None
+
+    def _by_uri(self, row: dict) -> tuple[int | None, str | None]:
+        """(the readable item whose uri is the row's uri or file name, why a uri found is unusable)."""
+        unusable = None
+        for key in ("uri", "file_name"):
+            name = row.get(key)
+            if name is not None and name in self.ok_uris:
+                return self.ok_uris[name], unusable
+            if name is not None and name in self.known:
+                unusable = f"{name!r} is a {self.known[name].status} file in the project"
+        return None, unusable
+
+    def _by_file(self, file_name: str, where: str) -> tuple[int | None, str | None]:
+        """(the item a file name leads to, or has the content of; a problem when it cannot be used)."""
+        try:
+            real = (self.base / file_name).resolve()
+        except (OSError, ValueError):
+            return None, f"{where}: invalid path {file_name!r}"
+        item = None
+        if real.is_relative_to(self.root):  # it leads to a file of the project: no need to read it
+            item = self.ok_uris.get(real.relative_to(self.root).as_posix())
+        if item is None:
+            if not real.is_relative_to(self.base_resolved):
+                return None, f"{where}: {file_name!r} leaves the folder of the label file, not read"
+            if real.is_file():
+                item = self.by_hash.get(_hash_file(real)[0])
+        return item, None
+
+    def _by_path(self, row: dict, where: str, named: str) -> tuple[int | None, str | None]:
+        """(the item a row naming a uri or file name matches, None) or (None, problem)."""
+        item, unusable = self._by_uri(row)
+        file_name = row.get("file_name")
+        if item is None and file_name:
+            item, problem = self._by_file(file_name, where)
+            if problem is not None:
+                return None, problem
+        if item is None and unusable is None:  # last: a file name found exactly once in this project
+            matches = self.by_name.get(named.replace("\\", "/").rsplit("/", 1)[-1], [])
+            item = matches[0] if len(matches) == 1 else None
+        if item is None:
+            return None, (f"{where}: {unusable}, ignored" if unusable
+                          else f"{where}: no item matches {named!r}")
+        return item, None
+
+
+def _repeat_problem(where: str, named: str, label: object, first: tuple[object, str]) -> str:
+    """The problem line for a row naming an image that an earlier row (``first``: label, where) named."""
+    first_label, first_where = first
+    if first_label == label:
+        return f"{where}: {named!r} repeats {first_where} (the same image), ignored"
+    return (f"{where}: {named!r} is labelled {label!r} here but {first_label!r} on {first_where} "
+            f"(the same image); keeping {first_label!r}")
+
+
 def resolve_rows(project: Project, rows: list[dict], base: Path) -> tuple[list[dict], list[str]]:
     """Rows as ``{"item_id", "label"}`` for ``LabelingService.label_table``; unmatched rows are problems.
 
     Only files inside ``base`` are read (to compare contents); a file name that leads outside it is a
     problem, unless it leads to an image of the project (then nothing needs reading).
     """
-    with project.db.session() as con:
-        known = items_q.known_uris(con)
-        by_hash = items_q.ids_by_hash(con)
-    ok_uris = {uri: item_id for uri, (item_id, _sha, status) in known.items() if status == "ok"}
-    ok_ids = set(ok_uris.values())
-    by_name: dict[str, list[int]] = {}
-    for uri, item_id in ok_uris.items():
-        by_name.setdefault(uri.rsplit("/", 1)[-1], []).append(item_id)
-    root = project.root.resolve()
-    base_resolved = base.resolve()
+    matcher = _RowMatcher(project, base)
     out, problems = [], []
     seen: dict[int, tuple[str, str]] = {}
     for k, row in enumerate(rows, start=1):
@@ -345,55 +464,12 @@ def resolve_rows(project: Project, rows: list[dict], base: Path) -> tuple[list[d
         label = row.get("label")
         if label is None:  # an unlabeled row (exports list every item): nothing to import
             continue
-        item = None
-        named = row.get("uri") or row.get("file_name")
-        if named is None:  # only an id: ids belong to one project, so this suits files from this project
-            item = _whole(row.get("item_id"))
-            if item is None:
-                problems.append(f"{where}: needs a uri, a file_name or an item_id (a whole number)")
-                continue
-            if item not in ok_ids:
-                problems.append(f"{where}: no readable item has id {item}, ignored")
-                continue
-            named = f"item {item}"
-        else:  # a path names the same image in any project: by path here, else by the file's content
-            unusable = None
-            for key in ("uri", "file_name"):
-                name = row.get(key)
-                if name is not None and name in ok_uris:
-                    item = ok_uris[name]
-                    break
-                if name is not None and name in known:
-                    unusable = f"{name!r} is a {known[name][2]} file in the project"
-            file_name = row.get("file_name")
-            if item is None and file_name:
-                try:
-                    real = (base / file_name).resolve()
-                except (OSError, ValueError):
-                    problems.append(f"{where}: invalid path {file_name!r}")
-                    continue
-                if real.is_relative_to(root):  # it leads to a file of the project: no need to read it
-                    item = ok_uris.get(real.relative_to(root).as_posix())
-                if item is None:
-                    if not real.is_relative_to(base_resolved):
-                        problems.append(f"{where}: {file_name!r} leaves the folder of the label file, not read")
-                        continue
-                    if real.is_file():
-                        item = by_hash.get(_hash_file(real)[0])
-            if item is None and unusable is None:  # last: a file name found exactly once in this project
-                matches = by_name.get(named.replace("\\", "/").rsplit("/", 1)[-1], [])
-                item = matches[0] if len(matches) == 1 else None
-            if item is None:
-                problems.append(f"{where}: {unusable}, ignored" if unusable
-                                else f"{where}: no item matches {named!r}")
-                continue
+        item, named, problem = matcher.match(row, where)
+        if problem is not None:
+            problems.append(problem)
+            continue
         if item in seen:
-            first, first_where = seen[item]
-            if first == label:
-                problems.append(f"{where}: {named!r} repeats {first_where} (the same image), ignored")
-            else:
-                problems.append(f"{where}: {named!r} is labelled {label!r} here but {first!r} on {first_where} "
-                                f"(the same image); keeping {first!r}")
+            problems.append(_repeat_problem(where, named, label, seen[item]))
             continue
         seen[item] = (label, where)
         out.append({"item_id": item, "label": str(label)})

@@ -6,7 +6,7 @@ are recorded with their reason and skipped; a file whose content is already in t
 recorded as a duplicate. Re-importing adds only new files. Nothing a bad file does stops the import.
 
 Each file is read once: its hash, its checks and its thumbnail come from one read and one full
-decode (:func:`labeling.data.images.probe_and_thumbnail`), in a few threads, while the previous chunk
+decode (:func:`labeling.data.thumbnails.probe_and_thumbnail`), in a few threads, while the previous chunk
 is written to the database with one multi-row insert.
 """
 from __future__ import annotations
@@ -21,7 +21,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from labeling.data.images import ProbeResult, probe_and_thumbnail, relative_uri, relative_uris, scan_folder
+from labeling.data.images import ProbeResult
+from labeling.data.scan import relative_uri, relative_uris, scan_folder
+from labeling.data.thumbnails import probe_and_thumbnail
 from labeling.data.manifest import read_manifest
 from labeling.project import Project, ProjectError
 from storage import items as items_q
@@ -75,6 +77,91 @@ def _probed(pool: ThreadPoolExecutor, project: Project, chunks: list[list[tuple[
             f.cancel()
 
 
+@dataclass
+class _ImportContext:
+    """What one import knows about the project and where it records what it did."""
+
+    summary: ImportSummary
+    by_hash: dict[str, int]
+    """Item id of each content hash already in the project (``-1``: claimed by the current chunk)."""
+    uri_of: dict[int, str]
+    """URI of each readable item, for duplicate reports."""
+    existing_classes: set[str]
+    user: str
+    batch_id: str = ""
+
+
+def _split_known(
+    project: Project, files: Sequence[tuple[Path, str | None]], known: dict, summary: ImportSummary,
+) -> tuple[list[tuple[Path, str, str | None]], list[tuple[int, str, str]]]:
+    """Files still to import as ``(path, uri, label)``, and ``(item id, uri, label)`` of labeled files
+    already imported; files outside the project root are recorded as skipped."""
+    todo: list[tuple[Path, str, str | None]] = []
+    present_labels: list[tuple[int, str, str]] = []  # (item id, uri, label) of items already imported
+    uris = relative_uris(project.root, [path for path, _label in files])
+    for (path, label), uri in zip(files, uris):
+        if uri is None:
+            summary.skipped.append((str(path), "outside the project root"))
+            continue
+        if uri in known and known[uri].status == "ok":
+            summary.already_present += 1
+            if label:
+                present_labels.append((known[uri].id, uri, label))
+            continue
+        todo.append((path, uri, label))
+    return todo, present_labels
+
+
+def _new_item(ctx: _ImportContext, uri: str, probe: ProbeResult, thumb_problem: str | None) -> items_q.NewItem:
+    """The item to record for one probed file: unreadable, duplicate or ok (which claims its hash)."""
+    summary = ctx.summary
+    if not probe.ok:
+        summary.skipped.append((uri, probe.reason or "unreadable"))
+        return items_q.NewItem(uri, probe.sha256, None, None, "unreadable", probe.reason)
+    if probe.sha256 in ctx.by_hash:
+        same = ctx.uri_of.get(ctx.by_hash[probe.sha256], "another item")
+        summary.duplicates.append((uri, same))
+        return items_q.NewItem(uri, probe.sha256, probe.width, probe.height, "duplicate",
+                               f"same content as {same}")
+    if thumb_problem:
+        summary.problems.append(f"{uri}: {thumb_problem}")
+    ctx.by_hash[probe.sha256] = -1  # claimed by this chunk; real id below
+    return items_q.NewItem(uri, probe.sha256, probe.width, probe.height, "ok")
+
+
+def _store_items(con, new_items: list[items_q.NewItem]) -> list[int]:
+    """Insert new items and refresh those recorded earlier (as unreadable/duplicate); their ids in order."""
+    known_now = items_q.ids_of_uris(con, [it.uri for it in new_items])
+    fresh = [it for it in new_items if it.uri not in known_now]
+    fresh_ids = iter(items_q.insert_items(con, fresh))
+    ids = []
+    for it in new_items:
+        if it.uri in known_now:  # recorded earlier as unreadable/duplicate: refresh it
+            items_q.update_item(con, known_now[it.uri], it)
+            ids.append(known_now[it.uri])
+        else:
+            ids.append(next(fresh_ids))
+    return ids
+
+
+def _record_chunk(project: Project, ctx: _ImportContext, chunk: list[tuple[Path, str, str | None]],
+                  results: list[tuple[ProbeResult, str | None]]) -> None:
+    """Record one chunk of probed files, and the initial labels of its readable new items, in one session."""
+    new_items = [_new_item(ctx, uri, probe, thumb_problem)
+                 for (_path, uri, _label), (probe, thumb_problem) in zip(chunk, results)]
+    labels_for = [label if it.status == "ok" else None for (_p, _u, label), it in zip(chunk, new_items)]
+    with project.db.session() as con:
+        ids = _store_items(con, new_items)
+        for it, item_id in zip(new_items, ids):
+            if it.status == "ok":
+                ctx.by_hash[it.sha256] = item_id
+                ctx.uri_of[item_id] = it.uri
+                ctx.summary.added += 1
+        _record_labels(con, [(i, lab) for i, lab, it in zip(ids, labels_for, new_items)
+                             if lab and it.status == "ok"],
+                       ctx.summary, ctx.existing_classes, user=ctx.user, batch_id=ctx.batch_id)
+
+
 def import_paths(
     project: Project,
     files: Sequence[tuple[Path, str | None]],
@@ -88,69 +175,24 @@ def import_paths(
     summary = summary or ImportSummary()
     with project.db.session() as con:
         known = items_q.known_uris(con)
-        by_hash = items_q.ids_by_hash(con)
-        uri_of = {i: u for u, (i, _s, st) in known.items() if st == "ok"}
-        existing_classes = {n for _i, n in labels_q.classes(con)}
-    todo: list[tuple[Path, str, str | None]] = []
-    present_labels: list[tuple[int, str, str]] = []  # (item id, uri, label) of items already imported
-    uris = relative_uris(project.root, [path for path, _label in files])
-    for (path, label), uri in zip(files, uris):
-        if uri is None:
-            summary.skipped.append((str(path), "outside the project root"))
-            continue
-        if uri in known and known[uri][2] == "ok":
-            summary.already_present += 1
-            if label:
-                present_labels.append((known[uri][0], uri, label))
-            continue
-        todo.append((path, uri, label))
-    batch_id = f"import-{uuid.uuid4()}"
+        ctx = _ImportContext(
+            summary=summary,
+            by_hash=items_q.ids_by_hash(con),
+            uri_of={i: u for u, (i, _s, st) in known.items() if st == "ok"},
+            existing_classes={n for _i, n in labels_q.classes(con)},
+            user=user,
+        )
+    todo, present_labels = _split_known(project, files, known, summary)
+    ctx.batch_id = f"import-{uuid.uuid4()}"
     if present_labels:
-        _label_present(project, present_labels, summary, existing_classes, user=user, batch_id=batch_id)
+        _label_present(project, present_labels, summary, ctx.existing_classes, user=user, batch_id=ctx.batch_id)
     bar = tqdm(total=len(todo), desc="import", unit="img", disable=progress is not True)
     done = 0
     chunks = [todo[start:start + CHUNK] for start in range(0, len(todo), CHUNK)]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
             contextlib.closing(_probed(pool, project, chunks)) as probed:
         for chunk, results in zip(chunks, probed):
-            new_items: list[items_q.NewItem] = []
-            labels_for: list[str | None] = []
-            for (path, uri, label), (probe, thumb_problem) in zip(chunk, results):
-                if not probe.ok:
-                    new_items.append(items_q.NewItem(uri, probe.sha256, None, None, "unreadable", probe.reason))
-                    summary.skipped.append((uri, probe.reason or "unreadable"))
-                    labels_for.append(None)
-                elif probe.sha256 in by_hash:
-                    same = uri_of.get(by_hash[probe.sha256], "another item")
-                    new_items.append(items_q.NewItem(uri, probe.sha256, probe.width, probe.height, "duplicate",
-                                                     f"same content as {same}"))
-                    summary.duplicates.append((uri, same))
-                    labels_for.append(None)
-                else:
-                    if thumb_problem:
-                        summary.problems.append(f"{uri}: {thumb_problem}")
-                    new_items.append(items_q.NewItem(uri, probe.sha256, probe.width, probe.height, "ok"))
-                    labels_for.append(label)
-                    by_hash[probe.sha256] = -1  # claimed by this chunk; real id below
-            with project.db.session() as con:
-                known_now = items_q.ids_of_uris(con, [it.uri for it in new_items])
-                fresh = [it for it in new_items if it.uri not in known_now]
-                fresh_ids = iter(items_q.insert_items(con, fresh))
-                ids = []
-                for it in new_items:
-                    if it.uri in known_now:  # recorded earlier as unreadable/duplicate: refresh it
-                        items_q.update_item(con, known_now[it.uri], it)
-                        ids.append(known_now[it.uri])
-                    else:
-                        ids.append(next(fresh_ids))
-                for it, item_id in zip(new_items, ids):
-                    if it.status == "ok":
-                        by_hash[it.sha256] = item_id
-                        uri_of[item_id] = it.uri
-                        summary.added += 1
-                _record_labels(con, [(i, lab) for i, lab, it in zip(ids, labels_for, new_items)
-                                     if lab and it.status == "ok"],
-                               summary, existing_classes, user=user, batch_id=batch_id)
+            _record_chunk(project, ctx, chunk, results)
             done += len(chunk)
             bar.update(len(chunk))
             if callable(progress):
@@ -166,7 +208,7 @@ def _label_present(project: Project, present: list[tuple[int, str, str]], summar
     difference is reported."""
     with project.db.session() as con:
         names = dict(labels_q.classes(con))
-        state = {int(r[0]): (names.get(r[1]) if r[2] == "label" else None)
+        state = {int(r.item_id): (names.get(r.class_id) if r.kind == "label" else None)
                  for r in labels_q.current_state(con, [i for i, _u, _l in present])}
         apply = [(i, lab) for i, _u, lab in present if i not in state]
         for i, uri, lab in present:

@@ -207,6 +207,103 @@ class _Resolver:
         return lexical, None
 
 
+def _open_records(path: Path) -> tuple[Iterator[tuple[int, list]], str]:
+    """The manifest's records (header first) and the unit that locates them (``line`` or ``row``).
+
+    Raises :class:`ManifestError` for an unsupported extension, or a path that is not a readable file.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in MANIFEST_SUFFIXES:
+        reason = f"unsupported manifest type {suffix or '(none)'!r}"
+        raise ManifestError(path, f"{reason}: expected one of {', '.join(MANIFEST_SUFFIXES)}")
+    try:
+        is_file = path.is_file()
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+    if not is_file:
+        reason = "it is a folder" if path.is_dir() else "no such file"
+        raise ManifestError(path, f"cannot read manifest: {reason}")
+    if suffix == ".parquet":
+        return _iter_parquet(path), "row"
+    return _iter_delimited(path, _DELIMITERS[suffix]), "line"
+
+
+def _columns(path: Path, names: list) -> tuple[list[str], int, int | None]:
+    """Normalised header, index of the path column and of the label column (None without one).
+
+    Raises :class:`ManifestError` when no column is a path column.
+    """
+    header = [_normalise(name) for name in names]
+    path_col = _pick(header, PATH_COLUMNS)
+    if path_col is None:
+        found = ", ".join(repr(name) for name in header[:8]) + (", ..." if len(header) > 8 else "")
+        hint = ""
+        if any(_normalise(cell).endswith(_IMAGE_SUFFIXES) for cell in names):
+            hint = " (the first row looks like data: is the header row missing?)"
+        raise ManifestError(
+            path, f"no path column: expected one of {', '.join(PATH_COLUMNS)}; found {found}{hint}"
+        )
+    return header, path_col, _pick(header, LABEL_COLUMNS)
+
+
+def _repeat_problem(unit: str, line: int, cell: str, label: str | None, earlier: ManifestRow) -> str:
+    """The problem line for a path listed again on ``line``, after ``earlier``."""
+    if earlier.label == label:
+        return f"{unit} {line}: {cell!r} repeats {unit} {earlier.line}, ignored"
+    first = _show(earlier.label)
+    return (
+        f"{unit} {line}: {cell!r} is labelled {_show(label)} here but "
+        f"{first} on {unit} {earlier.line}; keeping {first}"
+    )
+
+
+@dataclass
+class _RowReader:
+    """Turns manifest records into rows, once per distinct path, noting problems as it goes."""
+
+    header: list[str]
+    path_col: int
+    label_col: int | None
+    unit: str
+    resolve: _Resolver
+    problems: list[str]
+
+    def read(self, records: Iterator[tuple[int, list]]) -> list[ManifestRow]:
+        """The usable rows of ``records`` in order; the others become problems."""
+        rows: list[ManifestRow] = []
+        seen: dict[Path, ManifestRow] = {}
+        for line, cells in records:
+            row = self._row(line, cells, seen)
+            if row is not None:
+                seen[row.path] = row
+                rows.append(row)
+        return rows
+
+    def _row(self, line: int, cells: list, seen: dict[Path, ManifestRow]) -> ManifestRow | None:
+        """The row for one record, or None (with its problem noted) when it cannot be used."""
+        unit, problems = self.unit, self.problems
+        if unit == "line" and len(cells) > len(self.header):
+            problems.append(
+                f"line {line}: {len(cells)} fields but the header has {len(self.header)}; "
+                "extra fields ignored"
+            )
+        cell = _clean(cells[self.path_col]) if self.path_col < len(cells) else None
+        has_label = self.label_col is not None and self.label_col < len(cells)
+        label = _clean(cells[self.label_col]) if has_label else None
+        if cell is None:
+            problems.append(f"{unit} {line}: empty path")
+            return None
+        file, problem = self.resolve(cell)
+        if file is None:
+            problems.append(f"{unit} {line}: {problem}")
+            return None
+        earlier = seen.get(file)
+        if earlier is not None:
+            problems.append(_repeat_problem(unit, line, cell, label, earlier))
+            return None
+        return ManifestRow(path=file, label=label, line=line)
+
+
 def read_manifest(path: str | os.PathLike[str], *, root: str | os.PathLike[str]) -> Manifest:
     """Read the rows of a CSV, TSV or Parquet manifest.
 
@@ -242,76 +339,18 @@ def read_manifest(path: str | os.PathLike[str], *, root: str | os.PathLike[str])
         column.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in MANIFEST_SUFFIXES:
-        reason = f"unsupported manifest type {suffix or '(none)'!r}"
-        raise ManifestError(path, f"{reason}: expected one of {', '.join(MANIFEST_SUFFIXES)}")
-    try:
-        is_file = path.is_file()
-    except OSError as exc:
-        raise _unreadable(path, exc) from exc
-    if not is_file:
-        reason = "it is a folder" if path.is_dir() else "no such file"
-        raise ManifestError(path, f"cannot read manifest: {reason}")
-    records: Iterator[tuple[int, list]]
-    if suffix == ".parquet":
-        records, unit = _iter_parquet(path), "row"
-    else:
-        records, unit = _iter_delimited(path, _DELIMITERS[suffix]), "line"
-
+    records, unit = _open_records(path)
     first = next(records, None)
     if first is None:
         raise ManifestError(path, "empty manifest: no header row")
-    header = [_normalise(name) for name in first[1]]
-    path_col = _pick(header, PATH_COLUMNS)
-    if path_col is None:
-        found = ", ".join(repr(name) for name in header[:8]) + (", ..." if len(header) > 8 else "")
-        hint = ""
-        if any(_normalise(cell).endswith(_IMAGE_SUFFIXES) for cell in first[1]):
-            hint = " (the first row looks like data: is the header row missing?)"
-        raise ManifestError(
-            path, f"no path column: expected one of {', '.join(PATH_COLUMNS)}; found {found}{hint}"
-        )
-    label_col = _pick(header, LABEL_COLUMNS)
+    header, path_col, label_col = _columns(path, first[1])
 
     problems: list[str] = []
     ignored = [name for i, name in enumerate(header) if name and i not in (path_col, label_col)]
     if ignored:
         problems.append(f"ignored columns: {', '.join(repr(name) for name in ignored)}")
 
-    resolve = _Resolver(path, Path(root))
-    rows: list[ManifestRow] = []
-    seen: dict[Path, ManifestRow] = {}
-    for line, cells in records:
-        if unit == "line" and len(cells) > len(header):
-            problems.append(
-                f"line {line}: {len(cells)} fields but the header has {len(header)}; "
-                "extra fields ignored"
-            )
-        cell = _clean(cells[path_col]) if path_col < len(cells) else None
-        has_label = label_col is not None and label_col < len(cells)
-        label = _clean(cells[label_col]) if has_label else None
-        if cell is None:
-            problems.append(f"{unit} {line}: empty path")
-            continue
-        file, problem = resolve(cell)
-        if file is None:
-            problems.append(f"{unit} {line}: {problem}")
-            continue
-        earlier = seen.get(file)
-        if earlier is not None:
-            if earlier.label == label:
-                problems.append(f"{unit} {line}: {cell!r} repeats {unit} {earlier.line}, ignored")
-            else:
-                first = _show(earlier.label)
-                problems.append(
-                    f"{unit} {line}: {cell!r} is labelled {_show(label)} here but "
-                    f"{first} on {unit} {earlier.line}; keeping {first}"
-                )
-            continue
-        row = ManifestRow(path=file, label=label, line=line)
-        seen[file] = row
-        rows.append(row)
-
+    reader = _RowReader(header, path_col, label_col, unit, _Resolver(path, Path(root)), problems)
+    rows = reader.read(records)
     log.info("read manifest %s: %d rows, %d problems", path, len(rows), len(problems))
     return Manifest(rows=rows, problems=problems)

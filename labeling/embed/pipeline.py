@@ -14,7 +14,8 @@ from labeling.project import Project, ProjectError
 from labeling.search.graph import KnnGraph
 from storage import items as items_q
 from storage import rounds as rounds_q
-from storage.vectors import VectorStore, gather_rows
+from storage.vector_files import gather_rows
+from storage.vectors import VectorStore
 
 LOG = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ def embed_project(
 ) -> dict:
     """Embed every readable item not yet embedded with the project's backbone (resumable)."""
     from labeling.embed.backbones import DEFAULT_BACKBONE, get_backbone
-    from labeling.embed.run import embed_project_items, pick_device
+    from labeling.device import pick_device
+    from labeling.embed.run import embed_project_items
 
     with project.db.session() as con:  # one short transaction for what the job needs to know
         saved = rounds_q.get_setting(con, "backbone")
@@ -107,7 +109,7 @@ def _failed_ids(result) -> list[int]:
 
 def import_embeddings(project: Project, path: str | Path, *, ids_path: str | Path | None = None) -> dict:
     """Use precomputed embeddings (``.npy`` + ids, or Parquet) keyed by item id or uri."""
-    from labeling.embed.run import load_precomputed
+    from labeling.embed.precomputed import load_precomputed
 
     keys, vectors = load_precomputed(Path(path), ids_path=None if ids_path is None else Path(ids_path))
     with project.db.session() as con:

@@ -56,7 +56,7 @@ class EmbedWorker:
         import torch
 
         from labeling.embed.backbones import get_backbone
-        from labeling.embed.run import pick_device
+        from labeling.device import pick_device
 
         if threads > 0:
             torch.set_num_threads(threads)
@@ -89,6 +89,50 @@ def connect(address: str | None = None, **init_kwargs) -> Any:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RayUnavailable(f"cannot connect to Ray at {target or 'a new local instance'}: {exc}") from exc
     return ray
+
+
+def _check_args(batch_size: int, device: str) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
+
+
+def _backbone_kwargs(weights: str | None, image_size: int | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if weights is not None:
+        kwargs["weights"] = weights
+    if image_size:
+        kwargs["image_size"] = image_size
+    return kwargs
+
+
+def _pool(resources: dict, device: str, workers: int | None, cpus_per_worker: int) -> tuple[bool, int]:
+    """(GPU actors?, how many actors) for the cluster's ``resources``."""
+    gpus = int(resources.get("GPU", 0))
+    if device == "cuda" and gpus == 0:
+        raise RayUnavailable("device 'cuda' asked for, but the Ray cluster has no GPU; use --device cpu or auto")
+    use_gpu = gpus > 0 and device in ("auto", "cuda")
+    if workers is None:
+        workers = gpus if use_gpu else max(1, int(resources.get("CPU", 1)) // max(1, cpus_per_worker))
+    return use_gpu, max(1, int(workers))
+
+
+def _drain(ds, store: VectorStore, report) -> tuple[int, list[int]]:
+    """Write each embedded batch to the store as it arrives: (vectors written, item ids that failed)."""
+    embedded = 0
+    failed: list[int] = []
+    done = 0
+    for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        got_ids = np.asarray(out["item_id"], np.int64)
+        good = np.asarray(out["ok"], bool)
+        if good.any():  # one chunk per batch, as the local engine writes them
+            store.add(got_ids[good], np.asarray(out["vector"], np.float32)[good])
+        embedded += int(good.sum())
+        failed += [int(i) for i in got_ids[~good]]
+        done += len(got_ids)
+        report(done, len(got_ids))
+    return embedded, failed
 
 
 def embed_project_ray(
@@ -136,31 +180,18 @@ def embed_project_ray(
     from labeling.embed.run import _progress
     from labeling.embed.pipeline import finish_embedding
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
+    _check_args(batch_size, device)
     ray = connect(address, **(init_kwargs or {}))
     name = backbone or project.setting("backbone") or DEFAULT_BACKBONE
-    kwargs: dict[str, Any] = {}
-    if weights is not None:
-        kwargs["weights"] = weights
-    if image_size:
-        kwargs["image_size"] = image_size
-    loaded = get_backbone(name, **kwargs)  # here too: the store's key and dim, and a clear error early
+    # loaded here too: the store's key and dim, and a clear error early
+    loaded = get_backbone(name, **_backbone_kwargs(weights, image_size))
     store = VectorStore(project.vectors_dir(loaded.fingerprint), key=loaded.fingerprint, dim=loaded.dim)
     with project.db.session() as con:
         ids, uris = items_q.ok_items(con)
     ids = np.asarray(ids, np.int64)
     todo = np.flatnonzero(~store.has(ids)) if len(ids) else np.zeros(0, np.int64)
     resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    if device == "cuda" and gpus == 0:
-        raise RayUnavailable("device 'cuda' asked for, but the Ray cluster has no GPU; use --device cpu or auto")
-    use_gpu = gpus > 0 and device in ("auto", "cuda")
-    if workers is None:
-        workers = gpus if use_gpu else max(1, int(resources.get("CPU", 1)) // max(1, cpus_per_worker))
-    workers = max(1, int(workers))
+    use_gpu, workers = _pool(resources, device, workers, cpus_per_worker)
     LOG.info("%d of %d items already embedded with %s; %d to go on %d Ray %s workers", len(ids) - len(todo),
              len(ids), loaded.fingerprint, len(todo), workers, "GPU" if use_gpu else "CPU")
     embedded = 0
@@ -176,17 +207,8 @@ def embed_project_ray(
             num_gpus=1 if use_gpu else 0, num_cpus=1 if use_gpu else max(1, min(cpus_per_worker,
                                                                                 int(resources.get("CPU", 1)))))
         report = _progress(progress, len(rows), f"{loaded.name} (ray)")
-        done = 0
         try:
-            for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                got_ids = np.asarray(out["item_id"], np.int64)
-                good = np.asarray(out["ok"], bool)
-                if good.any():  # one chunk per batch, as the local engine writes them
-                    store.add(got_ids[good], np.asarray(out["vector"], np.float32)[good])
-                embedded += int(good.sum())
-                failed += [int(i) for i in got_ids[~good]]
-                done += len(got_ids)
-                report(done, len(got_ids))
+            embedded, failed = _drain(ds, store, report)
         finally:
             report.close()
         store.compact()

@@ -1,4 +1,4 @@
-"""Turn image files into feature vectors, batched and resumable; read precomputed vectors.
+"""Turn image files into feature vectors, batched and resumable.
 
 - :func:`embed_paths` runs a :class:`~labeling.embed.backbones.LoadedBackbone` over files,
   ``channels_last``, ``torch.inference_mode`` and bf16 autocast on CUDA. On CPU the images are
@@ -11,8 +11,9 @@
   back with ``ok=False``.
 - :func:`embed_project_items` embeds only the items a :class:`~storage.vectors.VectorStore`
   lacks and writes every batch as it is done, so an interrupted run resumes where it stopped.
-- :func:`load_precomputed` reads vectors made elsewhere (``.npy`` + ids, or Parquet), so any
-  modality can be labeled.
+
+Vectors made elsewhere (``.npy`` + ids, or Parquet) are read by
+:func:`labeling.embed.precomputed.load_precomputed`.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import functional as TF
 from torchvision.transforms._presets import ImageClassification
 
+from labeling.device import pick_device
 from labeling.embed.backbones import LoadedBackbone
 from storage.vectors import VectorStore
 
@@ -41,7 +42,6 @@ LOG = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 Progress = Union[bool, Callable[[int, int], None]]
 BatchCallback = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
-Keys = Union[list[str], npt.NDArray[np.int64]]
 
 MAX_WORKERS = 4
 """Decoding worker processes at most (GPU runs): beyond four, image decoding outpaces a small
@@ -55,8 +55,6 @@ MAX_DECODE_THREADS = 8
 """Threads decoding batches on CPU runs at most; by default half the cores, at least two. PIL
 releases the GIL while it decodes and resizes, so on two cores two threads embed 640x480 JPEGs
 about 25% faster than one; small images are mostly Python and gain little from more."""
-KEY_COLUMNS = ("item_id", "uri")
-"""Key columns accepted in precomputed files, in order of preference."""
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
@@ -117,52 +115,6 @@ class _SteadyHeap:
 steady_heap = _SteadyHeap()
 """Context manager around a CPU inference loop: see :class:`_SteadyHeap`. :func:`embed_paths` uses
 it on CPU; a benchmark's bare forward loop should use it too, to compare like with like."""
-
-
-class DeviceUnavailable(ValueError):
-    """The requested torch device is not present on this machine."""
-
-
-def pick_device(pref: Union[str, torch.device] = "auto") -> torch.device:
-    """The torch device to embed and train on.
-
-    Parameters
-    ----------
-    pref : str or torch.device, default "auto"
-        ``"auto"``: CUDA when available, else CPU. ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or
-        ``"mps"`` ask for that device.
-
-    Returns
-    -------
-    torch.device
-
-    Raises
-    ------
-    DeviceUnavailable
-        The device was asked for but is not available.
-    ValueError
-        ``pref`` is not a device name.
-    """
-    if isinstance(pref, str) and pref.strip().lower() == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(pref.strip().lower() if isinstance(pref, str) else pref)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown device {pref!r}; use auto, cpu, cuda, cuda:N or mps") from exc
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceUnavailable(
-                f"device {pref!r} asked for, but CUDA is not available here (no GPU, or torch "
-                f"was built without CUDA); use --device cpu or auto"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceUnavailable(f"device {pref!r} asked for, but only {torch.cuda.device_count()} "
-                                    f"CUDA device(s) are present")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceUnavailable(f"device {pref!r} asked for, but MPS is not available here; use cpu or auto")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unsupported device {pref!r}; use auto, cpu, cuda, cuda:N or mps")
-    return device
 
 
 def _default_loader(path: PathLike) -> Image.Image:
@@ -363,7 +315,7 @@ def embed_paths(
     backbone : LoadedBackbone
         Its model is moved to ``device`` (in place) and switched to eval mode.
     device : str or torch.device, default "auto"
-        See :func:`pick_device`. On CUDA: pinned memory and bf16 autocast.
+        See :func:`labeling.device.pick_device`. On CUDA: pinned memory and bf16 autocast.
     batch_size : int, default 64
     num_workers : int, optional
         DataLoader worker processes. By default none on CPU (threads of this process decode
@@ -532,179 +484,3 @@ def embed_project_items(
     failed_ids = todo_ids[~ok]
     return {"total": int(len(ids)), "already": int(len(ids) - len(todo)), "embedded": int(ok.sum()),
             "failed": int(len(failed_ids)), "failed_ids": [int(i) for i in failed_ids]}
-
-
-# --------------------------------------------------------------------------- precomputed vectors
-
-
-def load_precomputed(
-    path: PathLike, *, ids_path: PathLike | None = None,
-) -> tuple[Keys, npt.NDArray[np.float32]]:
-    """Read embeddings computed elsewhere, with the key of each row.
-
-    Parameters
-    ----------
-    path : path
-        ``.npy``: a 2-D matrix, with ``ids_path`` giving one key per row. ``.parquet``: a key
-        column (``item_id`` or ``uri``) plus either a list column ``embedding`` or numeric
-        columns (all other numeric columns, in file order).
-    ids_path : path, optional
-        For ``.npy`` only: ``.npy`` (integers -> item ids, strings -> uris), ``.txt`` (one uri
-        per line) or ``.csv`` (column ``item_id`` or ``uri``).
-
-    Returns
-    -------
-    keys : list of str or ndarray of int64, length N
-        Uris (strings) or item ids (integers).
-    vectors : ndarray of float32, shape (N, D)
-
-    Raises
-    ------
-    ValueError
-        Unsupported file type, missing ids, not 2-D, empty, row count differing from the ids,
-        NaN/inf rows, duplicate keys. Messages are one line and name the file.
-    FileNotFoundError
-        A file does not exist.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"embeddings file {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        if ids_path is None:
-            raise ValueError(f"{path.name}: a .npy matrix needs an ids file (--ids FILE: .npy, .txt or .csv) "
-                             f"giving the item id or uri of each row")
-        vectors = _load_npy_matrix(path)
-        keys = _load_ids_file(Path(ids_path))
-    elif suffix in (".parquet", ".pq"):
-        if ids_path is not None:
-            raise ValueError(f"{path.name}: Parquet files carry their own key column; do not pass ids_path")
-        keys, vectors = _load_parquet(path)
-    else:
-        raise ValueError(f"{path.name}: unsupported embeddings file type {suffix or '(none)'}; "
-                         f"use .npy with an ids file, or .parquet")
-    _validate(path, keys, vectors)
-    return keys, np.ascontiguousarray(vectors, dtype=np.float32)
-
-
-def _load_npy_matrix(path: Path) -> np.ndarray:
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except ValueError as exc:  # object arrays, bad header
-        raise ValueError(f"{path.name}: not a numeric .npy matrix ({exc})") from exc
-    if arr.ndim != 2:
-        raise ValueError(f"{path.name}: embeddings must be a 2-D matrix (rows, dims), got shape {arr.shape}")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise ValueError(f"{path.name}: embeddings must be numeric, got dtype {arr.dtype}")
-    return arr
-
-
-def _load_ids_file(ids_path: Path) -> Keys:
-    if not ids_path.is_file():
-        raise FileNotFoundError(f"ids file {ids_path} does not exist")
-    suffix = ids_path.suffix.lower()
-    if suffix == ".npy":
-        try:
-            arr = np.load(ids_path, allow_pickle=False)
-        except ValueError as exc:
-            raise ValueError(f"{ids_path.name}: ids must be integers or strings ({exc})") from exc
-        if arr.ndim != 1:
-            raise ValueError(f"{ids_path.name}: ids must be 1-D, got shape {arr.shape}")
-        if np.issubdtype(arr.dtype, np.integer):
-            return arr.astype(np.int64)
-        if arr.dtype.kind in "US":
-            return [x.decode() if isinstance(x, bytes) else str(x) for x in arr.tolist()]
-        raise ValueError(f"{ids_path.name}: ids must be integers or strings, got dtype {arr.dtype}")
-    if suffix == ".txt":
-        lines = ids_path.read_text(encoding="utf-8").splitlines()
-        while lines and not lines[-1].strip():
-            lines.pop()
-        keys = [line.strip() for line in lines]
-        if "" in keys:
-            raise ValueError(f"{ids_path.name}: line {keys.index('') + 1} is empty; one id per line")
-        return keys
-    if suffix == ".csv":
-        import pandas as pd
-
-        frame = pd.read_csv(ids_path, dtype=str, keep_default_na=False)
-        return _keys_from_columns(ids_path, {c: frame[c].tolist() for c in frame.columns})
-    raise ValueError(f"{ids_path.name}: unsupported ids file type {suffix or '(none)'}; use .npy, .txt or .csv")
-
-
-def _keys_from_columns(path: Path, columns: dict[str, list]) -> Keys:
-    for name in KEY_COLUMNS:
-        if name in columns:
-            values = columns[name]
-            if any(v is None or (isinstance(v, str) and not v.strip()) for v in values):
-                raise ValueError(f"{path.name}: column {name!r} has empty values")
-            if name == "uri":
-                return [str(v).strip() for v in values]
-            try:
-                return np.array([int(v) for v in values], dtype=np.int64)
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise ValueError(f"{path.name}: column 'item_id' must hold integers ({exc})") from exc
-    raise ValueError(f"{path.name}: no key column; expected one of {', '.join(KEY_COLUMNS)}, "
-                     f"found {', '.join(columns) or 'none'}")
-
-
-def _load_parquet(path: Path) -> tuple[Keys, np.ndarray]:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ValueError(f"{path.name}: cannot read Parquet ({exc})") from exc
-    names = table.column_names
-    key_name = next((k for k in KEY_COLUMNS if k in names), None)
-    if key_name is None:
-        raise ValueError(f"{path.name}: no key column; expected one of {', '.join(KEY_COLUMNS)}, "
-                         f"found {', '.join(names) or 'none'}")
-    keys = _keys_from_columns(path, {key_name: table.column(key_name).to_pylist()})
-    if "embedding" in names:
-        column = table.column("embedding").combine_chunks()
-        if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
-                or pa.types.is_fixed_size_list(column.type)):
-            raise ValueError(f"{path.name}: column 'embedding' must be a list of numbers, got {column.type}")
-        if column.null_count:
-            raise ValueError(f"{path.name}: column 'embedding' has {column.null_count} empty rows")
-        lengths = np.asarray(pc.list_value_length(column))
-        if len(lengths) and (lengths != lengths[0]).any():
-            raise ValueError(f"{path.name}: embeddings have different lengths "
-                             f"({', '.join(map(str, np.unique(lengths)[:5]))})")
-        value_type = column.type.value_type
-        if not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
-            raise ValueError(f"{path.name}: column 'embedding' must hold numbers, got {value_type}")
-        flat = column.flatten().to_numpy(zero_copy_only=False)
-        dim = int(lengths[0]) if len(lengths) else 0
-        vectors = flat.astype(np.float64, copy=False).reshape(len(column), dim)
-    else:
-        numeric = [n for n in names if n not in KEY_COLUMNS
-                   and (pa.types.is_floating(table.schema.field(n).type)
-                        or pa.types.is_integer(table.schema.field(n).type))]
-        if not numeric:
-            raise ValueError(f"{path.name}: no 'embedding' list column and no numeric columns")
-        vectors = np.column_stack([table.column(n).to_numpy(zero_copy_only=False).astype(np.float64)
-                                   for n in numeric])
-    return keys, vectors
-
-
-def _validate(path: Path, keys: Keys, vectors: np.ndarray) -> None:
-    if vectors.ndim != 2:
-        raise ValueError(f"{path.name}: embeddings must be 2-D, got shape {vectors.shape}")
-    if vectors.shape[0] == 0 or vectors.shape[1] == 0:
-        raise ValueError(f"{path.name}: no embeddings (shape {vectors.shape})")
-    if len(keys) != len(vectors):
-        raise ValueError(f"{path.name}: {len(vectors)} embedding rows but {len(keys)} ids")
-    key_arr = np.asarray(keys) if isinstance(keys, np.ndarray) else np.asarray(keys, dtype=object)
-    with np.errstate(invalid="ignore", over="ignore"):
-        bad = ~np.isfinite(np.asarray(vectors, dtype=np.float32)).all(axis=1)
-    if bad.any():
-        first = ", ".join(map(str, key_arr[bad][:5]))
-        raise ValueError(f"{path.name}: {int(bad.sum())} rows have NaN or inf values (first ids: {first})")
-    uniq, counts = np.unique(key_arr.astype(str) if key_arr.dtype == object else key_arr, return_counts=True)
-    if (counts > 1).any():
-        dup = uniq[counts > 1]
-        raise ValueError(f"{path.name}: {len(dup)} ids occur more than once (first: "
-                         f"{', '.join(map(str, dup[:5]))})")

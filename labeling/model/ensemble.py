@@ -49,17 +49,6 @@ class EnsembleConfig:
         return asdict(self)
 
 
-def pick_device(preference: str = "auto") -> torch.device:
-    """``auto``: CUDA when present, else CPU; ``cuda`` without a GPU raises ``ValueError``."""
-    if preference == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU; use --device cpu or auto")
-    if preference not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {preference!r}; valid: auto, cpu, cuda")
-    return torch.device(preference)
-
-
 class _HeadBank(nn.Module):
     """K heads of one type as batched parameters. ``forward(x (N, D)) -> logits (K, N, C)``.
 
@@ -149,6 +138,139 @@ class Ensemble:
         return out
 
 
+def _check_training_data(x: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` as float32 and ``y`` as int64, or ``ValueError`` when they cannot be trained on."""
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
+    if x.ndim != 2 or len(x) != len(y):
+        raise ValueError(f"x must be (n, D) with one label per row; got {x.shape} and {y.shape}")
+    if len(y) == 0:
+        raise ValueError("no labeled items to train on")
+    if y.min() < 0 or y.max() >= n_classes:
+        raise ValueError(f"labels must lie in [0, {n_classes})")
+    return x, y
+
+
+def _head_row_weights(
+    y: np.ndarray,
+    n_classes: int,
+    config: EnsembleConfig,
+    sample_weight: np.ndarray | None,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Per-head row weights ``(K, n)``: bootstrap counts x class balance x caller's weights.
+
+    Each row sums to one. Draws one multinomial from ``rng`` per head when bootstrapping.
+    """
+    k, n = config.n_heads, len(y)
+    base = np.ones(n, dtype=np.float64) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    if config.class_balanced:
+        counts = np.bincount(y, weights=base, minlength=n_classes)
+        base = base * (counts.sum() / (np.maximum(counts, 1e-12) * max(1, (counts > 0).sum())))[y]
+    weights = np.empty((k, n), dtype=np.float32)
+    for h in range(k):
+        boot = rng.multinomial(n, np.full(n, 1.0 / n)) if (config.bootstrap and k > 1) else np.ones(n)
+        weights[h] = base * boot
+    weights /= weights.sum(axis=1, keepdims=True)
+    return weights
+
+
+def _build_banks(
+    d: int,
+    n_classes: int,
+    config: EnsembleConfig,
+    rng: np.random.Generator,
+    gen: torch.Generator,
+    device: torch.device,
+) -> tuple[list[_HeadBank], list[str], np.ndarray]:
+    """One bank per head type (linear first, then MLP), each head with its own feature subset.
+
+    Returns the banks, the head types in bank order, and ``order``: the original head index of
+    each head in bank order.
+    """
+    k = config.n_heads
+    head_types = ["mlp" if config.mlp_every and (h % config.mlp_every == 1) else "linear" for h in range(k)]
+    keep = max(1, int(round(d * config.feature_fraction))) if k > 1 else d
+    features = np.stack([np.sort(rng.choice(d, size=keep, replace=False)) for _ in range(k)])  # (K, F)
+    banks, bank_rows = [], []
+    for kind in ("linear", "mlp"):
+        rows = [h for h, t in enumerate(head_types) if t == kind]
+        if not rows:
+            continue
+        bank = _HeadBank(torch.as_tensor(features[rows]), n_classes,
+                         hidden=config.hidden if kind == "mlp" else None, gen=gen).to(device)
+        banks.append(bank)
+        bank_rows.extend(rows)
+    order = np.array(bank_rows)
+    return banks, [head_types[h] for h in order], order
+
+
+def _train_full_batches(
+    banks: list[_HeadBank],
+    opt: torch.optim.Optimizer,
+    x_t: torch.Tensor,
+    y_t: torch.Tensor,
+    w_t: torch.Tensor,
+    *,
+    decay: float,
+    steps: int,
+) -> None:
+    """Train on every labeled row at every step, with the weighted loss of each head."""
+    k, n = w_t.shape
+    # Each bank's columns are gathered once, not at every step: the gather (a (K, n, F) copy)
+    # cost more than the matrix products it feeds, and autograd kept the per-step copy alive for
+    # the backward pass anyway, so memory is the same.
+    inputs = [b.gather(x_t) for b in banks]
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        logits = torch.cat([b(None, gathered=xs) for b, xs in zip(banks, inputs)], dim=0)  # (K, n, C)
+        logp = torch.log_softmax(logits, dim=-1)
+        nll = -logp.gather(2, y_t.expand(k, n)[..., None]).squeeze(-1)  # (K, n)
+        loss = (nll * w_t).sum() + decay * sum(b.l2() for b in banks)
+        loss.backward()
+        opt.step()
+
+
+def _sampled_logits(banks: list[_HeadBank], x_t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Logits ``(K, B, C)`` of each head on its own drawn rows ``rows (K, B)``."""
+    parts, start = [], 0
+    for b in banks:
+        kb = len(b.features)
+        r = rows[start:start + kb]  # (Kb, B)
+        xs = torch.stack([x_t.index_select(0, rh).index_select(1, fh) for rh, fh in zip(r, b.features)])
+        parts.append(b(None, gathered=xs))  # (Kb, B, C)
+        start += kb
+    return torch.cat(parts, dim=0)
+
+
+def _train_sampled_batches(
+    banks: list[_HeadBank],
+    opt: torch.optim.Optimizer,
+    x_t: torch.Tensor,
+    y_t: torch.Tensor,
+    w_t: torch.Tensor,
+    *,
+    decay: float,
+    steps: int,
+    batch_rows: int,
+    gen: torch.Generator,
+) -> None:
+    """Train on ``batch_rows`` rows per head and step, drawn in proportion to the head's weights.
+
+    Head h draws rows with probability ``w_t[h]``, so the plain mean of the drawn rows' losses
+    estimates the full weighted sum without bias.
+    """
+    device = x_t.device
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        rows = torch.multinomial(w_t.cpu(), batch_rows, replacement=True, generator=gen).to(device)
+        logp = torch.log_softmax(_sampled_logits(banks, x_t, rows), dim=-1)
+        nll = -logp.gather(2, y_t[rows][..., None]).squeeze(-1)  # (K, B)
+        loss = nll.mean(dim=1).sum() + decay * sum(b.l2() for b in banks)
+        loss.backward()
+        opt.step()
+
+
 def fit_ensemble(
     x: np.ndarray,
     y: np.ndarray,
@@ -169,44 +291,13 @@ def fit_ensemble(
     sample_weight : (n,) float, optional
         Per-item weights (e.g. lower for pseudo-labels).
     """
-    x = np.asarray(x, dtype=np.float32)
-    y = np.asarray(y, dtype=np.int64)
-    if x.ndim != 2 or len(x) != len(y):
-        raise ValueError(f"x must be (n, D) with one label per row; got {x.shape} and {y.shape}")
-    if len(y) == 0:
-        raise ValueError("no labeled items to train on")
-    if y.min() < 0 or y.max() >= n_classes:
-        raise ValueError(f"labels must lie in [0, {n_classes})")
+    x, y = _check_training_data(x, y, n_classes)
     device = torch.device(device)
-    k, (n, d) = config.n_heads, x.shape
+    n, d = x.shape
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-
-    # Per-head row weights: bootstrap counts x class balance x caller's weights.  (K, n)
-    base = np.ones(n, dtype=np.float64) if sample_weight is None else np.asarray(sample_weight, np.float64)
-    if config.class_balanced:
-        counts = np.bincount(y, weights=base, minlength=n_classes)
-        base = base * (counts.sum() / (np.maximum(counts, 1e-12) * max(1, (counts > 0).sum())))[y]
-    weights = np.empty((k, n), dtype=np.float32)
-    for h in range(k):
-        boot = rng.multinomial(n, np.full(n, 1.0 / n)) if (config.bootstrap and k > 1) else np.ones(n)
-        weights[h] = base * boot
-    weights /= weights.sum(axis=1, keepdims=True)
-
-    head_types = ["mlp" if config.mlp_every and (h % config.mlp_every == 1) else "linear" for h in range(k)]
-    keep = max(1, int(round(d * config.feature_fraction))) if k > 1 else d
-    features = np.stack([np.sort(rng.choice(d, size=keep, replace=False)) for _ in range(k)])  # (K, F)
-    banks, bank_rows = [], []
-    for kind in ("linear", "mlp"):
-        rows = [h for h, t in enumerate(head_types) if t == kind]
-        if not rows:
-            continue
-        bank = _HeadBank(torch.as_tensor(features[rows]), n_classes,
-                         hidden=config.hidden if kind == "mlp" else None, gen=gen).to(device)
-        banks.append(bank)
-        bank_rows.extend(rows)
-    order = np.array(bank_rows)
-    head_types = [head_types[h] for h in order]
+    weights = _head_row_weights(y, n_classes, config, sample_weight, rng)
+    banks, head_types, order = _build_banks(d, n_classes, config, rng, gen, device)
     w_t = torch.as_tensor(weights[order], device=device)  # (K, n)
     x_t = torch.as_tensor(x, device=device)
     y_t = torch.as_tensor(y, device=device)
@@ -214,36 +305,10 @@ def fit_ensemble(
     opt = torch.optim.Adam(params, lr=config.lr)
     decay = config.weight_decay / n ** 0.5
     if n <= config.batch_rows:
-        # Full batches. Each bank's columns are gathered once, not at every step: the gather (a
-        # (K, n, F) copy) cost more than the matrix products it feeds, and autograd kept the
-        # per-step copy alive for the backward pass anyway, so memory is the same.
-        inputs = [b.gather(x_t) for b in banks]
-        for _ in range(config.steps):
-            opt.zero_grad(set_to_none=True)
-            logits = torch.cat([b(None, gathered=xs) for b, xs in zip(banks, inputs)], dim=0)  # (K, n, C)
-            logp = torch.log_softmax(logits, dim=-1)
-            nll = -logp.gather(2, y_t.expand(len(order), n)[..., None]).squeeze(-1)  # (K, n)
-            loss = (nll * w_t).sum() + decay * sum(b.l2() for b in banks)
-            loss.backward()
-            opt.step()
+        _train_full_batches(banks, opt, x_t, y_t, w_t, decay=decay, steps=config.steps)
     else:
-        # Sampled batches: head h draws rows with probability w_t[h], so the plain mean of the
-        # drawn rows' losses estimates the full weighted sum without bias.
-        sizes = [len(b.features) for b in banks]
-        for _ in range(config.steps):
-            opt.zero_grad(set_to_none=True)
-            rows = torch.multinomial(w_t.cpu(), config.batch_rows, replacement=True, generator=gen).to(device)
-            parts, start = [], 0
-            for b, kb in zip(banks, sizes):
-                r = rows[start:start + kb]  # (Kb, B)
-                xs = torch.stack([x_t.index_select(0, rh).index_select(1, fh) for rh, fh in zip(r, b.features)])
-                parts.append(b(None, gathered=xs))  # (Kb, B, C)
-                start += kb
-            logp = torch.log_softmax(torch.cat(parts, dim=0), dim=-1)
-            nll = -logp.gather(2, y_t[rows][..., None]).squeeze(-1)  # (K, B)
-            loss = nll.mean(dim=1).sum() + decay * sum(b.l2() for b in banks)
-            loss.backward()
-            opt.step()
+        _train_sampled_batches(banks, opt, x_t, y_t, w_t, decay=decay, steps=config.steps,
+                               batch_rows=config.batch_rows, gen=gen)
     for b in banks:
         b.eval()
     return Ensemble(banks, head_types, n_classes, device)

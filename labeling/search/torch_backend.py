@@ -1,6 +1,6 @@
 """Exact cosine k-nearest neighbours by blockwise matrix products in torch.
 
-The search behind `labeling.search.neighbours.NeighbourIndex` on a CUDA machine without faiss's GPU build
+The search behind `labeling.search.index.NeighbourIndex` on a CUDA machine without faiss's GPU build
 (and, in tests, on the CPU): queries and base vectors are taken a block at a time, so memory stays
 bounded whatever the sizes.
 """

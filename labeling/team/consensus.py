@@ -50,6 +50,88 @@ def majority(votes: list[tuple[int, str, int]]) -> dict[int, int]:
     return out
 
 
+def _votes_by_item(votes: list[tuple[int, str, int]]) -> dict[int, list[tuple[str, int]]]:
+    """item -> its (annotator, column) votes, in the order given."""
+    by_item: dict[int, list[tuple[str, int]]] = {}
+    for item, who, c in votes:
+        by_item.setdefault(item, []).append((who, c))
+    return by_item
+
+
+def _majority_agreement(by_item: dict[int, list[tuple[str, int]]], n_classes: int) -> dict[str, float]:
+    """Each annotator's agreement with the others' majority, on items someone else voted on.
+
+    An annotator without such items gets the pooled agreement of everyone (``0.5 + 0.5 / C`` when
+    nobody has any).
+    """
+    hits: dict[str, list[int]] = {}
+    for item, vs in by_item.items():
+        for k, (who, c) in enumerate(vs):
+            others = [(item, w, cc) for j, (w, cc) in enumerate(vs) if j != k]
+            if others:
+                hits.setdefault(who, []).append(int(majority(others)[item] == c))
+    everyone = {who for vs in by_item.values() for who, _ in vs}
+    pooled = [h for hs in hits.values() for h in hs]
+    mean_agreement = float(np.mean(pooled)) if pooled else 0.5 + 0.5 / n_classes
+    return {who: float(np.mean(hits[who])) if hits.get(who) else mean_agreement for who in everyone}
+
+
+def _baseline_error(maj: dict[int, int], n_classes: int) -> float:
+    """Error rate of always answering the most common majority class (at least ``EPS``)."""
+    freq = np.bincount(np.fromiter(maj.values(), dtype=np.int64, count=len(maj)), minlength=n_classes)
+    baseline_error = 1.0 - freq.max() / max(freq.sum(), 1)
+    return max(baseline_error, EPS)
+
+
+def _weight(acc: float, baseline_error: float) -> float:
+    """A voter's weight: its accuracy's gain over the baseline, as a share of the baseline's error."""
+    return max(1.0 - (1.0 - acc) / baseline_error, EPS)
+
+
+@dataclass
+class _Posterior:
+    """Weighted mean of the annotators' likelihoods and the model's probabilities, item by item."""
+
+    by_item: dict[int, list[tuple[str, int]]]
+    agreement: dict[str, float]
+    weights: dict[str, float]
+    model_probs: dict[int, np.ndarray]
+    model_weight: float
+    n_classes: int
+
+    def __call__(self, item: int, skip: int | None = None) -> np.ndarray | None:
+        """The consensus distribution of ``item`` without its ``skip``-th vote; None with nothing to weigh."""
+        n_classes = self.n_classes
+        acc = np.zeros(n_classes)
+        total = 0.0
+        for k, (who, c) in enumerate(self.by_item[item]):
+            if k == skip:
+                continue
+            a = min(max(self.agreement[who], EPS), 1 - EPS)
+            like = np.full(n_classes, (1.0 - a) / (n_classes - 1))
+            like[c] = a
+            acc += self.weights[who] * like
+            total += self.weights[who]
+        if item in self.model_probs and self.model_weight > 0:
+            p = np.asarray(self.model_probs[item], dtype=np.float64)
+            acc += self.model_weight * p / max(p.sum(), EPS)
+            total += self.model_weight
+        return acc / total if total > 0 else None
+
+
+def _consensus_agreement(posterior: _Posterior) -> dict[str, float]:
+    """Each annotator against the consensus of everything else (the others and the model), which
+    separates reliable from unreliable people even with two votes per item; annotators without such
+    items keep their agreement."""
+    hits: dict[str, list[int]] = {}
+    for item, vs in posterior.by_item.items():
+        for k, (who, c) in enumerate(vs):
+            post = posterior(item, skip=k)
+            if post is not None:
+                hits.setdefault(who, []).append(int(np.argmax(post) == c))
+    return {who: float(np.mean(hits[who])) if hits.get(who) else a for who, a in posterior.agreement.items()}
+
+
 def crowdlab(votes: list[tuple[int, str, int]], model_probs: dict[int, np.ndarray], n_classes: int) -> Consensus:
     """Model-weighted consensus.
 
@@ -66,61 +148,21 @@ def crowdlab(votes: list[tuple[int, str, int]], model_probs: dict[int, np.ndarra
     if n_classes < 2:
         raise ValueError("a consensus needs at least two classes")
     maj = majority(votes)
-    by_item: dict[int, list[tuple[str, int]]] = {}
-    for item, who, c in votes:
-        by_item.setdefault(item, []).append((who, c))
-    # each annotator's agreement with the others' majority, on items someone else voted on
-    hits: dict[str, list[int]] = {}
-    for item, vs in by_item.items():
-        for k, (who, c) in enumerate(vs):
-            others = [(item, w, cc) for j, (w, cc) in enumerate(vs) if j != k]
-            if others:
-                hits.setdefault(who, []).append(int(majority(others)[item] == c))
-    everyone = {who for vs in by_item.values() for who, _ in vs}
-    pooled = [h for hs in hits.values() for h in hs]
-    mean_agreement = float(np.mean(pooled)) if pooled else 0.5 + 0.5 / n_classes
-    agreement = {who: float(np.mean(hits[who])) if hits.get(who) else mean_agreement for who in everyone}
-    freq = np.bincount(np.fromiter(maj.values(), dtype=np.int64, count=len(maj)), minlength=n_classes)
-    baseline_error = 1.0 - freq.max() / max(freq.sum(), 1)
-    baseline_error = max(baseline_error, EPS)
-
-    def weight(acc: float) -> float:
-        return max(1.0 - (1.0 - acc) / baseline_error, EPS)
-
-    weights = {who: weight(a) for who, a in agreement.items()}
+    by_item = _votes_by_item(votes)
+    agreement = _majority_agreement(by_item, n_classes)
+    baseline_error = _baseline_error(maj, n_classes)
+    weights = {who: _weight(a, baseline_error) for who, a in agreement.items()}
     scored = [i for i in maj if i in model_probs]
     model_accuracy = (float(np.mean([int(np.argmax(model_probs[i]) == maj[i]) for i in scored]))
                       if scored else None)
     mean_votes = len(votes) / max(len(by_item), 1)
-    model_weight = weight(model_accuracy) * float(np.sqrt(mean_votes)) if model_accuracy is not None else 0.0
+    model_weight = (_weight(model_accuracy, baseline_error) * float(np.sqrt(mean_votes))
+                    if model_accuracy is not None else 0.0)
 
-    def posterior(item: int, skip: int | None = None) -> np.ndarray | None:
-        acc = np.zeros(n_classes)
-        total = 0.0
-        for k, (who, c) in enumerate(by_item[item]):
-            if k == skip:
-                continue
-            a = min(max(agreement[who], EPS), 1 - EPS)
-            like = np.full(n_classes, (1.0 - a) / (n_classes - 1))
-            like[c] = a
-            acc += weights[who] * like
-            total += weights[who]
-        if item in model_probs and model_weight > 0:
-            p = np.asarray(model_probs[item], dtype=np.float64)
-            acc += model_weight * p / max(p.sum(), EPS)
-            total += model_weight
-        return acc / total if total > 0 else None
-
-    # second pass: each annotator against the consensus of everything else (the others and the model),
-    # which separates reliable from unreliable people even with two votes per item
-    hits = {}
-    for item, vs in by_item.items():
-        for k, (who, c) in enumerate(vs):
-            post = posterior(item, skip=k)
-            if post is not None:
-                hits.setdefault(who, []).append(int(np.argmax(post) == c))
-    agreement = {who: float(np.mean(hits[who])) if hits.get(who) else agreement[who] for who in everyone}
-    weights = {who: weight(a) for who, a in agreement.items()}
+    # second pass: each annotator against the consensus of everything else
+    agreement = _consensus_agreement(_Posterior(by_item, agreement, weights, model_probs, model_weight, n_classes))
+    weights = {who: _weight(a, baseline_error) for who, a in agreement.items()}
+    posterior = _Posterior(by_item, agreement, weights, model_probs, model_weight, n_classes)
 
     items = np.array(sorted(by_item), dtype=np.int64)
     labels = np.empty(len(items), dtype=np.int64)
@@ -132,6 +174,33 @@ def crowdlab(votes: list[tuple[int, str, int]], model_probs: dict[int, np.ndarra
     return Consensus(items, labels, quality, weights, agreement, model_weight, model_accuracy)
 
 
+def _spread_top_k(top_idx, top_p, col: dict[int, int], n_classes: int) -> np.ndarray:
+    """A round's top-k probabilities of one item as a distribution over the columns (rest shared evenly)."""
+    dist = np.zeros(n_classes)
+    for c, pr in zip(top_idx, top_p):
+        if c >= 0 and int(c) in col:
+            dist[col[int(c)]] = pr
+    rest = max(1.0 - dist.sum(), 0.0)
+    dist[dist == 0] = rest / max(int((dist == 0).sum()), 1)
+    return dist
+
+
+def _round_probs(service, items: set[int], col: dict[int, int], n_classes: int) -> dict[int, np.ndarray]:
+    """item -> the newest round's distribution over the columns, for the given items it pseudo-labeled."""
+    probs: dict[int, np.ndarray] = {}
+    got = service.predictions()
+    if got is None:
+        return probs
+    _, p = got
+    row_of = p.row_of()
+    for item in items:
+        r = row_of.get(item)
+        if r is None or p.pseudo[r] < 0:
+            continue
+        probs[item] = _spread_top_k(p.top_idx[r], p.top_p[r], col, n_classes)
+    return probs
+
+
 def model_weighted(service) -> tuple[Consensus, list[str], dict[int, int]]:
     """CROWDLAB consensus of a project's votes with its newest round; also the class names (by column) and
     the current (majority or adjudicated) column of each voted item."""
@@ -140,27 +209,12 @@ def model_weighted(service) -> tuple[Consensus, list[str], dict[int, int]]:
     with service.project.db.session() as con:
         names = dict(labels_q.classes(con))
         raw = labels_q.votes(con)
-        current = {int(r[0]): r[1] for r in labels_q.current_state(con) if r[2] == "label"}
+        current = {int(r.item_id): r.class_id for r in labels_q.current_state(con) if r.kind == "label"}
     class_ids = sorted(names)
     col = {c: k for k, c in enumerate(class_ids)}
-    votes = [(int(r[0]), r[1], col[r[2]]) for r in raw if r[2] in col]
-    probs: dict[int, np.ndarray] = {}
-    got = service.predictions()
-    if got is not None:
-        _, p = got
-        # the round's top-3 probabilities, spread as a distribution over the classes (rest shared evenly)
-        row_of = p.row_of()
-        for item in {v[0] for v in votes}:
-            r = row_of.get(item)
-            if r is None or p.pseudo[r] < 0:
-                continue
-            dist = np.zeros(len(class_ids))
-            for c, pr in zip(p.top_idx[r], p.top_p[r]):
-                if c >= 0 and int(c) in col:
-                    dist[col[int(c)]] = pr
-            rest = max(1.0 - dist.sum(), 0.0)
-            dist[dist == 0] = rest / max(int((dist == 0).sum()), 1)
-            probs[item] = dist
+    votes = [(int(r.item_id), r.user_name, col[r.class_id]) for r in raw if r.class_id in col]
+    # the round's top-3 probabilities, spread as a distribution over the classes (rest shared evenly)
+    probs = _round_probs(service, {v[0] for v in votes}, col, len(class_ids))
     result = crowdlab(votes, probs, len(class_ids)) if len(class_ids) >= 2 and votes else \
         Consensus(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), {}, {}, 0.0, None)
     return result, [names[c] for c in class_ids], {i: col[c] for i, c in current.items() if c in col}
@@ -177,8 +231,8 @@ def apply_model_weighted(service, *, user: str, role: str, min_votes: int = 2) -
         raise AuthError(f"{user} ({role}) may not apply a consensus: that needs the reviewer role")
     result, names, current = model_weighted(service)
     with service.project.db.session() as con:
-        n_votes = Counter(int(r[0]) for r in labels_q.votes(con))
-        settled = {int(r[0]) for r in labels_q.adjudications(con)}
+        n_votes = Counter(int(r.item_id) for r in labels_q.votes(con))
+        settled = {int(r.item_id) for r in labels_q.adjudications(con)}
     changed: dict[str, list[int]] = {}
     for item, c in zip(result.item_ids.tolist(), result.labels.tolist()):
         if n_votes[item] >= min_votes and item not in settled and current.get(item) != c:

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labeling.active import acquisition as acq
+from labeling.active import coldstart as cold
 from labeling.active import selection as sel
 UNCERTAINTY_METHODS = (
     "least_confidence",
@@ -431,7 +432,7 @@ def test_typicality_is_higher_inside_a_cluster_than_for_an_outlier():
     rng = np.random.default_rng(16)
     cluster = np.array([10.0, 0.0, 0.0]) + 0.3 * rng.normal(size=(60, 3))
     x = np.concatenate([cluster, [[0.0, 0.0, 10.0]]])  # one far-away outlier last
-    typ = sel.typicality(x, k=10)
+    typ = cold.typicality(x, k=10)
     assert typ.shape == (61,)
     assert np.all(typ[:60] > 10 * typ[60])
 
@@ -443,38 +444,38 @@ def test_typicality_uses_precomputed_neighbour_similarities():
     np.fill_diagonal(sims, -np.inf)
     knn_sims = -np.sort(-sims, axis=1)[:, :7]  # (N, 7), nearest first, self excluded
     np.testing.assert_allclose(
-        sel.typicality(x, k=7), sel.typicality(x, k=7, knn_sims=knn_sims), rtol=1e-5
+        cold.typicality(x, k=7), cold.typicality(x, k=7, knn_sims=knn_sims), rtol=1e-5
     )
     with pytest.raises(ValueError, match="knn_sims"):
-        sel.typicality(x, knn_sims=knn_sims[:10])
+        cold.typicality(x, knn_sims=knn_sims[:10])
 
 
 def test_typicality_ignores_missing_neighbours_marked_minus_inf():
     x = np.random.default_rng(21).normal(size=(4, 3))
-    computed = sel.typicality(x, k=20)  # only 3 neighbours exist
+    computed = cold.typicality(x, k=20)  # only 3 neighbours exist
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     sims = unit @ unit.T
     np.fill_diagonal(sims, -np.inf)
     padded = np.concatenate([-np.sort(-sims, axis=1)[:, :3], np.full((4, 2), -np.inf)], axis=1)
-    np.testing.assert_allclose(sel.typicality(x, k=20, knn_sims=padded), computed, rtol=1e-5)
-    alone = sel.typicality(x, knn_sims=np.full((4, 2), -np.inf))
+    np.testing.assert_allclose(cold.typicality(x, k=20, knn_sims=padded), computed, rtol=1e-5)
+    alone = cold.typicality(x, knn_sims=np.full((4, 2), -np.inf))
     np.testing.assert_array_equal(alone, np.ones(4))
     with pytest.raises(ValueError, match="NaN"):
-        sel.typicality(x, knn_sims=np.where(np.isinf(padded), np.nan, padded))
+        cold.typicality(x, knn_sims=np.where(np.isinf(padded), np.nan, padded))
 
 
 def test_typicality_with_duplicates_and_tiny_pools():
     x = np.repeat(np.eye(3), 4, axis=0)  # each vector four times
-    typ = sel.typicality(x, k=3)
+    typ = cold.typicality(x, k=3)
     assert np.all(np.isfinite(typ)) and np.all(typ > 1e5)
-    np.testing.assert_array_equal(sel.typicality(np.ones((1, 3))), [1.0])
+    np.testing.assert_array_equal(cold.typicality(np.ones((1, 3))), [1.0])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_cold_start_covers_every_blob_near_its_centre(seed):
     rng = np.random.default_rng(seed)
     x, blob, centres = _blobs(rng)
-    picks = sel.typical_cold_start(x, 5, labeled_mask=np.zeros(len(x), bool), rng=rng)
+    picks = cold.typical_cold_start(x, 5, labeled_mask=np.zeros(len(x), bool), rng=rng)
     assert sorted(blob[picks]) == [0, 1, 2, 3, 4]
     dist = _cosine_distance(x, centres[blob])  # (N,) to the pick's own blob centre
     for i in picks:
@@ -489,7 +490,7 @@ def test_cold_start_skips_blobs_that_already_have_labels():
     labeled[[3, 150]] = True  # one label in blob 0, one in blob 1
     exclude = blob == 2
     exclude[np.flatnonzero(blob == 2)[:1]] = False  # one item left eligible in blob 2
-    picks = sel.typical_cold_start(x, 3, labeled_mask=labeled, rng=rng, exclude=exclude)
+    picks = cold.typical_cold_start(x, 3, labeled_mask=labeled, rng=rng, exclude=exclude)
     assert sorted(blob[picks]) == [2, 3, 4]
     assert not (labeled | exclude)[picks].any()
 
@@ -499,12 +500,12 @@ def test_cold_start_asked_for_more_than_the_blobs():
     x, blob, _ = _blobs(rng, per_blob=30)
     labeled = np.zeros(len(x), bool)
     labeled[0] = True
-    picks = sel.typical_cold_start(x, 12, labeled_mask=labeled, rng=rng)
+    picks = cold.typical_cold_start(x, 12, labeled_mask=labeled, rng=rng)
     assert len(set(picks)) == 12
     assert set(blob[picks]) == set(range(5))
     assert 0 not in picks
     with pytest.raises(acq.EmptyPoolError):
-        sel.typical_cold_start(x, 1, labeled_mask=np.ones(len(x), bool), rng=rng)
+        cold.typical_cold_start(x, 1, labeled_mask=np.ones(len(x), bool), rng=rng)
 
 
 # ----------------------------------------------------------- default policy

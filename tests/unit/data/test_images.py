@@ -1,4 +1,4 @@
-"""Tests for labeling.data.images: probing, loading, thumbnails and folder scans on generated files."""
+"""Tests for labeling.data.images, .scan and .thumbnails: probing, loading, thumbnails, folder scans."""
 from __future__ import annotations
 
 import hashlib
@@ -15,17 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from labeling.data.images import (
-    IMAGE_EXTENSIONS,
-    MAX_PIXELS,
-    ImageError,
-    ProbeResult,
-    load_rgb,
-    make_thumbnail,
-    probe_image,
-    relative_uri,
-    scan_folder,
-)
+from labeling.data.images import MAX_PIXELS, ImageError, ProbeResult, load_rgb, probe_image
+from labeling.data.scan import IMAGE_EXTENSIONS, relative_uri, scan_folder
+from labeling.data.thumbnails import make_thumbnail
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)

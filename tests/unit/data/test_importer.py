@@ -179,7 +179,8 @@ def _sample_files(folder: Path) -> list[Path]:
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's warnings about the mangled TIFFs
 def test_one_pass_probe_and_thumbnail_match_the_two_calls(tmp_path):
-    from labeling.data.images import make_thumbnail, probe_and_thumbnail, probe_image
+    from labeling.data.images import probe_image
+    from labeling.data.thumbnails import make_thumbnail, probe_and_thumbnail
 
     files = _sample_files(tmp_path / "in")
     assert len(files) > 40
@@ -205,7 +206,7 @@ def test_one_pass_probe_and_thumbnail_match_the_two_calls(tmp_path):
 
 
 def test_relative_uris_match_relative_uri(tmp_path):
-    from labeling.data.images import relative_uri, relative_uris
+    from labeling.data.scan import relative_uri, relative_uris
 
     root = tmp_path / "root"
     (root / "a b").mkdir(parents=True)

@@ -6,15 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
+from labeling.device import DeviceUnavailableError, pick_device
 from labeling.embed.backbones import get_backbone
-from labeling.embed.run import (
-    DeviceUnavailable,
-    EmbedDataset,
-    embed_paths,
-    embed_project_items,
-    load_precomputed,
-    pick_device,
-)
+from labeling.embed.precomputed import load_precomputed
+from labeling.embed.run import EmbedDataset, embed_paths, embed_project_items
 from storage.vectors import VectorStore
 
 N_GOOD = 12
@@ -153,7 +148,7 @@ def test_pick_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_device() == torch.device("cpu")
     assert pick_device("CPU") == torch.device("cpu")
-    with pytest.raises(DeviceUnavailable, match="CUDA is not available.*--device cpu"):
+    with pytest.raises(DeviceUnavailableError, match="CUDA is not available.*--device cpu"):
         pick_device("cuda")
     with pytest.raises(ValueError, match="unknown device"):
         pick_device("tpu-please")

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from labeling.model.ensemble import EnsembleConfig, FeatureScaler, fit_ensemble, pick_device
+from labeling.device import pick_device
+from labeling.model.ensemble import EnsembleConfig, FeatureScaler, fit_ensemble
 
 
 @pytest.fixture(scope="module")

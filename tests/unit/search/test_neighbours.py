@@ -1,4 +1,4 @@
-"""Tests for labeling.search.neighbours: exact and approximate cosine search, kNN graph."""
+"""Tests for labeling.search.neighbours and .index: exact and approximate cosine search, kNN graph."""
 
 from __future__ import annotations
 
@@ -7,16 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from labeling.device import DeviceUnavailableError
+from labeling.search import index as index_mod
 from labeling.search import neighbours
-from labeling.search.neighbours import (
-    DeviceUnavailableError,
-    NeighbourIndex,
-    UnknownItemError,
-    knn_graph,
-    normalize,
-    recall_at_k,
-    torch_knn,
-)
+from labeling.search.index import NeighbourIndex, UnknownItemError
+from labeling.search.neighbours import knn_graph, normalize, recall_at_k, torch_knn
 
 
 def clustered(n: int, dim: int, *, n_clusters: int, noise: float, seed: int) -> np.ndarray:
@@ -224,8 +219,8 @@ def test_cuda_without_gpu_raises(small, item_ids):
 
 def test_torch_backend_when_faiss_has_no_gpu(small, item_ids, monkeypatch):
     # Stand in for a CUDA machine with faiss-cpu: the torch path, run on the CPU.
-    monkeypatch.setattr(neighbours, "_torch_cuda_available", lambda: True)
-    monkeypatch.setattr(neighbours, "_torch_cuda_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(index_mod, "_torch_cuda_available", lambda: True)
+    monkeypatch.setattr(index_mod, "_torch_cuda_device", lambda: torch.device("cpu"))
     monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0)
     index = NeighbourIndex.build(small, item_ids, device="auto", exact_threshold=10)
     assert (index.backend, index.kind) == ("torch", "flat")

@@ -244,7 +244,7 @@ def _mapped_rss_kib(path: Path) -> int:
 
 
 def test_gather_rows_copies_and_releases_the_mapped_pages(tmp_path):
-    from storage.vectors import gather_rows
+    from storage.vector_files import gather_rows
 
     rng = np.random.default_rng(0)
     data = rng.normal(size=(40_000, 256)).astype(np.float32)  # 39 MiB
