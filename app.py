@@ -8,13 +8,16 @@ from __future__ import annotations
 import pandas as pd  # noqa: F401  imported first: plotly's lazy pandas import must not race the first click
 import streamlit as st
 
-from pages.common import get_service, identity, sidebar
+from pages.common import get_service, sign_in_page, signed_in, sidebar
 
 
 def main() -> None:
     st.set_page_config(page_title="Quorum", page_icon=":material/how_to_vote:", layout="wide")
     get_service()  # opens the project (and starts the retrain worker) once per server
-    who = identity()  # team mode: nothing below shows before the session signs in
+    who = signed_in()
+    if who is None:  # team mode before sign-in: one page, whatever the URL; no project page is registered
+        st.navigation([st.Page(sign_in_page, title="Sign in", url_path="sign-in")], position="hidden").run()
+        return
     pages = [
         st.Page("pages/label.py", title="Label", icon=":material/label:", default=True),
         st.Page("pages/map.py", title="Map", icon=":material/map:"),

@@ -178,15 +178,11 @@ def cmd_export(a) -> int:
 
 
 def cmd_user(a) -> int:
-    import getpass
-
     from labeling.team import auth
     from labeling.project import Project
     project = Project(a.dir)
     if a.action == "add":
-        password = sys.stdin.readline().rstrip("\n") if a.password_stdin else getpass.getpass(f"Password for {a.name}: ")
-        auth.add_user(project, a.name, password, role=a.role, by=None)
-        _print({"added": a.name, "role": a.role}, a.format, f"added {a.name} ({a.role})")
+        _user_add(a, project)
     elif a.action == "list":
         users = auth.list_users(project)
         _print(users, a.format, "\n".join(f"{u['name']:<20} {u['role']:<10} {'disabled' if u['disabled'] else ''}"
@@ -198,14 +194,28 @@ def cmd_user(a) -> int:
         auth.set_disabled(project, a.name, a.action == "disable", by=None)
         _print({"name": a.name, "disabled": a.action == "disable"}, a.format, f"{a.name}: {a.action}d")
     elif a.action == "mode":
-        if a.name not in ("local", "team"):
-            raise ValueError("usage: user DIR mode local|team")
-        admins = [u for u in auth.list_users(project) if u["role"] == "admin" and not u["disabled"]]
-        if a.name == "team" and not admins:
-            raise ValueError("team mode needs an admin first: python -m labeling user DIR add NAME --role admin")
-        project.set_setting("auth_mode", a.name)
-        _print({"mode": a.name}, a.format, f"project mode: {a.name}")
+        _user_mode(a, project)
     return 0
+
+
+def _user_add(a, project) -> None:
+    import getpass
+
+    from labeling.team import auth
+    password = sys.stdin.readline().rstrip("\n") if a.password_stdin else getpass.getpass(f"Password for {a.name}: ")
+    auth.add_user(project, a.name, password, role=a.role, by=None)
+    _print({"added": a.name, "role": a.role}, a.format, f"added {a.name} ({a.role})")
+
+
+def _user_mode(a, project) -> None:
+    from labeling.team import auth
+    if a.name not in ("local", "team"):
+        raise ValueError("usage: user DIR mode local|team")
+    admins = [u for u in auth.list_users(project) if u["role"] == "admin" and not u["disabled"]]
+    if a.name == "team" and not admins:
+        raise ValueError("team mode needs an admin first: python -m labeling user DIR add NAME --role admin")
+    project.set_setting("auth_mode", a.name)
+    _print({"mode": a.name}, a.format, f"project mode: {a.name}")
 
 
 def cmd_check(a) -> int:

@@ -67,6 +67,45 @@ class QueueItem:
                 "top": [{"label": n, "p": round(float(p), 4)} for n, p in self.top]}
 
 
+def _blind_first(p, order, blind: set[int], skip: set[int], n: int) -> list[int]:
+    """Rows of the overlap items awaiting this person's independent vote, in rank order (at most ``n``);
+    their items join ``skip``."""
+    if not blind:
+        return []
+    rank_of = np.empty(len(order), np.int64)
+    rank_of[np.asarray(order)] = np.arange(len(order))
+    row_of = p.row_of()
+    firsts = sorted((row_of[i] for i in blind if i in row_of and i not in skip), key=lambda r: rank_of[r])
+    skip |= {int(p.item_ids[r]) for r in firsts[:n]}
+    return [int(r) for r in firsts[:n]]
+
+
+def _queue_item(p, r: int, names: dict[int, str], info: dict, base) -> QueueItem:
+    """The queue entry of row ``r`` of the round's predictions ``p``."""
+    item_id = int(p.item_ids[r])
+    top = [(names.get(int(c), str(c)), float(pr)) for c, pr in zip(p.top_idx[r], p.top_p[r]) if c >= 0]
+    pseudo = names.get(int(p.pseudo[r])) if p.pseudo[r] >= 0 else None
+    if pseudo is None and p.suggestions is not None:
+        pseudo = f"{p.suggestions[r]} (ImageNet)"
+    return QueueItem(item_id, info[item_id]["uri"], pseudo, float(p.confidence[r]), float(base[r]), top)
+
+
+def _table_targets(rows: Sequence[dict]) -> tuple[list[tuple], list[str]]:
+    """(item_id or None, uri or None, label, line) for each row of a label table, and its problems so far."""
+    by_uri, problems = [], []
+    for k, row in enumerate(rows, start=2):
+        if row.get("item_id") not in (None, ""):
+            try:
+                by_uri.append((int(row["item_id"]), None, row.get("label"), k))
+            except ValueError:
+                problems.append(f"line {k}: item_id {row['item_id']!r} is not a number")
+        elif row.get("uri"):
+            by_uri.append((None, str(row["uri"]), row.get("label"), k))
+        else:
+            problems.append(f"line {k}: needs a uri or an item_id")
+    return by_uri, problems
+
+
 class LabelingService:
     """Everything a person or a script does to one project."""
 
@@ -126,26 +165,11 @@ class LabelingService:
         with self.project.db.session() as con:
             names = dict(labels_q.classes(con))
         order, base = order_of(p, seed)
-        picked = []
-        if blind:  # overlap items awaiting this person's independent vote come first, in rank order
-            rank_of = np.empty(len(order), np.int64)
-            rank_of[np.asarray(order)] = np.arange(len(order))
-            row_of = p.row_of()
-            firsts = sorted((row_of[i] for i in blind if i in row_of and i not in skip), key=lambda r: rank_of[r])
-            picked.extend(int(r) for r in firsts[:n])
-            skip |= {int(p.item_ids[r]) for r in firsts[:n]}
+        picked = _blind_first(p, order, blind, skip, n)
         picked += self._open_rows(order, p.item_ids, n - len(picked), skip=skip, blind=blind)
         with self.project.db.session() as con:
             info = items_q.items_by_ids(con, [int(p.item_ids[r]) for r in picked])
-        out = []
-        for r in picked:
-            item_id = int(p.item_ids[r])
-            top = [(names.get(int(c), str(c)), float(pr)) for c, pr in zip(p.top_idx[r], p.top_p[r]) if c >= 0]
-            pseudo = names.get(int(p.pseudo[r])) if p.pseudo[r] >= 0 else None
-            if pseudo is None and p.suggestions is not None:
-                pseudo = f"{p.suggestions[r]} (ImageNet)"
-            out.append(QueueItem(item_id, info[item_id]["uri"], pseudo, float(p.confidence[r]), float(base[r]), top))
-        return out
+        return [_queue_item(p, r, names, info, base) for r in picked]
 
     def _open_rows(self, order: np.ndarray, item_ids: np.ndarray, n: int, *, skip: set[int],
                    blind: set[int]) -> list[int]:
@@ -157,13 +181,13 @@ class LabelingService:
         while len(picked) < n and start < len(order):
             if size > self.WINDOWS_UP_TO and every is None:  # far down the order: one look at every label
                 with self.project.db.session() as con:
-                    every = {int(r[0]) for r in labels_q.current_state(con)} - blind
+                    every = {int(r.item_id) for r in labels_q.current_state(con)} - blind
                 size = len(order)
             rows = np.asarray(order[start:start + size], dtype=np.int64)
             ids = item_ids[rows]
             if every is None:
                 with self.project.db.session() as con:
-                    labeled = {int(r[0]) for r in labels_q.current_state(con, ids)} - blind
+                    labeled = {int(r.item_id) for r in labels_q.current_state(con, ids)} - blind
             else:
                 labeled = every
             for r, i in zip(rows.tolist(), ids.tolist()):
@@ -222,8 +246,8 @@ class LabelingService:
         with self.project.db.session() as con:
             names = dict(labels_q.classes(con))
             state = labels_q.current_state(con, items)
-        return {int(r[0]): (names.get(r[1]) if r[2] == "label" else None, r[3], r[4]) for r in state
-                if int(r[0]) not in blind}
+        return {int(r.item_id): (names.get(r.class_id) if r.kind == "label" else None, r.user_name, r.source)
+                for r in state if int(r.item_id) not in blind}
 
     def _graph(self) -> tuple[np.ndarray, np.ndarray, dict[int, int], np.ndarray]:
         """The kNN graph of the active vectors: (sims, rows, item_id -> row, row -> item_id).
@@ -393,17 +417,7 @@ class LabelingService:
 
     def label_table(self, rows: Sequence[dict], *, user: str, source: str = "manual") -> dict:
         """Apply rows with ``uri`` or ``item_id`` and ``label``; one batch per label value."""
-        by_uri, problems = [], []
-        for k, row in enumerate(rows, start=2):
-            if row.get("item_id") not in (None, ""):
-                try:
-                    by_uri.append((int(row["item_id"]), None, row.get("label"), k))
-                except ValueError:
-                    problems.append(f"line {k}: item_id {row['item_id']!r} is not a number")
-            elif row.get("uri"):
-                by_uri.append((None, str(row["uri"]), row.get("label"), k))
-            else:
-                problems.append(f"line {k}: needs a uri or an item_id")
+        by_uri, problems = _table_targets(rows)
         with self.project.db.session() as con:
             ids_for = items_q.id_for_uri(con, [u for _, u, _, _ in by_uri if u])
         groups: dict[str | None, list[int]] = {}

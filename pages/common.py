@@ -44,9 +44,9 @@ def get_worker() -> RetrainWorker | None:
     return _open(project_root(), os.environ.get("QUORUM_WORKER", "1") != "0")[1]
 
 
-def identity() -> facade.Identity:
-    """Who this browser session acts as: the signed-in user in team mode (re-read on every rerun, so a
-    changed role or a disabled user takes effect at once), the typed name in local mode."""
+def signed_in() -> facade.Identity | None:
+    """Who this browser session acts as, or None in team mode before sign-in. In team mode the identity
+    is re-read on every rerun, so a changed role or a disabled user takes effect at once."""
     service = get_service()
     if facade.mode(service) == "team":
         ident = st.session_state.get("identity")
@@ -55,15 +55,28 @@ def identity() -> facade.Identity:
                 ident = st.session_state["identity"] = facade.refresh(service, ident)
             except facade.AuthError as exc:
                 st.session_state.pop("identity", None)
-                st.error(str(exc))
+                st.session_state["signin_error"] = str(exc)
                 ident = None
-        if ident is None:
-            _sign_in_form(service)
-            st.stop()
         return ident
     if "user" not in st.session_state:
         st.session_state["user"] = os.environ.get(USER_ENV, "local")
     return facade.local_identity(service, st.session_state["user"])
+
+
+def identity() -> facade.Identity:
+    """Who this browser session acts as; in team mode before sign-in, the sign-in form and nothing else."""
+    ident = signed_in()
+    if ident is None:
+        sign_in_page()
+        st.stop()
+    return ident
+
+
+def sign_in_page() -> None:
+    """The only page a team-mode session sees before it signs in: no project data, no action."""
+    if "signin_error" in st.session_state:
+        st.error(st.session_state.pop("signin_error"))
+    _sign_in_form(get_service())
 
 
 def get_session() -> facade.Session:

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 
-from labeling.active import selection
-from labeling.model.ensemble import EnsembleConfig, FeatureScaler, pick_device
+from labeling.active import coldstart, selection
+from labeling.device import pick_device
+from labeling.model.ensemble import EnsembleConfig, FeatureScaler
 from labeling.model.learner import LearnerConfig, fit_predict
 from labeling.embed.pipeline import knn_graph_cached, load_vectors
 from labeling.project import Project
@@ -202,7 +203,7 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
                 cv_out = {"item_ids": pv.item_ids[held["rows"]].astype(np.int64), "confidence": held["confidence"],
                           "predicted": class_ids[held["predicted"]], "true": class_ids[held["true"]]}
     else:
-        scores = {"typicality": selection.typicality(x, knn_sims=graph[0])}
+        scores = {"typicality": coldstart.typicality(x, knn_sims=graph[0])}
         pseudo = np.full(n, -1, dtype=np.int64)
         confidence = np.zeros(n, dtype=np.float32)
         top_idx = np.full((n, TOP_K), -1, dtype=np.int64)

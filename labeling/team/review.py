@@ -129,22 +129,23 @@ def disagreements(project: Project, *, include_settled: bool = False, limit: int
     """
     with project.db.session() as con:
         votes = labels_q.votes(con)
-        settled = {int(r[0]): r for r in labels_q.adjudications(con)}
+        settled = {int(r.item_id): r for r in labels_q.adjudications(con)}
         names = dict(labels_q.classes(con))
-        current = {int(r[0]): r for r in labels_q.current_state(con)}
-    by_item: dict[int, list[tuple]] = {}
+        current = {int(r.item_id): r for r in labels_q.current_state(con)}
+    by_item: dict[int, list[labels_q.Vote]] = {}
     for v in votes:
-        by_item.setdefault(int(v[0]), []).append(v)
+        by_item.setdefault(int(v.item_id), []).append(v)
     out = []
     for item, vs in by_item.items():
-        tally = Counter(names.get(v[2], str(v[2])) for v in vs)
+        tally = Counter(names.get(v.class_id, str(v.class_id)) for v in vs)
         if len(tally) < 2 or (item in settled and not include_settled):
             continue
         cur = current.get(item)
-        out.append({"item_id": item, "votes": [(v[1], names.get(v[2], str(v[2])), v[4]) for v in vs],
+        out.append({"item_id": item, "votes": [(v.user_name, names.get(v.class_id, str(v.class_id)), v.source)
+                                               for v in vs],
                     "tally": dict(tally), "entropy": _vote_entropy(list(tally.values())),
-                    "current": names.get(cur[1]) if cur is not None and cur[2] == "label" else None,
-                    "settled_by": settled[item][3] if item in settled else None})
+                    "current": names.get(cur.class_id) if cur is not None and cur.kind == "label" else None,
+                    "settled_by": settled[item].user_name if item in settled else None})
     out.sort(key=lambda d: (-d["entropy"], -len(d["votes"]), d["item_id"]))
     out = out[:limit]
     attach_uris(project, out)
@@ -161,6 +162,57 @@ def attach_uris(project: Project, rows: list[dict]) -> None:
 
 
 # ---- suspected label errors ---------------------------------------------------------------------
+def _label_vector(state: dict, rows: dict, n: int, class_ids: list) -> np.ndarray:
+    """Each graph row's label column (-1 where unlabeled or the class is unknown)."""
+    col = {c: k for k, c in enumerate(class_ids)}
+    labels = np.full(n, -1, dtype=np.int64)
+    for item, r in state.items():
+        row = rows.get(item)
+        if row is not None and r.class_id in col:
+            labels[row] = col[r.class_id]
+    return labels
+
+
+def _ensemble_view(p, state: dict) -> dict[int, tuple[int, float]]:
+    """The ensemble's view of each labeled item: held out when the round cross-validated, else in-sample."""
+    pred: dict[int, tuple[int, float]] = {}
+    row_of = p.row_of()
+    for item in state:
+        r = row_of.get(item)
+        if r is not None and p.pseudo[r] >= 0:
+            pred[item] = (int(p.pseudo[r]), float(p.confidence[r]))
+    if p.cv and len(p.cv.get("item_ids", ())):
+        for item, c, conf in zip(p.cv["item_ids"].tolist(), p.cv["predicted"].tolist(), p.cv["confidence"].tolist()):
+            pred[int(item)] = (int(c), float(conf))
+    return pred
+
+
+def _class_thresholds(pred: dict[int, tuple[int, float]], state: dict) -> dict[int, float]:
+    """Confident learning: a class's threshold is the mean confidence of predictions of it on items labeled it."""
+    per_class: dict[int, list[float]] = {}
+    for item, (c, conf) in pred.items():
+        if state[item].class_id == c:
+            per_class.setdefault(c, []).append(conf)
+    return {c: float(np.mean(v)) for c, v in per_class.items()}
+
+
+def _neighbour_disagreement(knn: np.ndarray, row) -> float:
+    return float(knn[row]) if row is not None and not np.isnan(knn[row]) else float("nan")
+
+
+def _suspect(item: int, c: int, conf: float, current: labels_q.LabelState, names: dict, threshold: float, nd: float,
+             min_neighbour_disagreement: float) -> dict | None:
+    """The suspected-error entry for one labeled item, or None when its label stands."""
+    given = current.class_id
+    if c == given:
+        return None
+    if conf < threshold or not nd >= min_neighbour_disagreement:
+        return None
+    return {"item_id": item, "label": names.get(given), "suggested": names.get(c), "confidence": conf,
+            "threshold": threshold, "neighbour_disagreement": nd, "score": conf * nd,
+            "labeled_by": current.user_name, "source": current.source}
+
+
 def suspected_errors(service, *, min_neighbour_disagreement: float = 0.5, limit: int = 100) -> list[dict]:
     """Human labels contradicted by a confident held-out ensemble prediction and by the neighbours.
 
@@ -176,50 +228,23 @@ def suspected_errors(service, *, min_neighbour_disagreement: float = 0.5, limit:
     _, p = got
     project = service.project
     with project.db.session() as con:
-        state = {int(r[0]): r for r in labels_q.current_state(con) if r[2] == "label"}
+        state = {int(r.item_id): r for r in labels_q.current_state(con) if r.kind == "label"}
         names = dict(labels_q.classes(con))
     if not state:
         return []
     sims, idx, rows, ids = service._graph()
     class_ids = sorted(names)
-    col = {c: k for k, c in enumerate(class_ids)}
-    labels = np.full(len(ids), -1, dtype=np.int64)
-    for item, r in state.items():
-        row = rows.get(item)
-        if row is not None and r[1] in col:
-            labels[row] = col[r[1]]
+    labels = _label_vector(state, rows, len(ids), class_ids)
     knn = loo_knn_disagreement(sims, idx, labels, len(class_ids))
-
-    # the ensemble's view of each labeled item: held out when the round cross-validated, else in-sample
-    pred: dict[int, tuple[int, float]] = {}
-    row_of = p.row_of()
-    for item in state:
-        r = row_of.get(item)
-        if r is not None and p.pseudo[r] >= 0:
-            pred[item] = (int(p.pseudo[r]), float(p.confidence[r]))
-    if p.cv and len(p.cv.get("item_ids", ())):
-        for item, c, conf in zip(p.cv["item_ids"].tolist(), p.cv["predicted"].tolist(), p.cv["confidence"].tolist()):
-            pred[int(item)] = (int(c), float(conf))
-    # confident learning: a class's threshold is the mean confidence of predictions of it on items labeled it
-    per_class: dict[int, list[float]] = {}
-    for item, (c, conf) in pred.items():
-        if state[item][1] == c:
-            per_class.setdefault(c, []).append(conf)
-    thresholds = {c: float(np.mean(v)) for c, v in per_class.items()}
+    pred = _ensemble_view(p, state)
+    thresholds = _class_thresholds(pred, state)
     floor = 1.0 / max(len(class_ids), 2)
     out = []
     for item, (c, conf) in pred.items():
-        given = state[item][1]
-        if c == given:
-            continue
-        threshold = max(thresholds.get(c, 0.5), floor)
-        row = rows.get(item)
-        nd = float(knn[row]) if row is not None and not np.isnan(knn[row]) else float("nan")
-        if conf < threshold or not nd >= min_neighbour_disagreement:
-            continue
-        out.append({"item_id": item, "label": names.get(given), "suggested": names.get(c), "confidence": conf,
-                    "threshold": threshold, "neighbour_disagreement": nd, "score": conf * nd,
-                    "labeled_by": state[item][3], "source": state[item][4]})
+        entry = _suspect(item, c, conf, state[item], names, max(thresholds.get(c, 0.5), floor),
+                         _neighbour_disagreement(knn, rows.get(item)), min_neighbour_disagreement)
+        if entry is not None:
+            out.append(entry)
     out.sort(key=lambda d: (-d["score"], d["item_id"]))
     out = out[:limit]
     attach_uris(project, out)
@@ -236,6 +261,33 @@ def audit_sample(item_ids: Sequence[int], batch_id: str, n: int = AUDIT_SIZE) ->
     return sorted(int(items[j]) for j in rng.choice(len(items), size=k, replace=False)) if k else []
 
 
+def _audit_members(batches: list[dict], rows, singles) -> dict[str, dict[int, int]]:
+    """batch id -> {item: class given}; adds a group per person and single source to ``batches``."""
+    members: dict[str, dict[int, int]] = {}
+    for batch, item, cls in rows:
+        members.setdefault(batch, {})[int(item)] = cls
+    for v in singles:
+        key = f"{v.source}:{v.user_name}"
+        if key not in members:
+            batches.append({"batch_id": key, "user": v.user_name, "source": v.source, "items": 0,
+                            "created_at": v.created_at, "classes": "one by one", "undone": False})
+        members.setdefault(key, {})[int(v.item_id)] = v.class_id
+    for b in batches:
+        if b["batch_id"] in members and ":" in b["batch_id"]:
+            b["items"] = len(members[b["batch_id"]])
+    return members
+
+
+def _audit_entry(b: dict, given: dict[int, int], settled: dict, n: int) -> dict:
+    """One batch's audit entry: its sample, and how many sampled items were checked and confirmed."""
+    sample = audit_sample(list(given), b["batch_id"], n)
+    checked = [i for i in sample if i in settled and settled[i].kind == "label"]
+    confirmed = sum(1 for i in checked if settled[i].class_id == given[i])
+    return {**b, "label": b["classes"], "sample": sample, "checked": len(checked), "confirmed": confirmed,
+            "precision": confirmed / len(checked) if checked else None,
+            "todo": [i for i in sample if i not in settled]}
+
+
 def audits(project: Project, *, n: int = AUDIT_SIZE, limit: int = 100) -> list[dict]:
     """Every live bulk or automatic batch, and each person's one-by-one labels, with an audit sample.
 
@@ -247,31 +299,11 @@ def audits(project: Project, *, n: int = AUDIT_SIZE, limit: int = 100) -> list[d
     with project.db.session() as con:
         batches = [b for b in labels_q.recent_batches(con, limit=10 * limit)
                    if b["source"] in BULK_SOURCES and not b["undone"]]
-        settled = {int(r[0]): r for r in labels_q.adjudications(con)}
+        settled = {int(r.item_id): r for r in labels_q.adjudications(con)}
         rows = labels_q.batch_labels(con, [b["batch_id"] for b in batches])
-        singles = [v for v in labels_q.votes(con) if v[4] in SINGLE_SOURCES]
-    members: dict[str, dict[int, int]] = {}
-    for batch, item, cls in rows:
-        members.setdefault(batch, {})[int(item)] = cls
-    for item, user, cls, _, source, _, created, _ in singles:
-        key = f"{source}:{user}"
-        if key not in members:
-            batches.append({"batch_id": key, "user": user, "source": source, "items": 0, "created_at": created,
-                            "classes": "one by one", "undone": False})
-        members.setdefault(key, {})[int(item)] = cls
-    for b in batches:
-        if b["batch_id"] in members and ":" in b["batch_id"]:
-            b["items"] = len(members[b["batch_id"]])
-    out = []
-    for b in batches[:limit]:
-        given = members.get(b["batch_id"], {})
-        sample = audit_sample(list(given), b["batch_id"], n)
-        checked = [i for i in sample if i in settled and settled[i][2] == "label"]
-        confirmed = sum(1 for i in checked if settled[i][1] == given[i])
-        out.append({**b, "label": b["classes"], "sample": sample, "checked": len(checked), "confirmed": confirmed,
-                    "precision": confirmed / len(checked) if checked else None,
-                    "todo": [i for i in sample if i not in settled]})
-    return out
+        singles = [v for v in labels_q.votes(con) if v.source in SINGLE_SOURCES]
+    members = _audit_members(batches, rows, singles)
+    return [_audit_entry(b, members.get(b["batch_id"], {}), settled, n) for b in batches[:limit]]
 
 
 def source_precision(project: Project, *, n: int = AUDIT_SIZE) -> dict[str, dict]:
@@ -291,9 +323,9 @@ def history(project: Project, item_id: int) -> list[dict]:
         rows = labels_q.item_history(con, int(item_id))
         undone = labels_q.undone_batches_of_item(con, int(item_id))
     out = []
-    for eid, kind, cls, user, source, batch, revokes, model_round, created in rows:
-        out.append({"event_id": int(eid), "when": created, "user": user, "kind": kind,
-                    "label": cls if kind == "label" else None, "source": source, "batch_id": batch,
-                    "model_round": model_round, "revokes": revokes,
-                    "undone": kind != "undo" and batch in undone})
+    for e in rows:
+        out.append({"event_id": int(e.id), "when": e.created_at, "user": e.user_name, "kind": e.kind,
+                    "label": e.class_name if e.kind == "label" else None, "source": e.source, "batch_id": e.batch_id,
+                    "model_round": e.model_round, "revokes": e.revokes,
+                    "undone": e.kind != "undo" and e.batch_id in undone})
     return out

@@ -16,14 +16,14 @@ NOT_HUMAN_WORK = frozenset({"import", "merge", "auto_accept"})
 """Event sources that are not a person labeling at that moment: left out of labels per hour."""
 
 
-def _throughput_rows(events: list[tuple]) -> list[tuple]:
+def _throughput_rows(events: list[labels_q.EventRow]) -> list[tuple]:
     """(annotator, created_at, labels delivered) per event of a person's own work.
 
     Every label, skip and undo takes time; only labels that are still live count as labels.
     """
-    undone = {e[7] for e in events if e[3] == "undo"}
-    return [(user, created, int(kind == "label" and batch not in undone))
-            for _, _, _, kind, user, source, batch, _, _, created in events if source not in NOT_HUMAN_WORK]
+    undone = {e.revokes for e in events if e.kind == "undo"}
+    return [(e.user_name, e.created_at, int(e.kind == "label" and e.batch_id not in undone))
+            for e in events if e.source not in NOT_HUMAN_WORK]
 
 
 def project_stats(project: Project, *, idle_s: float = agreement.IDLE_S) -> dict:
@@ -47,9 +47,9 @@ def project_stats(project: Project, *, idle_s: float = agreement.IDLE_S) -> dict
     def name(class_id):
         return names.get(class_id, str(class_id))
 
-    votes = [(int(r[0]), r[1], name(r[2])) for r in raw_votes]
-    sourced = [(int(r[0]), r[1], name(r[2]), r[4]) for r in raw_votes]
-    verdicts = {int(r[0]): name(r[1]) for r in settled if r[2] == "label"}
+    votes = [(int(r.item_id), r.user_name, name(r.class_id)) for r in raw_votes]
+    sourced = [(int(r.item_id), r.user_name, name(r.class_id), r.source) for r in raw_votes]
+    verdicts = {int(r.item_id): name(r.class_id) for r in settled if r.kind == "label"}
 
     per_item = Counter(v[0] for v in votes)
     classes_per_item: dict[int, set] = {}

@@ -71,9 +71,9 @@ def _active_class(con, name: str) -> int:
     found = admin_q.class_by_name(con, name)
     if found is None:
         raise UnknownClass(f"no class called {name!r}")
-    if found[1] is not None:
+    if found.merged_into is not None:
         raise ValueError(f"class {name!r} was merged into another class; un-merge it first")
-    return found[0]
+    return found.id
 
 
 def add_class(service: LabelingService, name: str, *, user: str) -> int:
@@ -102,7 +102,7 @@ def add_class(service: LabelingService, name: str, *, user: str) -> int:
     with service.project.db.session() as con:
         found = admin_q.class_by_name(con, name)
         if found is not None:
-            state = " (merged into another class)" if found[1] is not None else ""
+            state = " (merged into another class)" if found.merged_into is not None else ""
             raise ValueError(f"a class called {name!r} already exists{state}")
         return admin_q.insert_class(con, name, user=user)
 
@@ -362,16 +362,29 @@ def run_import(service: LabelingService, src: str | os.PathLike[str] | None = No
     quiet = progress if progress is not None else False
     parts = []
     if str(src or "").strip():
-        folder = resolve_in_project(service, src, what="folder")
-        if not folder.is_dir():
-            raise ProjectError(f"folder {str(src).strip()!r} does not exist in the project ({folder})")
-        parts.append(import_folder(service.project, folder, labels_from_folders=labels_from_folders, user=user,
-                                   progress=quiet).to_dict())
+        parts.append(_import_folder_part(service, src, labels_from_folders, user, quiet))
     if str(manifest or "").strip():
-        path = resolve_in_project(service, manifest, what="manifest")
-        if not path.is_file():
-            raise ProjectError(f"manifest {str(manifest).strip()!r} does not exist in the project ({path})")
-        parts.append(import_manifest(service.project, path, user=user, progress=quiet).to_dict())
+        parts.append(_import_manifest_part(service, manifest, user, quiet))
+    return _merge_summaries(parts)
+
+
+def _import_folder_part(service: LabelingService, src, labels_from_folders: bool, user: str, quiet) -> dict:
+    folder = resolve_in_project(service, src, what="folder")
+    if not folder.is_dir():
+        raise ProjectError(f"folder {str(src).strip()!r} does not exist in the project ({folder})")
+    return import_folder(service.project, folder, labels_from_folders=labels_from_folders, user=user,
+                         progress=quiet).to_dict()
+
+
+def _import_manifest_part(service: LabelingService, manifest, user: str, quiet) -> dict:
+    path = resolve_in_project(service, manifest, what="manifest")
+    if not path.is_file():
+        raise ProjectError(f"manifest {str(manifest).strip()!r} does not exist in the project ({path})")
+    return import_manifest(service.project, path, user=user, progress=quiet).to_dict()
+
+
+def _merge_summaries(parts: list[dict]) -> dict:
+    """The first import summary, with the counts and lists of the others added (new classes once each)."""
     out = parts[0]
     for more in parts[1:]:
         for key in ("added", "already_present", "labels"):
@@ -389,7 +402,7 @@ def run_embed(service: LabelingService, *, backbone: str | None = None, device: 
     ------
     ValueError
         The backbone cannot be loaded offline (``BackboneUnavailable``) or the device is not
-        available (``DeviceUnavailable``).
+        available (``DeviceUnavailableError``).
     """
     return embed_project(service.project, backbone=backbone or None, device=device,
                          progress=progress if progress is not None else False)

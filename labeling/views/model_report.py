@@ -165,7 +165,7 @@ def reliability(service: LabelingService, *, n_bins: int = 10) -> pd.DataFrame:
 def _decided_items(service: LabelingService) -> set[int]:
     """Items with a live human decision (a label or a skip)."""
     with service.project.db.session() as con:
-        return {int(r[0]) for r in labels_q.current_state(con)}
+        return {int(r.item_id) for r in labels_q.current_state(con)}
 
 
 def auto_accept_plan(
@@ -261,7 +261,7 @@ def accept_batch(
         raise ValueError("a user name is required")
     batch_id = str(uuid.uuid4())
     with service.project.db.session() as con:
-        decided = {int(r[0]) for r in labels_q.current_state(con)}
+        decided = {int(r.item_id) for r in labels_q.current_state(con)}
         active = {c for c, _ in labels_q.classes(con)}
         keep = [c for c in items if int(c.item_id) not in decided and int(c.class_id) in active]
         if not keep:

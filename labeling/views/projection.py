@@ -23,6 +23,7 @@ import pandas as pd
 
 from labeling.embed.pipeline import ProjectVectors, load_vectors
 from labeling.project import Project
+from labeling.search.neighbours import normalize
 from labeling.service import LabelingService
 from storage import items as items_q
 from storage import labels as labels_q
@@ -126,7 +127,7 @@ def umap_2d(vectors: npt.ArrayLike, *, n_neighbors: int = 15, seed: int = 0, eng
         x = PCA(n_components=UMAP_PCA_DIMS, random_state=seed).fit_transform(x).astype(np.float32)
     neighbours = int(min(n_neighbors, n - 1))
     if gpu_umap is not None:
-        unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        unit = normalize(x)
         reducer = gpu_umap(n_components=2, n_neighbors=neighbours, metric="euclidean", random_state=seed,
                            output_type="numpy")
         return np.asarray(reducer.fit_transform(unit), dtype=np.float32)
@@ -347,6 +348,40 @@ def get_layout(
 
 
 # ---- what the map shows --------------------------------------------------------------------
+def _checked_inputs(xy: npt.ArrayLike, item_ids: npt.ArrayLike, color_by: str) -> tuple[np.ndarray, np.ndarray]:
+    """(item ids as int64, xy as float32), after checking ``color_by`` and the shapes."""
+    if color_by not in COLOR_BY:
+        raise ValueError(f"unknown color_by {color_by!r}; valid: {', '.join(COLOR_BY)}")
+    ids = np.asarray(item_ids, dtype=np.int64)
+    xy = np.asarray(xy, dtype=np.float32)
+    if xy.shape != (len(ids), 2):
+        raise ValueError(f"xy shape {xy.shape} does not match {len(ids)} item ids")
+    return ids, xy
+
+
+def _model_columns(service: LabelingService, ids: np.ndarray, names: dict) -> tuple[list, np.ndarray, np.ndarray, str | None]:
+    """(pseudo labels, confidence, disagreement score, the score's name) from the newest round, per item."""
+    n = len(ids)
+    pseudo: list[str | None] = [None] * n
+    confidence = np.full(n, np.nan, dtype=np.float32)
+    disagreement = np.full(n, np.nan, dtype=np.float32)
+    score_name = None
+    got = service.predictions()
+    if got is not None:
+        _rnd, p = got
+        row_of = p.row_of()
+        rows = np.array([row_of.get(int(i), -1) for i in ids], dtype=np.int64)
+        have = rows >= 0
+        score_name = next((s for s in DISAGREEMENT_SCORES if s in p.scores), None)
+        confidence[have] = p.confidence[rows[have]]
+        if score_name is not None:
+            disagreement[have] = p.scores[score_name][rows[have]]
+        for k in np.flatnonzero(have):
+            c = int(p.pseudo[rows[k]])
+            pseudo[k] = names.get(c) if c >= 0 else None
+    return pseudo, confidence, disagreement, score_name
+
+
 def map_frame(
     service: LabelingService,
     xy: npt.ArrayLike,
@@ -382,35 +417,13 @@ def map_frame(
     ValueError
         For an unknown ``color_by`` or mismatched shapes.
     """
-    if color_by not in COLOR_BY:
-        raise ValueError(f"unknown color_by {color_by!r}; valid: {', '.join(COLOR_BY)}")
-    ids = np.asarray(item_ids, dtype=np.int64)
-    xy = np.asarray(xy, dtype=np.float32)
-    if xy.shape != (len(ids), 2):
-        raise ValueError(f"xy shape {xy.shape} does not match {len(ids)} item ids")
+    ids, xy = _checked_inputs(xy, item_ids, color_by)
     with service.project.db.session() as con:
         info = items_q.items_by_ids(con, ids.tolist())
         state = labels_q.current_state(con)
         names = dict(labels_q.classes(con))
-    current = {int(item): (cls, user) for item, cls, kind, user, _source, _event in state if kind == "label"}
-    n = len(ids)
-    pseudo: list[str | None] = [None] * n
-    confidence = np.full(n, np.nan, dtype=np.float32)
-    disagreement = np.full(n, np.nan, dtype=np.float32)
-    score_name = None
-    got = service.predictions()
-    if got is not None:
-        _rnd, p = got
-        row_of = p.row_of()
-        rows = np.array([row_of.get(int(i), -1) for i in ids], dtype=np.int64)
-        have = rows >= 0
-        score_name = next((s for s in DISAGREEMENT_SCORES if s in p.scores), None)
-        confidence[have] = p.confidence[rows[have]]
-        if score_name is not None:
-            disagreement[have] = p.scores[score_name][rows[have]]
-        for k in np.flatnonzero(have):
-            c = int(p.pseudo[rows[k]])
-            pseudo[k] = names.get(c) if c >= 0 else None
+    current = {int(r.item_id): (r.class_id, r.user_name) for r in state if r.kind == "label"}
+    pseudo, confidence, disagreement, score_name = _model_columns(service, ids, names)
     labels = [names.get(int(current[i][0])) if int(i) in current else None for i in ids.tolist()]
     annotators = [current[i][1] if int(i) in current else None for i in ids.tolist()]
     frame = pd.DataFrame({
