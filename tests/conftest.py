@@ -20,6 +20,25 @@ def copy_project(src: Path, dest: Path) -> Path:
     return dest
 
 
+def two_blobs(n: int = 200, d: int = 16, *, seed: int = 0):
+    """Vectors in two well-separated blobs: rows < n/2 around -6, the rest around +6 on the first axis."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    x[: n // 2, 0] -= 6.0
+    x[n // 2:, 0] += 6.0
+    return x
+
+
+@pytest.fixture
+def small_project(tmp_path):
+    """An empty project in a temporary folder."""
+    from labeling.project import Project
+
+    return Project(tmp_path / "p", create=True)
+
+
 @pytest.fixture(scope="session")
 def demo_project_template(tmp_path_factory) -> Path:
     """A 200-image Animal-MNIST demo project (imported, embedded, first round), built once."""

@@ -3,26 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import two_blobs
 
 from labeling.embed.pipeline import ProjectVectors
-from labeling.project import Project
 from labeling.views.projection import MapBuilder, ProjectionCache, umap_2d
-
-
-def _vectors(n: int = 200, d: int = 16, *, seed: int = 0) -> np.ndarray:
-    """Two well-separated blobs: rows < n/2 around -6, the rest around +6 on the first axis."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    x[: n // 2, 0] -= 6.0
-    x[n // 2:, 0] += 6.0
-    return x
-
-
-
-@pytest.fixture
-def small_project(tmp_path) -> Project:
-    return Project(tmp_path / "p", create=True)
-
 
 
 def test_umap_2d__uses_cuml_on_a_gpu_machine_and_umap_learn_elsewhere(monkeypatch):
@@ -48,7 +32,7 @@ def test_umap_2d__uses_cuml_on_a_gpu_machine_and_umap_learn_elsewhere(monkeypatc
     fake.UMAP = FakeGpuUmap
     monkeypatch.setitem(sys.modules, "cuml", types.ModuleType("cuml"))
     monkeypatch.setitem(sys.modules, "cuml.manifold", fake)
-    x = _vectors(40, 8)
+    x = two_blobs(40, 8)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert projection.gpu_umap_class() is None  # cuML without a GPU: the CPU engine
     with pytest.raises(ValueError, match="cuML or a CUDA GPU"):
@@ -67,9 +51,9 @@ def test_umap_2d__uses_cuml_on_a_gpu_machine_and_umap_learn_elsewhere(monkeypatc
 
 
 @pytest.mark.slow
-def test_map_builder__real_umap_on_random_vectors(small_project):
+def test_map_builder__real_umap_on_randomtwo_blobs(small_project):
     ids = np.arange(1, 201, dtype=np.int64)
-    pv = ProjectVectors(ids, [str(i) for i in ids], _vectors(200, 64), "k", "k-umap-1")
+    pv = ProjectVectors(ids, [str(i) for i in ids], two_blobs(200, 64), "k", "k-umap-1")
     builder = MapBuilder(small_project)
     builder.start(pv)
     assert builder.wait(240) == "ready"

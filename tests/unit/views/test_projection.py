@@ -5,6 +5,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import two_blobs
 
 from labeling.embed.pipeline import ProjectVectors, load_vectors
 from labeling.project import Project
@@ -16,28 +17,14 @@ from labeling.service import LabelingService
 from storage import labels as labels_q
 
 
-def _vectors(n: int = 200, d: int = 16, *, seed: int = 0) -> np.ndarray:
-    """Two well-separated blobs: rows < n/2 around -6, the rest around +6 on the first axis."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    x[: n // 2, 0] -= 6.0
-    x[n // 2:, 0] += 6.0
-    return x
-
-
-@pytest.fixture
-def small_project(tmp_path) -> Project:
-    return Project(tmp_path / "p", create=True)
-
-
 def _pv(n: int = 50, *, version: str = "k-abc-1") -> ProjectVectors:
     ids = np.arange(1, n + 1, dtype=np.int64)
-    return ProjectVectors(ids, [f"img/{i}.png" for i in ids], _vectors(n, 8), "k", version)
+    return ProjectVectors(ids, [f"img/{i}.png" for i in ids], two_blobs(n, 8), "k", version)
 
 
 # ---- PCA / UMAP ------------------------------------------------------------------------------
 def test_pca_2d__shape_dtype_and_deterministic():
-    x = _vectors()
+    x = two_blobs()
     a, b = pca_2d(x), pca_2d(x)
     assert a.shape == (200, 2) and a.dtype == np.float32
     np.testing.assert_array_equal(a, b)
@@ -62,10 +49,8 @@ def test_pca_2d__rejects_1d():
 
 
 def test_umap_2d__tiny_input_falls_back_to_pca():
-    x = _vectors(3, 4)
+    x = two_blobs(3, 4)
     np.testing.assert_array_equal(umap_2d(x), pca_2d(x))
-
-
 
 
 # ---- cache -----------------------------------------------------------------------------------
@@ -134,8 +119,6 @@ def test_map_builders__one_builder_per_project(small_project, tmp_path):
     reg = MapBuilders()
     assert reg.get(small_project) is reg.get(Project(small_project.root))
     assert reg.get(Project(tmp_path / "other", create=True)) is not reg.get(small_project)
-
-
 
 
 # ---- layout, frame, labels on the demo project -------------------------------------------------
