@@ -224,11 +224,10 @@ def apply_model_weighted(service, *, user: str, role: str, min_votes: int = 2) -
     """Write the model-weighted consensus where it differs from the current label, on items with at least
     ``min_votes`` votes, as one adjudication batch by ``model-consensus`` (reviewers only); returns
     (batch id or None, item ids)."""
-    from labeling.team.auth import RANK, AuthError
+    from labeling.team.auth import Identity, require
     from storage import labels as labels_q
 
-    if RANK.get(role, -1) < RANK["reviewer"]:
-        raise AuthError(f"{user} ({role}) may not apply a consensus: that needs the reviewer role")
+    require(Identity(user, role), "reviewer", "apply a consensus")
     result, names, current = model_weighted(service)
     with service.project.db.session() as con:
         n_votes = Counter(int(r.item_id) for r in labels_q.votes(con))
