@@ -17,7 +17,7 @@ from labeling.session import LabelingService, RetrainWorker
 PROJECT_ENV = "QUORUM_PROJECT"
 USER_ENV = "QUORUM_USER"
 REFRESH_S = 3
-"""How often fragments look for a newer model round."""
+# How often fragments look for a newer model round.
 
 
 @st.cache_resource(show_spinner="Opening the project…")

@@ -9,7 +9,7 @@ from pages import team_admin
 from pages.common import get_session
 
 ENGINE_ERRORS = (ValueError, LookupError, OSError)
-"""What the engine raises for a request it cannot carry out; anything else is a bug and surfaces."""
+# What the engine raises for a request it cannot carry out; anything else is a bug and surfaces.
 
 session = get_session()
 data = session.data

@@ -20,7 +20,7 @@ NEW_CLASS = "New class…"
 COLOR_NAMES = {"label": "Label", "pseudo_label": "Pseudo-label", "disagreement": "Disagreement",
                "annotator": "Annotator"}
 MAP_BUILD_ENV = "QUORUM_MAP_BUILD"
-"""Set to 0 to keep the UMAP build from starting by itself (it can still be started by hand)."""
+# Set to 0 to keep the UMAP build from starting by itself (it can still be started by hand).
 
 
 def _figure(frame, color_by: str) -> go.Figure:

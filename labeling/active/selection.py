@@ -219,6 +219,20 @@ def _rank_average(*score_sets: np.ndarray) -> np.ndarray:
     return np.mean(ranks, axis=0)  # [N]
 
 
+def _check_labels(labels: npt.ArrayLike, n_items: int, n_classes: int) -> np.ndarray:
+    """``labels`` as an integer array of shape ``(n_items,)`` with values in ``[-1, n_classes)``."""
+    labels = np.asarray(labels)
+    if labels.shape != (n_items,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"labels must be integers of shape ({n_items},); got {labels.dtype} {labels.shape}"
+        )
+    if labels.size and (labels.min() < -1 or labels.max() >= n_classes):
+        raise ValueError(
+            f"labels must lie in [-1, {n_classes}); got [{labels.min()}, {labels.max()}]"
+        )
+    return labels
+
+
 def default_policy(
     probs: npt.ArrayLike | None,
     vectors: npt.ArrayLike,
@@ -292,15 +306,7 @@ def default_policy(
     n_items = vectors.shape[0]
     n_classes = _check_count(n_classes, "n_classes", minimum=1)
     min_per_class = _check_count(min_per_class, "min_per_class")
-    labels = np.asarray(labels)
-    if labels.shape != (n_items,) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"labels must be integers of shape ({n_items},); got {labels.dtype} {labels.shape}"
-        )
-    if labels.size and (labels.min() < -1 or labels.max() >= n_classes):
-        raise ValueError(
-            f"labels must lie in [-1, {n_classes}); got [{labels.min()}, {labels.max()}]"
-        )
+    labels = _check_labels(labels, n_items, n_classes)
     labeled = labels >= 0  # [N]
     blocked = labeled | _check_mask(exclude, n_items, "exclude")  # [N]
     per_class = np.bincount(labels[labeled], minlength=n_classes)  # [n_classes]

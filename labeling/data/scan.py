@@ -52,6 +52,76 @@ def _is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def _resolve_scan_start(root: str | os.PathLike[str], src: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """The resolved project root and ``src`` folder, checking ``src`` is a folder inside the root."""
+    root_real = Path(os.path.realpath(root))
+    if not root_real.is_dir():
+        raise ValueError(f"project root is not a folder: {root}")
+    start = Path(os.path.realpath(Path(root) / src))
+    if not start.is_relative_to(root_real):
+        raise ValueError(f"{src} is outside the project root {root}")
+    if not start.is_dir():
+        raise ValueError(f"not a folder: {src}")
+    return root_real, start
+
+
+def _read_folder(folder: Path, skipped: list[tuple[Path, str]]) -> list[os.DirEntry[str]] | None:
+    """The entries of ``folder`` sorted by name, or None (noted in ``skipped``) if it cannot be read."""
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        skipped.append((folder, f"cannot read folder: {_os_reason(exc)}"))
+        return None
+
+
+def _scan_entry(
+    folder: Path,
+    entry: os.DirEntry[str],
+    root_real: Path,
+    visited: set[Path],
+    stack: list[Path],
+    files: list[Path],
+    skipped: list[tuple[Path, str]],
+) -> None:
+    """Sort one folder entry into ``files``, ``skipped`` or the folders still to walk (``stack``)."""
+    if entry.name.startswith("."):
+        return
+    path = folder / entry.name
+    is_image = _is_image_name(entry.name)
+    try:
+        is_link = entry.is_symlink()
+        st = os.stat(path) if is_link else entry.stat(follow_symlinks=False)
+    except OSError as exc:
+        if is_image:
+            skipped.append((path, f"cannot read: {_os_reason(exc)}"))
+        return
+    is_dir = stat.S_ISDIR(st.st_mode)
+    if is_link and not Path(os.path.realpath(path)).is_relative_to(root_real):
+        if is_dir or is_image:
+            skipped.append((path, "link leaves the project root"))
+        return
+    if is_dir:
+        _queue_folder(path, is_link, visited, stack, skipped)
+    elif is_image:
+        if stat.S_ISREG(st.st_mode):
+            files.append(path)
+        else:
+            skipped.append((path, "not a regular file"))
+
+
+def _queue_folder(
+    path: Path, is_link: bool, visited: set[Path], stack: list[Path], skipped: list[tuple[Path, str]],
+) -> None:
+    """Add the folder ``path`` to ``stack`` unless its real folder was already visited."""
+    real = Path(os.path.realpath(path)) if is_link else path
+    if real in visited:
+        skipped.append((path, "link to a folder already scanned"))
+        return
+    visited.add(real)
+    stack.append(path)
+
+
 def scan_folder(root: str | os.PathLike[str], src: str | os.PathLike[str]) -> ScanResult:
     """Find the image files under ``src``, a folder inside the project ``root``.
 
@@ -82,58 +152,16 @@ def scan_folder(root: str | os.PathLike[str], src: str | os.PathLike[str]) -> Sc
     ValueError
         If ``root`` is not a folder, or ``src`` is not a folder inside it.
     """
-    root_real = Path(os.path.realpath(root))
-    if not root_real.is_dir():
-        raise ValueError(f"project root is not a folder: {root}")
-    start = Path(os.path.realpath(Path(root) / src))
-    if not start.is_relative_to(root_real):
-        raise ValueError(f"{src} is outside the project root {root}")
-    if not start.is_dir():
-        raise ValueError(f"not a folder: {src}")
-
+    root_real, start = _resolve_scan_start(root, src)
     files: list[Path] = []
     skipped: list[tuple[Path, str]] = []
     visited = {start}
     stack = [start]
     while stack:
         folder = stack.pop()
-        try:
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            skipped.append((folder, f"cannot read folder: {_os_reason(exc)}"))
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            path = folder / entry.name
-            is_image = _is_image_name(entry.name)
-            try:
-                is_link = entry.is_symlink()
-                st = os.stat(path) if is_link else entry.stat(follow_symlinks=False)
-            except OSError as exc:
-                if is_image:
-                    skipped.append((path, f"cannot read: {_os_reason(exc)}"))
-                continue
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if is_link:
-                target = Path(os.path.realpath(path))
-                if not target.is_relative_to(root_real):
-                    if is_dir or is_image:
-                        skipped.append((path, "link leaves the project root"))
-                    continue
-            if is_dir:
-                real = Path(os.path.realpath(path)) if is_link else path
-                if real in visited:
-                    skipped.append((path, "link to a folder already scanned"))
-                    continue
-                visited.add(real)
-                stack.append(path)
-            elif is_image:
-                if stat.S_ISREG(st.st_mode):
-                    files.append(path)
-                else:
-                    skipped.append((path, "not a regular file"))
+        entries = _read_folder(folder, skipped)
+        for entry in entries or ():
+            _scan_entry(folder, entry, root_real, visited, stack, files, skipped)
 
     def order(item: Path) -> tuple[str, ...]:
         return item.relative_to(root_real).parts

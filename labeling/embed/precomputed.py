@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["KEY_COLUMNS", "Keys", "load_precomputed"]
 
@@ -89,31 +92,46 @@ def _load_ids_file(ids_path: Path) -> Keys:
         raise FileNotFoundError(f"ids file {ids_path} does not exist")
     suffix = ids_path.suffix.lower()
     if suffix == ".npy":
-        try:
-            arr = np.load(ids_path, allow_pickle=False)
-        except ValueError as exc:
-            raise ValueError(f"{ids_path.name}: ids must be integers or strings ({exc})") from exc
-        if arr.ndim != 1:
-            raise ValueError(f"{ids_path.name}: ids must be 1-D, got shape {arr.shape}")
-        if np.issubdtype(arr.dtype, np.integer):
-            return arr.astype(np.int64)
-        if arr.dtype.kind in "US":
-            return [x.decode() if isinstance(x, bytes) else str(x) for x in arr.tolist()]
-        raise ValueError(f"{ids_path.name}: ids must be integers or strings, got dtype {arr.dtype}")
+        return _load_ids_npy(ids_path)
     if suffix == ".txt":
-        lines = ids_path.read_text(encoding="utf-8").splitlines()
-        while lines and not lines[-1].strip():
-            lines.pop()
-        keys = [line.strip() for line in lines]
-        if "" in keys:
-            raise ValueError(f"{ids_path.name}: line {keys.index('') + 1} is empty; one id per line")
-        return keys
+        return _load_ids_txt(ids_path)
     if suffix == ".csv":
-        import pandas as pd
-
-        frame = pd.read_csv(ids_path, dtype=str, keep_default_na=False)
-        return _keys_from_columns(ids_path, {c: frame[c].tolist() for c in frame.columns})
+        return _load_ids_csv(ids_path)
     raise ValueError(f"{ids_path.name}: unsupported ids file type {suffix or '(none)'}; use .npy, .txt or .csv")
+
+
+def _load_ids_npy(ids_path: Path) -> Keys:
+    """Keys from a 1-D ``.npy`` array: integers become item ids, strings uris."""
+    try:
+        arr = np.load(ids_path, allow_pickle=False)
+    except ValueError as exc:
+        raise ValueError(f"{ids_path.name}: ids must be integers or strings ({exc})") from exc
+    if arr.ndim != 1:
+        raise ValueError(f"{ids_path.name}: ids must be 1-D, got shape {arr.shape}")
+    if np.issubdtype(arr.dtype, np.integer):
+        return arr.astype(np.int64)
+    if arr.dtype.kind in "US":
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in arr.tolist()]
+    raise ValueError(f"{ids_path.name}: ids must be integers or strings, got dtype {arr.dtype}")
+
+
+def _load_ids_txt(ids_path: Path) -> list[str]:
+    """Uris from a text file, one per line; trailing blank lines are dropped, inner ones rejected."""
+    lines = ids_path.read_text(encoding="utf-8").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    keys = [line.strip() for line in lines]
+    if "" in keys:
+        raise ValueError(f"{ids_path.name}: line {keys.index('') + 1} is empty; one id per line")
+    return keys
+
+
+def _load_ids_csv(ids_path: Path) -> Keys:
+    """Keys from the ``item_id`` or ``uri`` column of a CSV file."""
+    import pandas as pd
+
+    frame = pd.read_csv(ids_path, dtype=str, keep_default_na=False)
+    return _keys_from_columns(ids_path, {c: frame[c].tolist() for c in frame.columns})
 
 
 def _keys_from_columns(path: Path, columns: dict[str, list]) -> Keys:
@@ -134,7 +152,6 @@ def _keys_from_columns(path: Path, columns: dict[str, list]) -> Keys:
 
 def _load_parquet(path: Path) -> tuple[Keys, np.ndarray]:
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     try:
@@ -148,31 +165,46 @@ def _load_parquet(path: Path) -> tuple[Keys, np.ndarray]:
                          f"found {', '.join(names) or 'none'}")
     keys = _keys_from_columns(path, {key_name: table.column(key_name).to_pylist()})
     if "embedding" in names:
-        column = table.column("embedding").combine_chunks()
-        if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
-                or pa.types.is_fixed_size_list(column.type)):
-            raise ValueError(f"{path.name}: column 'embedding' must be a list of numbers, got {column.type}")
-        if column.null_count:
-            raise ValueError(f"{path.name}: column 'embedding' has {column.null_count} empty rows")
-        lengths = np.asarray(pc.list_value_length(column))
-        if len(lengths) and (lengths != lengths[0]).any():
-            raise ValueError(f"{path.name}: embeddings have different lengths "
-                             f"({', '.join(map(str, np.unique(lengths)[:5]))})")
-        value_type = column.type.value_type
-        if not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
-            raise ValueError(f"{path.name}: column 'embedding' must hold numbers, got {value_type}")
-        flat = column.flatten().to_numpy(zero_copy_only=False)
-        dim = int(lengths[0]) if len(lengths) else 0
-        vectors = flat.astype(np.float64, copy=False).reshape(len(column), dim)
+        vectors = _parquet_embedding_vectors(path, table)
     else:
-        numeric = [n for n in names if n not in KEY_COLUMNS
-                   and (pa.types.is_floating(table.schema.field(n).type)
-                        or pa.types.is_integer(table.schema.field(n).type))]
-        if not numeric:
-            raise ValueError(f"{path.name}: no 'embedding' list column and no numeric columns")
-        vectors = np.column_stack([table.column(n).to_numpy(zero_copy_only=False).astype(np.float64)
-                                   for n in numeric])
+        vectors = _parquet_numeric_vectors(path, table)
     return keys, vectors
+
+
+def _parquet_embedding_vectors(path: Path, table: pa.Table) -> np.ndarray:
+    """The float64 matrix held in the list column ``embedding``, one equal-length list per row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = table.column("embedding").combine_chunks()
+    if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
+            or pa.types.is_fixed_size_list(column.type)):
+        raise ValueError(f"{path.name}: column 'embedding' must be a list of numbers, got {column.type}")
+    if column.null_count:
+        raise ValueError(f"{path.name}: column 'embedding' has {column.null_count} empty rows")
+    lengths = np.asarray(pc.list_value_length(column))
+    if len(lengths) and (lengths != lengths[0]).any():
+        raise ValueError(f"{path.name}: embeddings have different lengths "
+                         f"({', '.join(map(str, np.unique(lengths)[:5]))})")
+    value_type = column.type.value_type
+    if not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
+        raise ValueError(f"{path.name}: column 'embedding' must hold numbers, got {value_type}")
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    dim = int(lengths[0]) if len(lengths) else 0
+    return flat.astype(np.float64, copy=False).reshape(len(column), dim)
+
+
+def _parquet_numeric_vectors(path: Path, table: pa.Table) -> np.ndarray:
+    """The float64 matrix of the numeric non-key columns, in file order."""
+    import pyarrow as pa
+
+    numeric = [n for n in table.column_names if n not in KEY_COLUMNS
+               and (pa.types.is_floating(table.schema.field(n).type)
+                    or pa.types.is_integer(table.schema.field(n).type))]
+    if not numeric:
+        raise ValueError(f"{path.name}: no 'embedding' list column and no numeric columns")
+    return np.column_stack([table.column(n).to_numpy(zero_copy_only=False).astype(np.float64)
+                            for n in numeric])
 
 
 def _validate(path: Path, keys: Keys, vectors: np.ndarray) -> None:

@@ -50,3 +50,12 @@ def test_every_package_says_its_job():
     for init in (REPO / "labeling").glob("*/__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc and "import" in doc.lower(), f"{init.parent.name} has no docstring saying what it may import"
+
+
+@pytest.mark.parametrize("path", [REPO / "app.py", *_modules("pages")], ids=lambda p: p.name)
+def test_pages_have_no_bare_strings_that_streamlit_would_show(path):
+    """Streamlit's magic writes every bare expression of a page script, attribute docstrings included."""
+    body = ast.parse(path.read_text()).body
+    bare = [n.lineno for n in body[1:] if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
+            and isinstance(n.value.value, str)]
+    assert not bare, f"{path.name}: bare strings at lines {bare} would be rendered as page text"
