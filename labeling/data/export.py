@@ -239,6 +239,17 @@ def _export_coco(project: Project, table: pd.DataFrame, out: Path) -> None:
     os.replace(tmp, out)
 
 
+def refuse_project_files(project: Project, out: Path) -> None:
+    """Refuse an export onto or into the project's own files: its database, the database's write-ahead
+    log, or anything under ``.quorum/`` (one would lose the project, the other its caches)."""
+    from labeling.project import DB_NAME
+
+    db = project.root / DB_NAME
+    own = {db, db.with_name(db.name + ".wal")}
+    if out in own or out.is_relative_to(project.data_dir):
+        raise ExportError(f"{out} is one of the project's own files; export to another path (e.g. exports/)")
+
+
 def export(project: Project, fmt: str, out: str | Path, *, labeled_only: bool = False, link: bool = False,
            history: bool = False) -> dict:
     """Write the label table as csv, jsonl, parquet, an ImageFolder tree, a COCO-style classification JSON
@@ -255,6 +266,9 @@ def export(project: Project, fmt: str, out: str | Path, *, labeled_only: bool = 
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     out = Path(out).expanduser().resolve()
+    refuse_project_files(project, out)
+    if history:
+        refuse_project_files(project, history_path(fmt, out))
     table = label_table(project)
     if labeled_only or fmt in ("imagefolder", "coco", "hf"):
         table = table[table["label"].notna()]

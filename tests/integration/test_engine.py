@@ -251,3 +251,13 @@ def test_cli_failures_exit_nonzero_with_one_line(tmp_path):
     assert res.stderr.strip().startswith("error:") and len(res.stderr.strip().splitlines()) == 1
     res = _cli("queue", str(tmp_path), "--n", "3", "--strategy", "nope")
     assert res.returncode != 0
+
+
+@pytest.mark.parametrize("target", ["quorum.duckdb", "quorum.duckdb.wal", ".quorum/labels.csv", ".quorum"])
+def test_export_refuses_the_projects_own_files(demo_project, target):
+    before = (demo_project / "quorum.duckdb").read_bytes()
+    res = _cli("export", str(demo_project), "--format", "csv", "--out", str(demo_project / target))
+    assert res.returncode != 0
+    assert "project's own files" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert (demo_project / "quorum.duckdb").read_bytes() == before
+    assert LabelingService(demo_project).summary()["items"] == 200  # the project still opens
