@@ -48,6 +48,13 @@ QUEUE_ORDERS = {"default": _order_default,
 QUEUE_STRATEGIES = tuple(QUEUE_ORDERS)
 
 
+def matching_neighbours(neighbours: Sequence[Neighbour], label: str, min_similarity: float) -> list[int]:
+    """The ids of the unlabeled ``neighbours`` above ``min_similarity`` whose suggestion is ``label``:
+    what "accept the neighbourhood" labels with the item."""
+    return [n.item_id for n in neighbours
+            if n.similarity >= min_similarity and n.label is None and n.pseudo_label == label]
+
+
 class UnknownClass(LookupError):
     """A class named that does not exist (and was not to be created)."""
 
@@ -323,8 +330,7 @@ class LabelingService:
     def neighbourhood_candidates(self, item_id: int, label: str, *, k: int = 12, min_similarity: float = 0.8,
                                  user: str | None = None) -> list[int]:
         """Unlabeled neighbours above ``min_similarity`` whose suggestion is ``label``."""
-        return [n.item_id for n in self.neighbours(item_id, k=k, user=user)
-                if n.similarity >= min_similarity and n.label is None and n.pseudo_label == label]
+        return matching_neighbours(self.neighbours(item_id, k=k, user=user), label, min_similarity)
 
     def accept_neighbourhood(self, item_id: int, label: str, *, user: str, k: int = 12,
                              min_similarity: float = 0.8, model_round: int | None = None) -> tuple[str, list[int]]:

@@ -15,7 +15,7 @@ from labeling.model.worker import RetrainWorker
 from labeling.project import ProjectError
 from labeling.results import CurrentLabel, GridCell, ItemCard, Neighbour, RoundInfo
 from labeling.team.autoaccept import Candidate
-from labeling.service import QUEUE_STRATEGIES, LabelingService, QueueItem, UnknownClass
+from labeling.service import QUEUE_STRATEGIES, LabelingService, QueueItem, UnknownClass, matching_neighbours
 from labeling.team import auth
 from labeling.team.auth import AuthError, Identity
 from labeling.views.data_admin import DEFAULT_EXPORT_NAMES
@@ -29,11 +29,21 @@ ROLES = auth.ROLES
 
 
 class Session:
-    """What one signed-in (or, in local mode, named) person does to a project."""
+    """What one signed-in (or, in local mode, named) person does to a project.
+
+    Reads act as the identity the session was opened with (a page opens one per rerun from the
+    identity it has just re-read); every write re-reads it first (:attr:`who`), so a write never runs
+    on a role or an account that changed since.
+    """
 
     def __init__(self, service: LabelingService, who: Identity) -> None:
         self.service = service
         self._who = who
+
+    @property
+    def name(self) -> str:
+        """Who reads: the identity the session was opened with (no query)."""
+        return self._who.name
 
     @property
     def who(self) -> Identity:
@@ -41,7 +51,12 @@ class Session:
         self._who = auth.refresh(self.service.project, self._who)
         return self._who
 
+    def check(self, role: str, action: str | None = None) -> None:
+        """For reads: refuse unless the session's identity has ``role`` (no query)."""
+        auth.require(self._who, role, action)
+
     def require(self, role: str, action: str | None = None) -> Identity:
+        """For writes: re-read the identity, then refuse unless it has ``role``."""
         who = self.who
         auth.require(who, role, action)
         return who
@@ -79,31 +94,30 @@ class Session:
         return self.service.newest_round_id()
 
     def queue(self, n: int, *, strategy: str = "default", exclude: Sequence[int] = ()) -> list[QueueItem]:
-        return self.service.queue(n, strategy=strategy, exclude=exclude, user=self.who.name)
+        return self.service.queue(n, strategy=strategy, exclude=exclude, user=self.name)
 
     def is_open(self, item_id: int) -> bool:
-        return self.service.is_open(item_id, user=self.who.name)
+        return self.service.is_open(item_id, user=self.name)
 
     def card(self, item_id: int) -> ItemCard:
-        return self.service.item_card(item_id, user=self.who.name)
+        return self.service.item_card(item_id, user=self.name)
 
     def neighbours(self, item_id: int, *, k: int = 12) -> list[Neighbour]:
-        return self.service.neighbours(item_id, k=k, user=self.who.name)
+        return self.service.neighbours(item_id, k=k, user=self.name)
 
-    def neighbourhood_candidates(self, item_id: int, label: str, *, k: int = 12,
-                                 min_similarity: float = 0.8) -> list[int]:
-        return self.service.neighbourhood_candidates(item_id, label, k=k, min_similarity=min_similarity,
-                                                     user=self.who.name)
+    @staticmethod
+    def candidates_among(neighbours: Sequence[Neighbour], label: str, *, min_similarity: float = 0.8) -> list[int]:
+        """Which of the ``neighbours`` already shown "accept the neighbourhood" would label with the item."""
+        return matching_neighbours(neighbours, label, min_similarity)
 
     def grid(self, label: str, *, n: int = 36) -> list[GridCell]:
         return self.service.grid(label, n=n)
 
     def history(self, item_id: int) -> list[dict]:
-        return self.service.history(item_id, user=self.who.name)
+        return self.service.history(item_id, user=self.name)
 
     def batches(self, *, limit: int = 200, mine: bool = False) -> list[dict]:
-        who = self.who
-        return self.service.batches(limit=limit, user=who.name if mine else None)
+        return self.service.batches(limit=limit, user=self.name if mine else None)
 
     # ---- writing -------------------------------------------------------------------------
     def label(self, item_ids: Sequence[int], label: str | None, *, source: str = "manual",
@@ -134,7 +148,7 @@ class Session:
         self.service.set_overlap(fraction, votes, role=self.require("admin", "change the overlap setting").role)
 
     def users(self) -> list[dict]:
-        self.require("admin", "list the people of the project")
+        self.check("admin", "list the people of the project")
         return auth.list_users(self.service.project)
 
     def add_user(self, name: str, password: str, *, role: str = "annotator") -> None:
@@ -208,7 +222,6 @@ class MapView:
     def frame(self, xy, item_ids, *, color_by: str = "label"):
         from labeling.views.projection import map_frame
 
-        self.session.who  # nothing of the project is shown to a session whose user was disabled
         return map_frame(self.session.service, xy, item_ids, color_by=color_by)
 
     def thumbnails(self, item_ids: Sequence[int]):
@@ -284,7 +297,7 @@ class ReviewView:
         self.service = session.service
 
     def _reviewer(self) -> None:
-        self.session.require("reviewer", "open the review queues")
+        self.session.check("reviewer", "open the review queues")
 
     def stats(self) -> dict:
         from labeling.team.stats import project_stats
@@ -368,15 +381,12 @@ class DataView:
         return str(self.service.project.root)
 
     def stats(self) -> dict:
-        self.session.who
         return self._views().project_stats(self.service)
 
     def unreadable_files(self):
-        self.session.who
         return self._views().unreadable_files(self.service)
 
     def class_table(self):
-        self.session.who
         return self._views().class_table(self.service)
 
     def add_class(self, name: str) -> int:

@@ -184,7 +184,7 @@ k = nh[1].slider("Neighbours", 4, 15, 12, key="nh_k")
 threshold = nh[2].slider("Similarity threshold", 0.5, 1.0, 0.8, 0.01, key="nh_threshold")
 neighbours = session.neighbours(current, k=k)
 target = suggestion
-candidates = session.neighbourhood_candidates(current, target, k=k, min_similarity=threshold) if target else []
+candidates = session.candidates_among(neighbours, target, min_similarity=threshold) if target else []
 cols = st.columns(6)
 for j, n in enumerate(neighbours):
     with cols[j % 6]:

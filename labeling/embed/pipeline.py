@@ -167,8 +167,8 @@ def load_vectors(project: Project) -> ProjectVectors:
 def vector_version(project: Project) -> str | None:
     """The version of the project's active vectors (changes whenever vectors are added or removed), or
     None before any embedding; a cheap read of the store's metadata, no vectors loaded."""
-    key = project.setting("vector_key")
-    dim = project.setting("vector_dim")
+    with project.db.session() as con:  # one short transaction for both settings
+        key, dim = (rounds_q.get_setting(con, name) for name in ("vector_key", "vector_dim"))
     if not key or not dim:
         return None
     return VectorStore(project.vectors_dir(key), key=key, dim=int(dim)).version

@@ -38,9 +38,9 @@ def test_accept_stores_event_and_queue_advances_then_undo_restores(trained_proje
     events = _events(trained_project)
     assert len(events) == before + 1
     new = events[-1]
-    assert new[1] == first.item_id and new[5] == "accept_suggestion" and new[4] == "tester"
-    assert service.class_names()[new[2]] == first.pseudo_label
-    assert new[8] == service.predictions()[0]["id"]  # the round the person saw
+    assert new.item_id == first.item_id and new.source == "accept_suggestion" and new.user_name == "tester"
+    assert service.class_names()[new.class_id] == first.pseudo_label
+    assert new.model_round == service.predictions()[0]["id"]  # the round the person saw
     second = service.queue(1)[0]
     assert second.item_id != first.item_id
     assert at.subheader[0].value == f"Suggestion: {second.pseudo_label}"
@@ -90,10 +90,10 @@ def test_accept_neighbourhood_is_one_batch_and_undo_revokes_it(trained_project, 
     assert len(expected) > 1
     at.button(key="accept_neighbourhood").click().run()
     events = _events(trained_project)
-    batch = events[-1][6]
-    in_batch = [e for e in events if e[6] == batch]
-    assert sorted(e[1] for e in in_batch) == sorted(expected)
-    assert {e[5] for e in in_batch} == {"accept_neighbourhood"}
+    batch = events[-1].batch_id
+    in_batch = [e for e in events if e.batch_id == batch]
+    assert sorted(e.item_id for e in in_batch) == sorted(expected)
+    assert {e.source for e in in_batch} == {"accept_neighbourhood"}
     at.button(key="undo").click().run()
     labels = service.current_labels()
     assert not any(i in labels for i in expected)
@@ -114,7 +114,7 @@ def test_grid_mode_accepts_all_but_misfits(trained_project, app_env):
     accepted = [c.item_id for c in cells[1:]]
     assert all(labels[i] == (cls, "tester", "grid") for i in accepted)
     events = _events(trained_project)
-    assert len({e[6] for e in events if e[1] in accepted}) == 1  # one batch
+    assert len({e.batch_id for e in events if e.item_id in accepted}) == 1  # one batch
 
 
 def test_two_sessions_see_each_others_labels_and_share_one_worker(trained_project, app_env, monkeypatch):
@@ -228,4 +228,4 @@ def test_a_key_press_meant_for_an_item_someone_else_just_labeled_stores_nothing(
     assert now != shown
     at.button(key="class_1").click().run()  # the next press acts on what is shown
     last = _events(trained_project)[-1]
-    assert last[1] == now and last[4] == "tester"
+    assert last.item_id == now and last.user_name == "tester"
