@@ -8,7 +8,7 @@ for throughput, Quorum's share of the bare loop. ``met`` says whether the issue'
 
 What is timed is the product's own code path: rounds are ``labeling.model.rounds.train_round`` on real
 projects (DuckDB, vector store, cached kNN graph, predictions file), the neighbourhood view is
-``LabelingService.neighbours``, the map is ``labeling.views.projection.umap_2d_in_subprocess``, embedding
+``LabelingService.neighbours``, the map is ``labeling.views.layouts.umap_2d_in_subprocess``, embedding
 is ``import_folder`` + ``embed_project`` on the bundled demo images.
 """
 from __future__ import annotations
@@ -538,7 +538,7 @@ def memory(root: Path, *, device: str = "cpu") -> list[dict]:
 def map_layout(n: int, d: int = 512) -> list[dict]:
     """The Map page's UMAP layout (PCA to 50, then UMAP, in a fresh process as the app builds it,
     numba compilation included), against the PCA 2-D layout the page shows until it is ready."""
-    from labeling.views.projection import gpu_umap_class, pca_2d, umap_2d_in_subprocess
+    from labeling.views.layouts import gpu_umap_class, pca_2d, umap_2d_in_subprocess
 
     x, _ = clustered(n, d, 20, seed=11)
     pca, _ = clock(pca_2d, x)

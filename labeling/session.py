@@ -208,7 +208,7 @@ class MapView:
 
     def builder(self):
         """The project's UMAP builder: one per project per process, kept on the project's caches."""
-        from labeling.views.projection import MapBuilder
+        from labeling.views.layouts import MapBuilder
 
         project = self.session.service.project
         return project.caches.get("map_builder", str(project.root), lambda: MapBuilder(project))

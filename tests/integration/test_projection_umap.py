@@ -6,7 +6,7 @@ import pytest
 from conftest import two_blobs
 
 from labeling.embed.pipeline import ProjectVectors
-from labeling.views.projection import MapBuilder, ProjectionCache, umap_2d
+from labeling.views.layouts import MapBuilder, ProjectionCache, umap_2d
 
 
 def test_umap_2d__uses_cuml_on_a_gpu_machine_and_umap_learn_elsewhere(monkeypatch):
@@ -16,7 +16,7 @@ def test_umap_2d__uses_cuml_on_a_gpu_machine_and_umap_learn_elsewhere(monkeypatc
 
     import torch
 
-    import labeling.views.projection as projection
+    import labeling.views.layouts as layouts
 
     calls = []
 
@@ -34,11 +34,11 @@ def test_umap_2d__uses_cuml_on_a_gpu_machine_and_umap_learn_elsewhere(monkeypatc
     monkeypatch.setitem(sys.modules, "cuml.manifold", fake)
     x = two_blobs(40, 8)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert projection.gpu_umap_class() is None  # cuML without a GPU: the CPU engine
+    assert layouts.gpu_umap_class() is None  # cuML without a GPU: the CPU engine
     with pytest.raises(ValueError, match="cuML or a CUDA GPU"):
         umap_2d(x, engine="cuml")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert projection.gpu_umap_class() is FakeGpuUmap
+    assert layouts.gpu_umap_class() is FakeGpuUmap
     xy = umap_2d(x, n_neighbors=10, seed=3)
     assert calls[0] == dict(n_components=2, n_neighbors=10, metric="euclidean", random_state=3, output_type="numpy")
     np.testing.assert_allclose(calls[1], 1.0, rtol=1e-5)  # unit rows: euclidean ranks as cosine does

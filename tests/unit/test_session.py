@@ -94,3 +94,11 @@ def test_class_changes_imports_and_exports_follow_the_roles(team, tmp_path):
     assert "zebroid" in rita.class_names()
     with pytest.raises(AuthError, match="admin"):
         rita.data.run_import("images")
+
+
+def test_one_map_builder_per_project_shared_by_its_sessions(team, small_project):
+    a = Session(team, sign_in(team, "ann", PASSWORD))
+    b = Session(team, sign_in(team, "root", PASSWORD))
+    assert a.map.builder() is b.map.builder()
+    other = LabelingService(small_project.root)
+    assert Session(other, local_identity(other, "me")).map.builder() is not a.map.builder()

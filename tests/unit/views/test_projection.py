@@ -8,11 +8,8 @@ import pytest
 from conftest import two_blobs
 
 from labeling.embed.pipeline import ProjectVectors, load_vectors
-from labeling.project import Project
-from labeling.views.projection import (
-    COLOR_BY, NO_VALUE, MapBuilder, MapBuilders, ProjectionCache, get_layout, label_selection, map_frame, pca_2d,
-    parse_item_ids, umap_2d,
-)
+from labeling.views.layouts import MapBuilder, ProjectionCache, pca_2d, umap_2d
+from labeling.views.projection import COLOR_BY, NO_VALUE, get_layout, label_selection, map_frame, parse_item_ids
 from labeling.service import LabelingService
 from storage import labels as labels_q
 
@@ -113,12 +110,6 @@ def test_map_builder__failure_is_reported_and_not_retried(small_project):
     status = builder.wait(10)
     assert status.startswith("failed:") and "bad vectors" in status
     assert builder.start(_pv()).startswith("failed:") and calls == [1]
-
-
-def test_map_builders__one_builder_per_project(small_project, tmp_path):
-    reg = MapBuilders()
-    assert reg.get(small_project) is reg.get(Project(small_project.root))
-    assert reg.get(Project(tmp_path / "other", create=True)) is not reg.get(small_project)
 
 
 # ---- layout, frame, labels on the demo project -------------------------------------------------
