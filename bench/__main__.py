@@ -14,7 +14,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from bench import suite
+from bench import stages, suite
 
 NAMES = ("interaction", "embedding", "rounds", "neighbours", "memory", "map")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -107,7 +107,7 @@ def run(names, profile: str, device: str, work: Path) -> list[dict]:
         if name == "interaction":
             rows += suite.interaction_rows(work / "interaction", **p["interaction"])
         elif name == "embedding":
-            rows += suite.embedding(work, device=device, **p["embedding"])
+            rows += stages.embedding(work, device=device, **p["embedding"])
         elif name == "neighbours":
             rows += suite.neighbourhood_view(roots[p["neighbours"]["view"]],
                                              queries=20 if profile == "tiny" else 200)
@@ -116,9 +116,9 @@ def run(names, profile: str, device: str, work: Path) -> list[dict]:
                                                  index_build_s=build_s)
             rows += suite.knn_graph_vs_sklearn(*p["neighbours"]["graph"])
         elif name == "memory":
-            rows += suite.memory(roots[p["memory"]], device=device)
+            rows += stages.memory(roots[p["memory"]], device=device)
         elif name == "map":
-            rows += suite.map_layout(**p["map"])
+            rows += stages.map_layout(**p["map"])
         print(f"  {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     return rows
 
