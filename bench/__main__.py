@@ -2,7 +2,8 @@
 
 Runs every benchmark with its baseline measured in the same run, prints one table, and rewrites
 the suite section of ``bench/RESULTS.md`` (date, machine, every figure beside its baseline).
-``--quick`` takes 2 to 5 minutes on two cores, the full run (up to 1M items) 10 to 20 minutes.
+``--quick`` takes 2 to 5 minutes on two cores, the full run (up to 1M items) 10 to 20 minutes; the
+browser session (:mod:`bench.session`, needs ``/usr/bin/chromium``) adds about 5 and 15 minutes.
 """
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ import time
 from datetime import date
 from pathlib import Path
 
-from bench import stages, suite
+from bench import session, stages, suite
 
-NAMES = ("interaction", "embedding", "rounds", "neighbours", "memory", "map")
+NAMES = ("interaction", "embedding", "rounds", "neighbours", "memory", "map", "session")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+DETAILS: dict[str, str] = {}
+"""Sections a benchmark writes beside the suite table (key -> markdown), e.g. the session's curves."""
 
 
 def markers(key: str) -> tuple[str, str]:
@@ -53,13 +56,15 @@ def plan(profile: str, device: str) -> dict:
                 "embedding": dict(n_images=16),
                 "rounds": [(2_000, 64, 5, 100)],
                 "neighbours": dict(view=(2_000, 64, 5, 100), graph=(1_000, 32), million=None),
-                "memory": (2_000, 64, 5, 100), "map": dict(n=3, d=16)}
+                "memory": (2_000, 64, 5, 100), "map": dict(n=3, d=16),
+                "session": None}  # a browser session: measured by --quick and the full run only
     if profile == "quick":
         return {"interaction": dict(sizes=(2_000, 10_000, (10_000, 5_000)), repeats=20),
                 "embedding": dict(n_images=300),
                 "rounds": [(10_000, 512, 10, 1_000), (20_000, 1280, 100, 2_000), (100_000, 512, 10, 10_000)],
                 "neighbours": dict(view=(20_000, 1280, 100, 2_000), graph=(5_000, 512), million=None),
-                "memory": (100_000, 512, 10, 10_000), "map": dict(n=3_000, d=512)}
+                "memory": (100_000, 512, 10, 10_000), "map": dict(n=3_000, d=512),
+                "session": dict(images=600, presses=60, five_presses=12, bare_presses=40)}
     rounds = [(10_000, 512, 10, 1_000), (100_000, 512, 10, 1_000), (100_000, 512, 10, 10_000),
               (100_000, 512, 100, 10_000), (100_000, 1280, 10, 10_000), (100_000, 1280, 100, 10_000),
               (1_000_000, 512, 10, 10_000)]
@@ -68,7 +73,8 @@ def plan(profile: str, device: str) -> dict:
             "rounds": rounds,
             "neighbours": dict(view=(100_000, 1280, 100, 10_000), graph=(50_000, 512),
                                million=(1_000_000, 512, 10, 10_000)),
-            "memory": (1_000_000, 512, 10, 10_000), "map": dict(n=100_000, d=512)}
+            "memory": (1_000_000, 512, 10, 10_000), "map": dict(n=100_000, d=512),
+            "session": dict(images=3_000, presses=300, five_presses=40, bare_presses=100)}
 
 
 def run(names, profile: str, device: str, work: Path) -> list[dict]:
@@ -92,6 +98,7 @@ def run(names, profile: str, device: str, work: Path) -> list[dict]:
         del x
     rows: list[dict] = []
     roots: dict = {}
+    DETAILS.clear()
     for name in NAMES:
         if name not in wanted:
             continue
@@ -119,6 +126,15 @@ def run(names, profile: str, device: str, work: Path) -> list[dict]:
             rows += stages.memory(roots[p["memory"]], device=device)
         elif name == "map":
             rows += stages.map_layout(**p["map"])
+        elif name == "session":
+            if p["session"] is None:
+                print("  session: not run at this size (a real browser session; python -m bench --quick runs it)",
+                      file=sys.stderr, flush=True)
+            else:
+                got, detail = session.run(work / "session", device=device, **p["session"])
+                if got:  # skipped (no Chromium here): the section of an earlier run stays
+                    DETAILS["session"] = detail
+                rows += got
         print(f"  {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     return rows
 
@@ -165,6 +181,19 @@ def write_results(rows: list[dict], *, command: str, device: str, seconds: float
     path.write_text(text, encoding="utf-8")
 
 
+def write_section(key: str, body: str, *, command: str, profile: str, path: Path = RESULTS) -> None:
+    """A benchmark's own section (between its ``bench:KEY-PROFILE`` markers), replaced on every run
+    of that profile."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Measured results\n"
+    begin, end = markers(f"{key}-{profile}")
+    section = f"{begin}\n## {key.capitalize()} benchmark in detail: `{command}` ({date.today()})\n\n{body}\n{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1])
     p.add_argument("--quick", action="store_true", help="small sizes: every benchmark in a few minutes")
@@ -191,6 +220,8 @@ def main(argv=None) -> int:
             f" --only {' '.join(a.only)}" if a.only else "")
         write_results(rows, command=command, device=device, seconds=seconds, loads=(before, load()),
                       path=a.results)
+        for key, text in DETAILS.items():
+            write_section(key, text, command=command, profile=profile, path=a.results)
     return 0
 
 

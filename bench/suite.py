@@ -164,7 +164,7 @@ def cache_graph(project) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
 class Stages:
     """Wall time of a round's main stages, by wrapping the functions ``train_round`` calls."""
 
-    TARGETS = (("labeling.model.rounds", None, "load_vectors", "load vectors"),
+    TARGETS = (("labeling.model.rounds", None, "vectors_of", "load vectors"),
                ("labeling.model.rounds", None, "knn_graph_cached", "cached graph"),
                ("labeling.model.ensemble", "FeatureScaler", "transform", "scale"),
                ("labeling.model.learner", None, "label_propagation", "propagation"),

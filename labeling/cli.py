@@ -111,13 +111,23 @@ def cmd_queue(a) -> int:
 
 def cmd_label(a) -> int:
     from labeling.service import LabelingService
+    from storage.labels import InvalidName
     with open(a.csv, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        cols = set(reader.fieldnames or [])
-        if "label" not in cols or not cols & {"uri", "item_id"}:
-            raise ValueError(f"{a.csv}: needs a 'label' column and a 'uri' or 'item_id' column; found {sorted(cols)}")
-        rows = list(reader)
-    out = LabelingService(a.dir).label_table(rows, user=a.user)
+        try:
+            cols = set(reader.fieldnames or [])
+            if "label" not in cols or not cols & {"uri", "item_id"}:
+                raise ValueError(f"{a.csv}: needs a 'label' column and a 'uri' or 'item_id' column; "
+                                 f"found {sorted(cols)[:10]}")
+            rows = list(reader)
+        except csv.Error as exc:  # a field over csv.field_size_limit(), a stray quote: one line, no traceback
+            why = (f"a field is longer than {csv.field_size_limit()} characters" if "field limit" in str(exc)
+                   else f"malformed CSV: {exc}")
+            raise ValueError(f"{a.csv} line {reader.reader.line_num}: {why}; nothing labeled") from exc
+    try:
+        out = LabelingService(a.dir).label_table(rows, user=a.user)
+    except InvalidName as exc:
+        raise ValueError(f"{a.csv} {exc}") from exc
     _print(out, a.format, f"labeled {out['labeled']} items" + "".join(f"\n  {p}" for p in out["problems"]))
     return 0 if not out["problems"] or out["labeled"] else 1
 
@@ -166,7 +176,7 @@ def cmd_export(a) -> int:
     from labeling.data.export import export
     from labeling.project import Project
     out = export(Project(a.dir), a.export_format, a.out, labeled_only=a.labeled_only, link=a.link,
-                 history=a.history)
+                 history=a.history, overwrite=a.overwrite)
     lines = [f"wrote {out['rows']} rows to {out['out']}"]
     if "linked" in out:
         lines.append(f"  {out['linked']} images linked, {out['copied']} copied")
@@ -185,14 +195,21 @@ def cmd_user(a) -> int:
         _user_add(a, project)
     elif a.action == "list":
         users = auth.list_users(project)
-        _print(users, a.format, "\n".join(f"{u['name']:<20} {u['role']:<10} {'disabled' if u['disabled'] else ''}"
-                                         for u in users) or "no users")
+        _print(users, a.format, "\n".join(
+            f"{u['name']:<20} {u['role']:<10} {'disabled' if u['disabled'] else ''}"
+            f"{' locked' if u.get('locked') else ''}".rstrip() for u in users) or "no users")
     elif a.action == "set-role":
         auth.set_role(project, a.name, a.role, by=None)
         _print({"name": a.name, "role": a.role}, a.format, f"{a.name} is now a {a.role}")
     elif a.action in ("disable", "enable"):
         auth.set_disabled(project, a.name, a.action == "disable", by=None)
         _print({"name": a.name, "disabled": a.action == "disable"}, a.format, f"{a.name}: {a.action}d")
+    elif a.action == "unlock":
+        if not a.name:
+            raise ValueError("usage: user DIR unlock NAME")
+        cleared = auth.unlock(project, a.name, by=None)
+        _print({"name": a.name, "unlocked": cleared}, a.format,
+               f"{a.name}: unlocked" if cleared else f"{a.name} had no failed sign-ins")
     elif a.action == "mode":
         _user_mode(a, project)
     return 0
@@ -253,7 +270,9 @@ def cmd_serve(a) -> int:
     # Streamlit always runs headless (no first-run prompt on the terminal); the browser is opened here.
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", a.host, "--server.port",
            str(a.port), "--browser.gatherUsageStats", "false", "--server.headless", "true",
-           "--client.toolbarMode", "minimal"]  # no "Deploy" button: this is a labeling tool, not a demo
+           "--client.toolbarMode", "minimal",  # no "Deploy" button: this is a labeling tool, not a demo
+           # no source watcher: a project folder of 100k images would flood it (and nothing here is edited live)
+           "--server.fileWatcherType", "none", "--server.runOnSave", "false"]
     url = f"http://{a.host}:{a.port}"
     print(f"Quorum: serving {Path(a.dir).resolve()} at {url} (Ctrl+C to stop)", flush=True)
     if not a.headless:
@@ -371,14 +390,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--labeled-only", action="store_true")
     s.add_argument("--link", action="store_true", help="imagefolder/hf: link the images instead of copying them")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace an existing file (or an earlier tree export) at --out")
     s.add_argument("--history", action="store_true",
                    help="also write every label event (inside a folder export: events.jsonl; beside a file: "
                         "NAME.events.EXT)")
     s.set_defaults(func=cmd_export, format="table")
 
-    s = sub.add_parser("user", help="manage people: add, list, set-role, disable, enable, mode local|team")
+    s = sub.add_parser("user", help="manage people: add, list, set-role, disable, enable, unlock (after too many "
+                                    "failed sign-ins), mode local|team")
     s.add_argument("dir")
-    s.add_argument("action", choices=("add", "list", "set-role", "disable", "enable", "mode"))
+    s.add_argument("action", choices=("add", "list", "set-role", "disable", "enable", "unlock", "mode"))
     s.add_argument("name", nargs="?", help="user name (for mode: local or team)")
     s.add_argument("role", nargs="?", default="annotator", choices=("annotator", "reviewer", "admin"))
     s.add_argument("--password-stdin", action="store_true", help="read the password from standard input")

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from storage.db import Database
+from storage.db import Database, SchemaTooNew
 from storage import rounds as rounds_q
 
 LOG = logging.getLogger(__name__)
@@ -68,6 +68,21 @@ class Caches:
         return name in self._entries
 
 
+class _NoDatabase:
+    """The database of :meth:`Project.files`: any use is a bug, said so at once."""
+
+    read_only = False
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def session(self):
+        raise RuntimeError(f"this process works on the files of {self.root} only, never on its database")
+
+    def migrate(self) -> None:
+        self.session()
+
+
 class Project:
     """Paths and the database of one project folder, and what this process caches of it."""
 
@@ -80,11 +95,29 @@ class Project:
             )
         if create:
             self.root.mkdir(parents=True, exist_ok=True)
-        for sub in ("thumbs", "vectors", "rounds", "cache"):
-            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
         self.db = Database(self.root / DB_NAME)
-        self.db.migrate()
+        self.read_only = self.db.read_only
+        """The database file or the folder is not writable: reads work, writes raise ``ReadOnlyDatabase``."""
+        if not self.read_only:
+            for sub in ("thumbs", "vectors", "rounds", "cache"):
+                (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            self.db.migrate()
+        except SchemaTooNew as exc:
+            raise ProjectError(str(exc)) from exc
         self.caches = Caches()
+
+    @classmethod
+    def files(cls, root: str | Path) -> "Project":
+        """The project's folders and this process's caches, without its database: for a process that
+        computes from files (the training process) and leaves every database read and write to its
+        parent, so a project's database is only ever used by the processes that serve or command it."""
+        self = cls.__new__(cls)
+        self.root = Path(root).expanduser().resolve()
+        self.db = _NoDatabase(self.root)
+        self.read_only = False
+        self.caches = Caches()
+        return self
 
     @property
     def data_dir(self) -> Path:

@@ -110,6 +110,11 @@ def _table_targets(rows: Sequence[dict]) -> tuple[list[tuple], list[str]]:
             by_uri.append((None, str(row["uri"]), row.get("label"), k))
         else:
             problems.append(f"line {k}: needs a uri or an item_id")
+            continue
+        text = "" if row.get("label") is None else str(row["label"]).strip()
+        problem = labels_q.name_problem(text) if text else None
+        if problem is not None:
+            raise labels_q.InvalidName(f"line {k}: {problem}; nothing labeled")
     return by_uri, problems
 
 
@@ -121,21 +126,23 @@ class LabelingService:
 
     def __init__(self, root: str | Path, *, create: bool = False) -> None:
         self.project = Project(root, create=create)
-        self._pred_cache: tuple[int, RoundPredictions, dict] | None = None
+        self._pred_cache: tuple[tuple, RoundPredictions, dict] | None = None
         self._label_count: tuple[int, int] | None = None  # (last event id, labeled items)
 
     # ---- reading -------------------------------------------------------------------------
     def predictions(self) -> tuple[dict, RoundPredictions] | None:
-        """The newest finished round and its predictions (cached until a newer round finishes)."""
+        """The newest finished round and its predictions (cached until a newer round finishes or its
+        cross-validation is stored)."""
         with self.project.db.session() as con:
             rnd = rounds_q.latest_finished(con)
         if rnd is None:
             return None
-        if self._pred_cache is None or self._pred_cache[0] != rnd["id"]:
+        key = (rnd["id"], rnd["metrics"].get("cv_status"))  # reloaded once its cross-validation lands
+        if self._pred_cache is None or self._pred_cache[0] != key:
             got = latest_predictions(self.project)
             if got is None:
                 return None
-            self._pred_cache = (rnd["id"], got[1], rnd)
+            self._pred_cache = (key, got[1], rnd)
         return self._pred_cache[2], self._pred_cache[1]
 
     def newest_round_id(self) -> int | None:
@@ -205,9 +212,10 @@ class LabelingService:
             start, size = start + size, size * 4
         return picked
 
-    def rounds(self) -> list[dict]:
+    def rounds(self, *, newest: int | None = None) -> list[dict]:
+        """Every round, oldest first (only the ``newest`` few when given: what a sidebar polls)."""
         with self.project.db.session() as con:
-            return rounds_q.list_rounds(con)
+            return rounds_q.list_rounds(con, newest=newest)
 
     def summary(self) -> dict:
         with self.project.db.session() as con:
@@ -340,8 +348,9 @@ class LabelingService:
         batch = self.label(items, label, user=user, source="accept_neighbourhood", model_round=model_round)
         return batch, items
 
-    def grid(self, label: str, *, n: int = 36) -> list[GridCell]:
-        """Up to ``n`` unlabeled items suggested as ``label``, most confident first."""
+    def grid(self, label: str, *, n: int = 36, user: str | None = None) -> list[GridCell]:
+        """Up to ``n`` unlabeled items suggested as ``label``, most confident first (with ``user``, the
+        overlap items still open to that person count as unlabeled)."""
         got = self.predictions()
         if got is None:
             return []
@@ -349,7 +358,7 @@ class LabelingService:
         by_name = {v: k for k, v in self.class_names().items()}
         if label not in by_name:
             raise UnknownClass(f"unknown class {label!r}")
-        done = set(self.current_labels())
+        done = set(self.current_labels(user))
         rows = np.flatnonzero(p.pseudo == by_name[label])
         rows = rows[np.argsort(-p.confidence[rows], kind="stable")]
         picked = [int(r) for r in rows if int(p.item_ids[r]) not in done][:n]
@@ -422,7 +431,10 @@ class LabelingService:
             return labels_q.undo_batch(con, target, user=user, undo_batch_id=str(uuid.uuid4()))
 
     def label_table(self, rows: Sequence[dict], *, user: str, source: str = "manual") -> dict:
-        """Apply rows with ``uri`` or ``item_id`` and ``label``; one batch per label value."""
+        """Apply rows with ``uri`` or ``item_id`` and ``label``; one batch per label value.
+
+        A label that cannot be a class name (:func:`storage.labels.check_class_name`) refuses the
+        whole table with :class:`storage.labels.InvalidName` before anything is written."""
         by_uri, problems = _table_targets(rows)
         with self.project.db.session() as con:
             ids_for = items_q.id_for_uri(con, [u for _, u, _, _ in by_uri if u])

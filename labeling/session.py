@@ -111,7 +111,7 @@ class Session:
         return matching_neighbours(neighbours, label, min_similarity)
 
     def grid(self, label: str, *, n: int = 36) -> list[GridCell]:
-        return self.service.grid(label, n=n)
+        return self.service.grid(label, n=n, user=self.name)
 
     def history(self, item_id: int) -> list[dict]:
         return self.service.history(item_id, user=self.name)
@@ -160,6 +160,10 @@ class Session:
     def set_disabled(self, name: str, disabled: bool) -> None:
         auth.set_disabled(self.service.project, name, disabled, by=self.who)
 
+    def unlock(self, name: str) -> bool:
+        """Clear ``name``'s failed sign-ins and lockout (admins)."""
+        return auth.unlock(self.service.project, name, by=self.who)
+
     def mode(self) -> str:
         return auth.mode(self.service.project)
 
@@ -174,12 +178,14 @@ class Session:
 
 
 # ---- opening a project and signing in (what the app does before any page) ----------------------
-def open_project(root: str, *, start_worker: bool = True, min_new_events: int = 5, max_wait_s: float = 20.0):
+def open_project(root: str, *, start_worker: bool = True, min_new_events: int = 5, max_wait_s: float = 5.0,
+                 early_labels: int = 50):
     """The service of a project and its retrain worker (None when not started), sharing one ``Project``."""
     service = LabelingService(root)
     worker = None
     if start_worker:
-        worker = RetrainWorker(service.project, min_new_events=min_new_events, max_wait_s=max_wait_s).start()
+        worker = RetrainWorker(service.project, min_new_events=min_new_events, max_wait_s=max_wait_s,
+                               early_labels=early_labels).start()
     return service, worker
 
 
@@ -188,8 +194,9 @@ def mode(service: LabelingService) -> str:
     return auth.mode(service.project)
 
 
-def sign_in(service: LabelingService, name: str, password: str) -> Identity:
-    return auth.sign_in(service.project, name, password)
+def sign_in(service: LabelingService, name: str, password: str, client: str | None = None) -> Identity:
+    """``client``: the browser's address, throttled as well as the name (see :func:`labeling.team.auth.sign_in`)."""
+    return auth.sign_in(service.project, name, password, client=client)
 
 
 def local_identity(service: LabelingService, name: str) -> Identity:
@@ -222,7 +229,7 @@ class MapView:
     def frame(self, xy, item_ids, *, color_by: str = "label"):
         from labeling.views.projection import map_frame
 
-        return map_frame(self.session.service, xy, item_ids, color_by=color_by)
+        return map_frame(self.session.service, xy, item_ids, color_by=color_by, user=self.session.name)
 
     def thumbnails(self, item_ids: Sequence[int]):
         from labeling.views.projection import thumbnails
@@ -417,9 +424,12 @@ class DataView:
         who = self.session.require("admin", "import labels")
         return self._views().run_label_import(self.service, path, user=who.name)
 
-    def run_export(self, fmt: str, out, *, labeled_only: bool = False, link: bool = False) -> dict:
+    def run_export(self, fmt: str, name: str, *, labeled_only: bool = False, link: bool = False,
+                   overwrite: bool = False) -> dict:
+        """Export to ``exports/<name>`` inside the project (a plain name, never a server path)."""
         self.session.require("reviewer", "export the labels")
-        return self._views().run_export(self.service, fmt, out, labeled_only=labeled_only, link=link)
+        return self._views().run_export(self.service, fmt, name, labeled_only=labeled_only, link=link,
+                                        overwrite=overwrite)
 
     def export_payload(self, result: dict):
         return self._views().export_payload(result)

@@ -25,7 +25,8 @@ def _open(root: str, start_worker: bool) -> tuple[LabelingService, RetrainWorker
     """One service and one retrain worker per project per server, shared by all sessions."""
     return facade.open_project(root, start_worker=start_worker,
                                min_new_events=int(os.environ.get("QUORUM_RETRAIN_EVENTS", "5")),
-                               max_wait_s=float(os.environ.get("QUORUM_RETRAIN_SECONDS", "20")))
+                               max_wait_s=float(os.environ.get("QUORUM_RETRAIN_SECONDS", "5")),
+                               early_labels=int(os.environ.get("QUORUM_RETRAIN_EARLY", "50")))
 
 
 def project_root() -> str:
@@ -91,10 +92,18 @@ def _sign_in_form(service) -> None:
         password = st.text_input("Password", type="password", key="signin_password")
         if st.form_submit_button("Sign in"):
             try:
-                st.session_state["identity"] = facade.sign_in(service, name, password)
+                st.session_state["identity"] = facade.sign_in(service, name, password, client=_client_address())
                 st.rerun()
             except facade.AuthError as exc:
                 st.error(str(exc))
+
+
+def _client_address() -> str | None:
+    """The browser's address, for per-client sign-in throttling (None where Streamlit cannot tell)."""
+    try:
+        return getattr(st.context, "ip_address", None) or None
+    except Exception:  # outside a script run (bare mode, some tests)
+        return None
 
 
 def current_user() -> str:
@@ -150,7 +159,7 @@ def sidebar_status() -> None:
         st.caption(f"Retraining: {s.state}" + (f" · {s.pending_events} new events" if s.pending_events else ""))
         if s.last_error:
             st.warning(f"Last round failed: {s.last_error}")
-    failed = [r for r in service.rounds()[-3:] if r["status"] == "failed"]
+    failed = [r for r in service.rounds(newest=3) if r["status"] == "failed"]
     if failed and (rnd is None or failed[-1]["id"] > rnd["id"]):
         st.warning(f"Round {failed[-1]['id']} failed; round {rnd['id'] if rnd else '—'} stays in use.")
 

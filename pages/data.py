@@ -217,25 +217,26 @@ with tab_classes:
 with tab_export:
     st.session_state.setdefault("data_export_path", DEFAULT_EXPORT_NAMES[FORMATS[0]])
     fmt = st.radio("Format", FORMATS, horizontal=True, key="data_export_format", on_change=_default_export_path)
-    out = st.text_input("Output path (relative to the project, or absolute)", key="data_export_path")
+    out = st.text_input("Export name", key="data_export_path",
+                        help="A plain file or folder name. Exports are written to the exports/ folder inside "
+                             "the project, and offered as a download.")
     labeled_only = st.checkbox("Labeled items only", key="data_export_labeled_only",
                                help="ImageFolder, COCO and Hugging Face exports always hold labeled items only.")
     link = st.checkbox("Link the images instead of copying them", key="data_export_link",
                        disabled=fmt not in ("imagefolder", "hf"))
+    overwrite = st.checkbox("Replace an earlier export of that name", key="data_export_overwrite")
     if st.button("Export", key="data_export_button", type="primary"):
         try:
             st.session_state["data_export_result"] = data.run_export(fmt, out, labeled_only=labeled_only,
-                                                                     link=link)
+                                                                     link=link, overwrite=overwrite)
         except ENGINE_ERRORS as exc:
             st.session_state.pop("data_export_result", None)
             st.error(f"Export failed: {exc}")
     result = st.session_state.get("data_export_result")
     if result is not None:
-        st.success(f"Wrote {result['rows']} rows as {result['format']} to {result['out']}")
-        payload = data.export_payload(result)
-        if payload is not None:
-            data, name, mime = payload
-            st.download_button("Download", data=data, file_name=name, mime=mime, key="data_export_download")
+        st.success(f"Wrote {result['rows']} rows as {result['format']} to {result['name']}")
+        payload, name, mime = data.export_payload(result)
+        st.download_button("Download", data=payload, file_name=name, mime=mime, key="data_export_download")
 
 with tab_team:
     team_admin.render(get_session())

@@ -62,6 +62,8 @@ else:
     cols[3].metric("Calibration error (ECE)", "—" if m.get("ece") is None else f"{m['ece']:.3f}")
     if m.get("cv_note"):
         st.caption(m["cv_note"])
+    elif m.get("cv_status") == "pending":
+        st.caption("Cross-validating this round in the background: its held-out figures show here when ready.")
 
 worker = get_worker()
 st.subheader("Retraining")

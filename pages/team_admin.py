@@ -25,8 +25,8 @@ def render(session: Session) -> None:
     st.subheader("People")
     people = session.users()
     if people:
-        st.dataframe([{k: p[k] for k in ("name", "role", "disabled", "created_at") if k in p} for p in people],
-                     hide_index=True)
+        st.dataframe([{k: p[k] for k in ("name", "role", "disabled", "locked", "created_at") if k in p}
+                      for p in people], hide_index=True)
     else:
         st.caption("No accounts yet. Add an admin first, then switch to team mode.")
     with st.form("add_user", clear_on_submit=True):
@@ -50,6 +50,15 @@ def render(session: Session) -> None:
             attempt(lambda: session.set_disabled(target, not disabled),
                     f"{target} is {'enabled' if disabled else 'disabled'}")
             st.rerun()
+        locked = [p["name"] for p in people if p.get("locked")]
+        if locked:
+            st.caption("Locked after too many failed sign-ins (the table's `locked` column): unlocking lets them "
+                       "try again.")
+            c = st.columns([2, 1, 3])
+            who = c[0].selectbox("Locked person", locked, key="unlock_user")
+            if c[1].button("Unlock", key="unlock_set"):
+                attempt(lambda: session.unlock(who), f"{who} is unlocked and may sign in again")
+                st.rerun()
 
     st.subheader("Sign-in mode")
     mode = session.mode()

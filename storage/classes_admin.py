@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import duckdb
 
+from storage.labels import check_class_name
+
 MERGE_SOURCE = "merge"
 """The ``source`` of the relabel events a merge appends (not a person's decision about an image)."""
 
@@ -56,7 +58,10 @@ def class_by_name(con: duckdb.DuckDBPyConnection, name: str) -> ClassRef | None:
 
 
 def insert_class(con: duckdb.DuckDBPyConnection, name: str, *, user: str) -> int:
-    """Create one class; returns its id (the caller checks the name is new)."""
+    """Create one class; returns its id (the caller checks the name is new).
+
+    Raises :class:`storage.labels.InvalidName` for a name that cannot be a class."""
+    name = check_class_name(name)
     row = con.execute("INSERT INTO classes (name, created_by) VALUES (?, ?) RETURNING id", [name, user]).fetchone()
     return int(row[0])
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import random
 import threading
 import time
@@ -35,6 +36,23 @@ DEFAULT_TIMEOUT_S = 30.0
 
 class DatabaseBusy(RuntimeError):
     """Another process kept the database locked for longer than the timeout."""
+
+
+class SchemaTooNew(ValueError):
+    """The database was written by a newer Quorum (a one-line refusal, not a crash)."""
+
+
+class ReadOnlyDatabase(PermissionError):
+    """A write to a database file (or folder) this process may not write."""
+
+
+def _stored_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The schema version stored in the file, without writing; None for a file without a schema."""
+    try:
+        row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    except duckdb.CatalogException:
+        return None
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def _is_lock_error(exc: BaseException) -> bool:
@@ -62,6 +80,7 @@ class _SharedInstances:
     def __init__(self, linger_s: float = LINGER_S) -> None:
         self._lock = threading.Lock()
         self._open: dict[str, list] = {}  # key -> [connection, users, generation, opened_at]
+        self._timers: set[threading.Timer] = set()
         self.linger_s = linger_s
 
     def acquire(self, key: str, opener) -> duckdb.DuckDBPyConnection:
@@ -96,33 +115,53 @@ class _SharedInstances:
                 return
             generation = entry[2]
         timer = threading.Timer(self.linger_s, self._close_if_idle, args=(key, generation))
+        timer.args = (key, generation, timer)
         timer.daemon = True
+        with self._lock:
+            self._timers.add(timer)
         timer.start()
 
-    def _close_if_idle(self, key: str, generation: int) -> None:
+    def _close_if_idle(self, key: str, generation: int, timer: threading.Timer | None = None) -> None:
         with self._lock:
+            self._timers.discard(timer)
             entry = self._open.get(key)
             if entry is not None and entry[1] == 0 and entry[2] == generation:
                 del self._open[key]
                 entry[0].close()
 
-    def close_idle(self) -> None:
-        """Close every instance no session is using now (before handing the file to another process)."""
+    def close_idle(self, *, stop_timers: bool = False) -> None:
+        """Close every instance no session is using now (before handing the file to another process).
+
+        ``stop_timers`` also cancels and joins the pending linger timers: at process exit no thread may
+        still be inside DuckDB while the interpreter shuts down (a thread the interpreter stops inside
+        native code aborts the whole process after it has finished its work).
+        """
         with self._lock:
+            timers = list(self._timers) if stop_timers else []
             for key in [k for k, e in self._open.items() if e[1] == 0]:
                 self._open.pop(key)[0].close()
+        for timer in timers:
+            timer.cancel()
+            timer.join()
+        with self._lock:
+            self._timers.difference_update(timers)
 
 
 _INSTANCES = _SharedInstances()
 """The process's open database files; the one piece of process-wide state in storage."""
 
 
-def release_files() -> None:
-    """Close this process's idle database files now instead of after the linger."""
-    _INSTANCES.close_idle()
+def release_files(*, stop_timers: bool = False) -> None:
+    """Close this process's idle database files now instead of after the linger (``stop_timers``: and
+    stop every linger timer, as at exit)."""
+    _INSTANCES.close_idle(stop_timers=stop_timers)
 
 
-atexit.register(release_files)  # a lingering file is closed cleanly when the process ends
+def _at_exit() -> None:
+    release_files(stop_timers=True)
+
+
+atexit.register(_at_exit)  # a lingering file is closed cleanly when the process ends, its timers stopped
 
 
 class Database:
@@ -134,11 +173,19 @@ class Database:
         The ``.duckdb`` file; created (with the current schema) when missing.
     timeout
         Seconds to keep retrying while another process holds the file.
+    read_only
+        Open the file read-only; by default when the file exists and it, or its folder, is not
+        writable. Reads work then; a write raises :class:`ReadOnlyDatabase`.
     """
 
-    def __init__(self, path: str | Path, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, path: str | Path, *, timeout: float = DEFAULT_TIMEOUT_S,
+                 read_only: bool | None = None) -> None:
         self.path = Path(path)
         self.timeout = timeout
+        if read_only is None:
+            read_only = self.path.exists() and not (os.access(self.path, os.W_OK)
+                                                    and os.access(self.path.parent, os.W_OK))
+        self.read_only = bool(read_only)
         self._migrated = False
         self._lock = threading.Lock()
 
@@ -147,7 +194,7 @@ class Database:
         delay = 0.005
         while True:
             try:
-                return duckdb.connect(str(self.path))
+                return duckdb.connect(str(self.path), read_only=self.read_only)
             except (duckdb.IOException, duckdb.ConnectionException) as exc:
                 if not _is_lock_error(exc) or time.monotonic() > deadline:
                     if _is_lock_error(exc):
@@ -176,17 +223,39 @@ class Database:
                 con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+        except duckdb.Error as exc:
+            if self.read_only and "read-only" in str(exc).lower():
+                raise ReadOnlyDatabase(self._read_only_reason("it cannot be changed")) from exc
+            raise
         finally:
             _INSTANCES.release(key, con)
+
+    def _read_only_reason(self, what: str) -> str:
+        return (f"this project is read-only: {self.path} (or its folder) is not writable, so {what}; "
+                "read-only commands (rounds, stats, export elsewhere, check) still work")
+
+    def _check_version(self, version: int | None) -> None:
+        """Refuse a file written by a newer Quorum, and (read-only) one that would need migrating."""
+        latest = len(schema.MIGRATIONS)
+        if version is not None and version > latest:
+            raise SchemaTooNew(f"{self.path} has schema version {version}, newer than this Quorum's ({latest}); "
+                               "upgrade Quorum to open this project")
+        if self.read_only and (version or 0) < latest:
+            raise ReadOnlyDatabase(self._read_only_reason(
+                f"its schema (version {version or 0}) cannot be upgraded to version {latest}"))
 
     def migrate(self) -> int:
         """Bring the schema up to date; returns the schema version."""
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.read_only:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             key = str(self.path.resolve())
             con = _INSTANCES.acquire(key, self._open)
             try:
-                version = schema.migrate(con)
+                version = _stored_version(con)
+                self._check_version(version)
+                if not self.read_only:
+                    version = schema.migrate(con)
             finally:
                 _INSTANCES.release(key, con)
             self._migrated = True

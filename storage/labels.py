@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
+import unicodedata
+
 import duckdb
 import numpy as np
 
@@ -25,6 +27,44 @@ class Event:
     item_id: int
     class_id: int | None  # None: skip / unsure
     kind: str = "label"
+
+
+MAX_CLASS_NAME = 100
+"""The longest class name, in characters (a class name becomes a folder name in an export)."""
+
+
+class InvalidName(ValueError):
+    """A class or user name that cannot be stored: empty, too long, or with control characters."""
+
+
+def preview(text: str, limit: int = 40) -> str:
+    """A short printable quotation of ``text`` for a one-line message."""
+    shown = "".join(c if c.isprintable() else " " for c in text[:limit])
+    return repr(shown) + (f"... ({len(text)} characters)" if len(text) > limit else "")
+
+
+def name_problem(name: object, *, what: str = "class name", limit: int = MAX_CLASS_NAME) -> str | None:
+    """Why ``name`` (already stripped) cannot be a class (or user) name; None when it can.
+
+    Path characters ('/', '..') are allowed: exports make folder names with ``export.safe_name``."""
+    if not isinstance(name, str):
+        return f"a {what} must be text, not {type(name).__name__}"
+    if not name:
+        return f"a {what} cannot be empty"
+    if len(name) > limit:
+        return f"the {what} {preview(name)} is longer than {limit} characters"
+    if any(ord(c) < 32 or ord(c) == 127 or unicodedata.category(c) in ("Cc", "Cf") for c in name):
+        return f"the {what} {preview(name)} contains a control character (a newline, a tab, ...)"
+    return None
+
+
+def check_class_name(name: str, *, what: str = "class name") -> str:
+    """``name`` stripped of surrounding white space; raises :class:`InvalidName` when it cannot be a class."""
+    cleaned = name.strip() if isinstance(name, str) else name
+    problem = name_problem(cleaned, what=what)
+    if problem is not None:
+        raise InvalidName(problem)
+    return cleaned
 
 
 class ClassRow(NamedTuple):
@@ -126,16 +166,18 @@ def ensure_classes(con: duckdb.DuckDBPyConnection, names: Sequence[str], *, user
     """Create missing classes; returns name -> id for every name asked."""
     out: dict[str, int] = {}
     for name in names:
-        row = con.execute("SELECT id, merged_into FROM classes WHERE name = ?", [name]).fetchone()
+        cleaned = check_class_name(name)
+        row = con.execute("SELECT id, merged_into FROM classes WHERE name = ?", [cleaned]).fetchone()
         if row is None:
             row = con.execute(
-                "INSERT INTO classes (name, created_by) VALUES (?, ?) RETURNING id, merged_into", [name, user]
+                "INSERT INTO classes (name, created_by) VALUES (?, ?) RETURNING id, merged_into", [cleaned, user]
             ).fetchone()
         out[name] = int(row[1] if row[1] is not None else row[0])
     return out
 
 
 def rename_class(con: duckdb.DuckDBPyConnection, class_id: int, new_name: str) -> None:
+    new_name = check_class_name(new_name, what="new class name")
     con.execute("UPDATE classes SET name = ? WHERE id = ?", [new_name, class_id])
 
 

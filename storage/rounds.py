@@ -28,9 +28,18 @@ def start_round(con, *, n_labels: int, last_event_id: int, backbone: str, vector
 def finish_round(con, round_id: int, *, metrics: dict, predictions_file: str) -> None:
     con.execute(
         "UPDATE rounds SET status = 'finished', finished_at = current_timestamp, metrics = ?, predictions_file = ?"
-        " WHERE id = ?",
+        " WHERE id = ? AND status = 'running'",  # a round discarded meanwhile (its server died) stays discarded
         [json.dumps(metrics), predictions_file, round_id],
     )
+
+
+def update_metrics(con, round_id: int, extra: dict) -> None:
+    """Merge ``extra`` into a finished round's metrics (figures computed after the round, e.g. its CV)."""
+    row = con.execute("SELECT metrics FROM rounds WHERE id = ?", [round_id]).fetchone()
+    if row is None:
+        raise LookupError(f"no round {round_id}")
+    metrics = {**(json.loads(row[0]) if row[0] else {}), **extra}
+    con.execute("UPDATE rounds SET metrics = ? WHERE id = ?", [json.dumps(metrics), round_id])
 
 
 def fail_round(con, round_id: int, *, error: str, status: str = "failed") -> None:
@@ -48,8 +57,21 @@ def discard_running(con) -> int:
     return len(rows)
 
 
-def list_rounds(con) -> list[dict]:
-    return [_row(r) for r in con.execute(f"SELECT {', '.join(COLUMNS)} FROM rounds ORDER BY id").fetchall()]
+def list_rounds(con, *, newest: int | None = None) -> list[dict]:
+    """Rounds oldest first; only the ``newest`` few when given."""
+    if newest is None:
+        return [_row(r) for r in con.execute(f"SELECT {', '.join(COLUMNS)} FROM rounds ORDER BY id").fetchall()]
+    rows = con.execute(f"SELECT {', '.join(COLUMNS)} FROM rounds ORDER BY id DESC LIMIT ?", [int(newest)]).fetchall()
+    return [_row(r) for r in reversed(rows)]
+
+
+def trained_through(con) -> tuple[int | None, int]:
+    """(the newest event id a finished or failed round covered, None before any; the labels of the
+    newest finished round, 0 before any): what the retrain worker polls, in one small query."""
+    row = con.execute(
+        "SELECT (SELECT max(last_event_id) FROM rounds WHERE status IN ('finished', 'failed')),"
+        " (SELECT n_labels FROM rounds WHERE status = 'finished' ORDER BY id DESC LIMIT 1)").fetchone()
+    return (None if row[0] is None else int(row[0])), int(row[1] or 0)
 
 
 def latest_finished(con) -> dict | None:

@@ -138,6 +138,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP VIEW current_labels",
         "CREATE VIEW current_labels AS " + CURRENT_LABELS,
     ),
+    # 3: sign-in throttling. One row per key (``name:<user name>`` or ``client:<address>``) with its
+    # consecutive failed sign-ins; a name's row is ``locked`` after too many, until an admin clears it.
+    (
+        """CREATE TABLE sign_in_failures (
+            key VARCHAR PRIMARY KEY,
+            failures INTEGER NOT NULL,
+            last_failure TIMESTAMP NOT NULL,
+            locked BOOLEAN NOT NULL DEFAULT false
+        )""",
+    ),
 )
 
 

@@ -31,6 +31,15 @@ def two_blobs(n: int = 200, d: int = 16, *, seed: int = 0):
     return x
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashes(monkeypatch):
+    """Hash passwords at scrypt N=2^14 instead of the real 2^17 (128 MiB, ~0.3 s a hash): the suite signs
+    in often. ``tests/unit/team/test_sign_in_throttle.py`` checks the real cost itself."""
+    from labeling.team import auth
+
+    monkeypatch.setattr(auth, "SCRYPT_N", 2 ** 14)
+
+
 @pytest.fixture
 def small_project(tmp_path):
     """An empty project in a temporary folder."""
@@ -182,8 +191,9 @@ def start_server(root: Path, *, log: Path | None = None, retrain_events: int | N
     port = port or free_port()
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "QUORUM_MAP_BUILD": "0",
                 "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none"}
-    if retrain_events is not None:
+    if retrain_events is not None:  # a fixed threshold from the first label on (no early every-label rounds)
         full_env["QUORUM_RETRAIN_EVENTS"] = str(retrain_events)
+        full_env["QUORUM_RETRAIN_EARLY"] = "0"
     if retrain_seconds is not None:
         full_env["QUORUM_RETRAIN_SECONDS"] = str(retrain_seconds)
     full_env.update(env or {})

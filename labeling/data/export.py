@@ -106,10 +106,36 @@ class _Placer:
                 "notes": notes}
 
 
-def _new_folder(out: Path) -> None:
-    if out.exists() and any(out.iterdir()):
-        raise ExportError(f"{out} exists and is not empty; choose a new folder")
-    out.mkdir(parents=True, exist_ok=True)
+def _partial(out: Path) -> Path:
+    """The temporary name an export is written under before it is renamed into place: beside ``out``,
+    hidden, marked partial, so an interrupted export never looks complete."""
+    return out.with_name(f".{out.name}.partial-{os.getpid()}")
+
+
+TREE_MARK = ".quorum-export"
+"""The file every tree export holds: only a folder that has it may be replaced by ``overwrite``."""
+
+
+def _refuse_existing(out: Path, overwrite: bool) -> None:
+    """An existing file (or non-empty folder) is replaced only when asked, and a folder only when it is
+    an earlier tree export (so ``overwrite`` can never delete a folder of images or anything else)."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not overwrite:
+        raise ExportError(f"{out} exists; choose a new name or pass --overwrite")
+    if out.is_dir() and not (out / TREE_MARK).is_file():
+        raise ExportError(f"{out} is a folder that is not an earlier export; choose a new name")
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished ``tmp`` onto ``out``: a file atomically, a folder by moving any old one aside first."""
+    if tmp.is_dir() and out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    else:
+        os.replace(tmp, out)
 
 
 def _plain_value(v):
@@ -171,16 +197,19 @@ def history_table(project: Project) -> pd.DataFrame:
 def _write_table(table: pd.DataFrame, out: Path, kind: str) -> None:
     """Write a table as csv, jsonl or parquet under a temporary name, then rename it into place."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    if kind == "csv":
-        table.to_csv(tmp, index=False)
-    elif kind == "jsonl":
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for rec in _records(table):
-                fh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
-    else:
-        table.to_parquet(tmp, index=False)
-    os.replace(tmp, out)
+    tmp = _partial(out)
+    try:
+        if kind == "csv":
+            table.to_csv(tmp, index=False)
+        elif kind == "jsonl":
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for rec in _records(table):
+                    fh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+        else:
+            table.to_parquet(tmp, index=False)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def history_path(fmt: str, out: Path) -> Path:
@@ -192,9 +221,29 @@ def history_path(fmt: str, out: Path) -> Path:
     return out.with_name(f"{stem}.events.{kind}")
 
 
-def _export_tree(project: Project, fmt: str, table: pd.DataFrame, out: Path, link: bool) -> dict:
-    """Write an ImageFolder or Hugging Face tree into the new folder ``out``: what was linked, copied, noted."""
-    _new_folder(out)
+def _export_tree(project: Project, fmt: str, table: pd.DataFrame, out: Path, link: bool,
+                 history: bool = False) -> dict:
+    """Write an ImageFolder or Hugging Face tree as ``out`` (built under a temporary name, then renamed
+    into place): what was linked, copied, noted."""
+    tmp = _partial(out)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        result = _fill_tree(project, fmt, table, tmp, link)
+        (tmp / TREE_MARK).write_text(json.dumps({"format": fmt, "project": project.root.name}) + "\n")
+        if history:
+            events = history_table(project)
+            _write_table(events, history_path(fmt, tmp), "jsonl")
+            result.update(history=str(history_path(fmt, out)), events=int(len(events)))
+        _move_into_place(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return result
+
+
+def _fill_tree(project: Project, fmt: str, table: pd.DataFrame, out: Path, link: bool) -> dict:
     place = _Placer(link)
     notes: list[str] = []
     if fmt == "imagefolder":
@@ -234,9 +283,12 @@ def _export_coco(project: Project, table: pd.DataFrame, out: Path) -> None:
                             **{c: r[c] for c in PROVENANCE}, "event_id": r["event_id"]}
                            for k, r in enumerate(_records(table), start=1)]}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, out)
+    tmp = _partial(out)
+    try:
+        tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def refuse_project_files(project: Project, out: Path) -> None:
@@ -244,21 +296,23 @@ def refuse_project_files(project: Project, out: Path) -> None:
     log, or anything under ``.quorum/`` (one would lose the project, the other its caches)."""
     from labeling.project import DB_NAME
 
-    db = project.root / DB_NAME
+    root = project.root.resolve()
+    db = root / DB_NAME
     own = {db, db.with_name(db.name + ".wal")}
-    if out in own or out.is_relative_to(project.data_dir):
+    if out in own or out.is_relative_to(root / project.data_dir.name) or root.is_relative_to(out):
         raise ExportError(f"{out} is one of the project's own files; export to another path (e.g. exports/)")
 
 
 def export(project: Project, fmt: str, out: str | Path, *, labeled_only: bool = False, link: bool = False,
-           history: bool = False) -> dict:
+           history: bool = False, overwrite: bool = False) -> dict:
     """Write the label table as csv, jsonl, parquet, an ImageFolder tree, a COCO-style classification JSON
     or a Hugging Face ``imagefolder`` (images plus ``metadata.jsonl``).
 
     ``link`` makes the image folders out of symbolic links instead of copies (falling back to copies, with
     a note, where the filesystem refuses links). ``history`` also writes every label event (see
     :func:`history_table`) to :func:`history_path`. Nothing is written outside ``out`` (a tree export) or
-    the folder of ``out`` (a file export).
+    the folder of ``out`` (a file export). An existing ``out`` is refused unless ``overwrite``; the
+    project's own files always are. Everything is written under a temporary name and renamed into place.
 
     Returns ``format``, ``out``, ``rows``; tree exports add ``linked``, ``copied``, ``link_refused`` and
     ``notes``; ``history`` adds ``history`` (the path) and ``events``.
@@ -267,15 +321,18 @@ def export(project: Project, fmt: str, out: str | Path, *, labeled_only: bool = 
         raise ExportError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     out = Path(out).expanduser().resolve()
     refuse_project_files(project, out)
+    _refuse_existing(out, overwrite)
     if history:
         refuse_project_files(project, history_path(fmt, out))
+        if fmt not in TREE_FORMATS:
+            _refuse_existing(history_path(fmt, out), overwrite)
     table = label_table(project)
     if labeled_only or fmt in ("imagefolder", "coco", "hf"):
         table = table[table["label"].notna()]
     result: dict = {"format": fmt, "out": str(out), "rows": int(len(table))}
     if fmt in TREE_FORMATS:
-        result.update(_export_tree(project, fmt, table, out, link))
-    elif fmt == "coco":
+        return {**result, **_export_tree(project, fmt, table, out, link, history)}
+    if fmt == "coco":
         _export_coco(project, table, out)
     else:
         _write_table(table, out, fmt)

@@ -38,6 +38,7 @@ from labeling.data.manifest import ManifestError, _iter_delimited, _one_line
 from labeling.data.scan import IMAGE_EXTENSIONS
 from labeling.project import Project
 from storage import items as items_q
+from storage import labels as labels_q
 
 LABEL_FORMATS = ("csv", "jsonl", "parquet", "coco", "hf", "imagefolder")
 
@@ -450,11 +451,13 @@ def _repeat_problem(where: str, named: str, label: object, first: tuple[object, 
             f"(the same image); keeping {first_label!r}")
 
 
-def resolve_rows(project: Project, rows: list[dict], base: Path) -> tuple[list[dict], list[str]]:
+def resolve_rows(project: Project, rows: list[dict], base: Path, *,
+                 source: str = "") -> tuple[list[dict], list[str]]:
     """Rows as ``{"item_id", "label"}`` for ``LabelingService.label_table``; unmatched rows are problems.
 
     Only files inside ``base`` are read (to compare contents); a file name that leads outside it is a
-    problem, unless it leads to an image of the project (then nothing needs reading).
+    problem, unless it leads to an image of the project (then nothing needs reading). A matched row
+    whose label cannot be a class name raises :class:`LabelFileError` (``source``: the file it names).
     """
     matcher = _RowMatcher(project, base)
     out, problems = [], []
@@ -468,6 +471,9 @@ def resolve_rows(project: Project, rows: list[dict], base: Path) -> tuple[list[d
         if problem is not None:
             problems.append(problem)
             continue
+        bad_name = labels_q.name_problem(str(label))
+        if bad_name is not None:  # it would become a class: refuse the whole file, nothing written
+            raise LabelFileError(f"{source} {where}: {bad_name}; nothing imported".strip())
         if item in seen:
             problems.append(_repeat_problem(where, named, label, seen[item]))
             continue
@@ -480,9 +486,11 @@ def import_labels(service, path: str | Path, *, fmt: str = "auto", user: str = "
     """Apply a label file to a project; labels keep the source ``import``.
 
     Returns ``labeled`` (labels written), ``rows`` (rows read) and ``problems`` (one line each).
+    A label of a matched row that cannot be a class name refuses the whole file
+    (:class:`LabelFileError`, naming its row) before anything is written.
     """
     rows, problems, base = read_labels(path, fmt)
-    resolved, more = resolve_rows(service.project, rows, base)
+    resolved, more = resolve_rows(service.project, rows, base, source=Path(path).name)
     result = service.label_table(resolved, user=user, source="import")
     result["problems"] = problems + more + result["problems"]
     result["rows"] = len(rows)

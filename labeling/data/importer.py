@@ -89,6 +89,8 @@ class _ImportContext:
     existing_classes: set[str]
     user: str
     batch_id: str = ""
+    claimed_by: dict[str, str] = field(default_factory=dict)
+    """URI of the file of this import that claimed each content hash, for duplicate reports."""
 
 
 def _split_known(
@@ -119,13 +121,15 @@ def _new_item(ctx: _ImportContext, uri: str, probe: ProbeResult, thumb_problem: 
         summary.skipped.append((uri, probe.reason or "unreadable"))
         return items_q.NewItem(uri, probe.sha256, None, None, "unreadable", probe.reason)
     if probe.sha256 in ctx.by_hash:
-        same = ctx.uri_of.get(ctx.by_hash[probe.sha256], "another item")
+        same = (ctx.uri_of.get(ctx.by_hash[probe.sha256]) or ctx.claimed_by.get(probe.sha256)
+                or "another item")
         summary.duplicates.append((uri, same))
         return items_q.NewItem(uri, probe.sha256, probe.width, probe.height, "duplicate",
                                f"same content as {same}")
     if thumb_problem:
         summary.problems.append(f"{uri}: {thumb_problem}")
     ctx.by_hash[probe.sha256] = -1  # claimed by this chunk; real id below
+    ctx.claimed_by[probe.sha256] = uri
     return items_q.NewItem(uri, probe.sha256, probe.width, probe.height, "ok")
 
 
@@ -171,7 +175,12 @@ def import_paths(
     progress: bool | Callable[[int, int], None] = True,
     workers: int = 4,
 ) -> ImportSummary:
-    """Import files (each with an optional initial label) that lie inside the project root."""
+    """Import files (each with an optional initial label) that lie inside the project root.
+
+    A label that cannot be a class name refuses the whole import (:class:`ProjectError`, naming the
+    file) before anything is written."""
+    for path, label in files:
+        _check_label(label, lambda p=path: relative_or_str(project, Path(p)))
     summary = summary or ImportSummary()
     with project.db.session() as con:
         known = items_q.known_uris(con)
@@ -199,6 +208,13 @@ def import_paths(
                 progress(done, len(todo))
     bar.close()
     return summary
+
+
+def _check_label(label: str | None, where: Callable[[], str]) -> None:
+    """Raise :class:`ProjectError` (one line, naming ``where()``) when ``label`` cannot be a class name."""
+    problem = None if label is None else labels_q.name_problem(label)
+    if problem is not None:
+        raise ProjectError(f"{where()}: {problem}; nothing imported")
 
 
 def _label_present(project: Project, present: list[tuple[int, str, str]], summary: ImportSummary,
@@ -267,6 +283,9 @@ def import_manifest(project: Project, manifest: str | Path, *, user: str = "impo
                     progress: bool | Callable[[int, int], None] = True) -> ImportSummary:
     """Import the files a CSV/Parquet manifest lists (``path[,label]``)."""
     parsed = read_manifest(Path(manifest), root=project.root)
+    for row in parsed.rows:
+        unit = "row" if Path(manifest).suffix.lower() == ".parquet" else "line"
+        _check_label(row.label, lambda r=row: f"{Path(manifest).name} {unit} {r.line}")
     summary = ImportSummary(problems=list(parsed.problems))
     files = [(row.path, row.label) for row in parsed.rows]
     return import_paths(project, files, user=user, summary=summary, progress=progress)

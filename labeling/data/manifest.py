@@ -140,7 +140,9 @@ def _iter_delimited(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]
         reason = f"not a UTF-8 text file (near line {line + 1}): {exc.reason}"
         raise ManifestError(path, reason) from exc
     except csv.Error as exc:
-        reason = f"malformed {path.suffix[1:].upper()} near line {line + 1}: {_one_line(exc)}"
+        reason = (f"line {line + 1}: a field is longer than {csv.field_size_limit()} characters"
+                  if "field limit" in str(exc)
+                  else f"malformed {path.suffix[1:].upper()} near line {line + 1}: {_one_line(exc)}")
         raise ManifestError(path, reason) from exc
     except OSError as exc:
         raise _unreadable(path, exc) from exc

@@ -142,16 +142,26 @@ def import_embeddings(project: Project, path: str | Path, *, ids_path: str | Pat
     return {"imported": len(rows), "unknown_keys": unknown[:20], "n_unknown": len(unknown), "key": key}
 
 
-def load_vectors(project: Project) -> ProjectVectors:
-    """The active vectors of readable items, row-aligned with ascending item ids."""
-    key = project.setting("vector_key")
-    dim = project.setting("vector_dim")
+def vector_source(project: Project) -> tuple[str, int, np.ndarray, list[str]]:
+    """(vector key, dimension, readable item ids ascending, their uris): what :func:`vectors_of` needs
+    from the database, read in one transaction."""
+    with project.db.session() as con:
+        key, dim = (rounds_q.get_setting(con, name) for name in ("vector_key", "vector_dim"))
+        ids, uris = items_q.ok_items(con)
     if not key or not dim:
         raise ProjectError(f"{project.root} has no embeddings yet; run 'python -m labeling embed {project.root}'")
+    return key, int(dim), np.asarray(ids, dtype=np.int64), list(uris)
+
+
+def load_vectors(project: Project) -> ProjectVectors:
+    """The active vectors of readable items, row-aligned with ascending item ids."""
+    return vectors_of(project, *vector_source(project))
+
+
+def vectors_of(project: Project, key: str, dim: int, ids: np.ndarray, uris: list[str]) -> ProjectVectors:
+    """The stored vectors of the items ``ids`` (with ``uris``), from the vector files only (no database)."""
     store = VectorStore(project.vectors_dir(key), key=key, dim=int(dim))
     store_ids, mat = store.matrix()
-    with project.db.session() as con:
-        ids, uris = items_q.ok_items(con)
     store_ids = np.asarray(store_ids, dtype=np.int64)
     ids = np.asarray(ids, dtype=np.int64)
     rows, keep = np.zeros(0, np.int64), np.zeros(0, np.int64)

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,11 +22,12 @@ from labeling.active import coldstart, selection
 from labeling.device import pick_device
 from labeling.model.ensemble import EnsembleConfig, FeatureScaler
 from labeling.model.learner import LearnerConfig, fit_predict
-from labeling.embed.pipeline import knn_graph_cached, load_vectors
+from labeling.embed.pipeline import knn_graph_cached, vector_source, vectors_of
 from labeling.project import Project
 from labeling.team.review import pending_overlap
 from storage import labels as labels_q
 from storage import rounds as rounds_q
+from storage.vectors import VectorStore
 
 LOG = logging.getLogger(__name__)
 
@@ -68,10 +70,11 @@ class RoundPredictions:
         return index
 
 
-def _cross_validate(x, labels, n_classes, graph, config: LearnerConfig, device, *,
-                    seed: int = 0) -> tuple[dict, dict[str, np.ndarray]]:
+def _cross_validate(x, labels, n_classes, graph, config: LearnerConfig, device, *, seed: int = 0,
+                    should_stop: Callable[[], bool] | None = None) -> tuple[dict, dict[str, np.ndarray]] | None:
     """Cross-validated accuracy and expected calibration error of the learner on human labels, and the
-    held-out outputs: rows, confidence, predicted and true column."""
+    held-out outputs: rows, confidence, predicted and true column. None when ``should_stop`` (asked
+    before each fold) said so: the caller has newer labels to train on."""
     labeled = np.flatnonzero(labels >= 0)
     counts = np.bincount(labels[labeled], minlength=n_classes)
     if (counts >= 2).sum() < 2:
@@ -88,6 +91,8 @@ def _cross_validate(x, labels, n_classes, graph, config: LearnerConfig, device, 
         assign[members] = rng.permutation(len(members)) % folds
     conf_all, correct_all, rows_all, pred_all = [], [], [], []
     for f in range(folds):
+        if should_stop is not None and should_stop():
+            return None
         held = labeled[assign == f]
         masked = labels.copy()
         masked[held] = -1
@@ -118,6 +123,73 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, *, n
     return float(total)
 
 
+@dataclass
+class PendingCV:
+    """A round's cross-validation, to run after its predictions are written and in use.
+
+    Holds the round's own snapshot (scaled vectors, labels, graph), so the figures describe exactly
+    what the round was trained on, whenever they are computed. :meth:`run` stores them: the
+    held-out outputs in ``round-<id>.cv.npz`` beside the round's file, the figures in its metrics
+    (``cv_status`` ``done``).
+    """
+
+    round_id: int
+    x: np.ndarray
+    labels: np.ndarray
+    n_classes: int
+    graph: tuple[np.ndarray, np.ndarray]
+    config: LearnerConfig
+    device: object
+    seed: int
+    item_ids: np.ndarray
+    class_ids: np.ndarray
+
+    def compute(self, project: Project, *, should_stop: Callable[[], bool] | None = None) -> dict | None:
+        """Cross-validate, write the held-out outputs beside the round's file and return the figures
+        (no database); None when ``should_stop`` interrupted."""
+        t0 = time.perf_counter()
+        got = _cross_validate(self.x, self.labels, self.n_classes, self.graph, self.config, self.device,
+                              seed=self.seed, should_stop=should_stop)
+        if got is None:
+            return None
+        metrics, held = got
+        if held:
+            save_cv({"item_ids": self.item_ids[held["rows"]].astype(np.int64), "confidence": held["confidence"],
+                     "predicted": self.class_ids[held["predicted"]], "true": self.class_ids[held["true"]]},
+                    cv_file(project.round_file(self.round_id)))
+        metrics.update(cv_status="done", cv_seconds=round(time.perf_counter() - t0, 3))
+        return metrics
+
+    def run(self, project: Project, *, should_stop: Callable[[], bool] | None = None) -> bool:
+        """Cross-validate and store the figures; False (nothing stored) when ``should_stop`` interrupted."""
+        metrics = self.compute(project, should_stop=should_stop)
+        if metrics is None:
+            return False
+        store_metrics(project, self.round_id, metrics)
+        return True
+
+
+def store_metrics(project: Project, round_id: int, metrics: dict) -> None:
+    """Merge figures computed after a round (its cross-validation) into its stored metrics."""
+    with project.db.session() as con:
+        rounds_q.update_metrics(con, round_id, metrics)
+
+
+@dataclass
+class RoundStart:
+    """What a round trains on, read from the database in one transaction as the round is recorded
+    ``running``: everything :func:`compute_round` needs besides the vector files."""
+
+    round_id: int
+    classes: list
+    lab_items: np.ndarray
+    lab_classes: np.ndarray
+    vector_key: str
+    vector_dim: int
+    item_ids: np.ndarray
+    uris: list[str]
+
+
 def train_round(
     project: Project,
     *,
@@ -126,10 +198,44 @@ def train_round(
     cv: bool = True,
     seed: int = 0,
 ) -> int:
-    """Train one round on a snapshot of the current labels; returns the round id."""
+    """Train one round on a snapshot of the current labels; returns the round id.
+
+    With ``cv`` the round is cross-validated too, after its predictions are written (the command
+    line waits for it; the retrain worker uses :func:`train_round_deferred` and cross-validates
+    only while no newer round is due).
+    """
+    round_id, pending = train_round_deferred(project, config=config, device=device, cv=cv, seed=seed)
+    if pending is not None:
+        pending.run(project)
+    return round_id
+
+
+def train_round_deferred(
+    project: Project,
+    *,
+    config: LearnerConfig | None = None,
+    device: str = "auto",
+    cv: bool = True,
+    seed: int = 0,
+) -> tuple[int, PendingCV | None]:
+    """Train one round and write its predictions; returns the round id and, with ``cv`` and enough
+    labels, its :class:`PendingCV` (not yet run: the round is in use without it)."""
     config = config or LearnerConfig(ensemble=EnsembleConfig(seed=seed))
-    dev = pick_device(device)
-    pv = load_vectors(project)
+    start = start_round(project, config)
+    try:
+        metrics, pending = compute_round(project, start, config=config, device=device, cv=cv, seed=seed)
+    except BaseException as exc:
+        fail_round(project, start.round_id, exc)
+        raise
+    finish_round(project, start.round_id, metrics)
+    return start.round_id, pending
+
+
+def start_round(project: Project, config: LearnerConfig) -> RoundStart:
+    """Snapshot the labels (overlap items still waiting for votes left out) and record the round
+    ``running``: the database part of a round's start."""
+    key, dim, ids, uris = vector_source(project)
+    version = VectorStore(project.vectors_dir(key), key=key, dim=dim).version
     with project.db.session() as con:
         classes = labels_q.classes(con)
         lab_items, lab_classes = labels_q.current_labels(con)
@@ -138,24 +244,46 @@ def train_round(
             keep = ~np.isin(lab_items, np.fromiter(pending, dtype=np.int64, count=len(pending)))
             lab_items, lab_classes = lab_items[keep], lab_classes[keep]
         last_event = labels_q.last_event_id(con)
+        backbone = rounds_q.get_setting(con, "backbone") or ""
         round_id = rounds_q.start_round(
-            con, n_labels=len(lab_items), last_event_id=last_event, backbone=project.setting("backbone") or "",
-            vector_version=pv.version, head_config=config.to_dict())
-    try:
-        t0 = time.perf_counter()
-        preds, metrics = _compute(project, pv, classes, lab_items, lab_classes, config, dev, cv=cv, seed=seed)
-        preds.round_id = round_id
-        path = project.round_file(round_id)
-        save_predictions(preds, path)
-        metrics["seconds"] = round(time.perf_counter() - t0, 3)
-        with project.db.session() as con:
-            rounds_q.finish_round(con, round_id, metrics=metrics, predictions_file=path.name)
-        LOG.info("round %d finished in %.1f s", round_id, metrics["seconds"])
-        return round_id
-    except BaseException as exc:
-        with project.db.session() as con:
-            rounds_q.fail_round(con, round_id, error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
-        raise
+            con, n_labels=len(lab_items), last_event_id=last_event, backbone=backbone,
+            vector_version=version, head_config=config.to_dict())
+    return RoundStart(round_id, list(classes), np.asarray(lab_items, np.int64), np.asarray(lab_classes, np.int64),
+                      key, dim, ids, uris)
+
+
+def compute_round(project: Project, start: RoundStart, *, config: LearnerConfig | None = None, device: str = "auto",
+                  cv: bool = True, seed: int = 0) -> tuple[dict, PendingCV | None]:
+    """Train the round ``start`` describes and write its predictions file: the metrics to finish it with
+    and its pending cross-validation. Reads the vector and graph files only, never the database, so it
+    can run in a process of its own."""
+    config = config or LearnerConfig(ensemble=EnsembleConfig(seed=seed))
+    t0 = time.perf_counter()
+    pv = vectors_of(project, start.vector_key, start.vector_dim, start.item_ids, start.uris)
+    preds, metrics, pending = _compute(project, pv, start.classes, start.lab_items, start.lab_classes, config,
+                                       pick_device(device), cv=cv, seed=seed)
+    preds.round_id = start.round_id
+    save_predictions(preds, project.round_file(start.round_id))
+    metrics["seconds"] = round(time.perf_counter() - t0, 3)
+    if pending is not None:
+        pending.round_id = start.round_id
+        metrics["cv_status"] = "pending"
+    return metrics, pending
+
+
+def finish_round(project: Project, round_id: int, metrics: dict) -> None:
+    """Mark the round finished (its predictions file written): from now on it is the one in use."""
+    with project.db.session() as con:
+        rounds_q.finish_round(con, round_id, metrics=metrics, predictions_file=project.round_file(round_id).name)
+    LOG.info("round %d finished in %.1f s", round_id, metrics.get("seconds", float("nan")))
+
+
+def fail_round(project: Project, round_id: int, error: BaseException | str) -> None:
+    """Mark the round failed with its error; the previous round stays in use."""
+    text = error if isinstance(error, str) else (
+        f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=5)}")
+    with project.db.session() as con:
+        rounds_q.fail_round(con, round_id, error=text)
 
 
 def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: bool, seed: int):
@@ -169,13 +297,13 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
     rng = np.random.default_rng(seed)
     c = len(class_ids)
     metrics: dict = {"n_items": n, "n_labels": int((labels >= 0).sum()), "n_classes": c}
+    pending: PendingCV | None = None
     labeled_classes = np.unique(labels[labels >= 0])
     suggestions = None
     if len(labeled_classes) < 2:  # cold start: the backbone's own proposals, from the raw vectors
         suggestions, cold_confidence = _imagenet_suggestions(pv)
     # The round's vectors are its own copy: scale them in place, so a round holds one N x D matrix.
     x = FeatureScaler.fit(pv.vectors).transform(pv.vectors, out=pv.vectors)
-    cv_out: dict[str, np.ndarray] = {}
     if len(labeled_classes) >= 2:
         pred = fit_predict(x, labels, c, graph=graph, config=config, device=dev)
         probs = pred.probs
@@ -196,12 +324,11 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
         batch, phase = selection.default_policy(
             probs, x, min(DEFAULT_BATCH, int((labels < 0).sum())), labels=labels, n_classes=c, rng=rng,
             exclude=labels >= 0, knn_sims=graph[0], scores=scores, weights=pred.weights)
-        if cv:
-            cv_metrics, held = _cross_validate(x, labels, c, graph, config, dev, seed=seed)
-            metrics.update(cv_metrics)
-            if held:  # stored with the round so reports need no retraining
-                cv_out = {"item_ids": pv.item_ids[held["rows"]].astype(np.int64), "confidence": held["confidence"],
-                          "predicted": class_ids[held["predicted"]], "true": class_ids[held["true"]]}
+        counts = np.bincount(labels[labels >= 0], minlength=c)
+        if cv and (counts >= 2).sum() >= 2:
+            pending = PendingCV(-1, x, labels, c, graph, config, dev, seed, pv.item_ids, class_ids)
+        elif cv:
+            metrics.update(cv_accuracy=None, ece=None, cv_note="needs two labels in each of two classes")
     else:
         scores = {"typicality": coldstart.typicality(x, knn_sims=graph[0])}
         pseudo = np.full(n, -1, dtype=np.int64)
@@ -226,8 +353,8 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
     preds = RoundPredictions(-1, pv.item_ids, class_ids, class_names, pseudo, confidence.astype(np.float32),
                              top_idx, top_p.astype(np.float32), votes, members,
                              {k: np.asarray(v, np.float32) for k, v in scores.items()}, default_order, phase,
-                             cv=cv_out, suggestions=suggestions, member_weights=member_weights)
-    return preds, metrics
+                             suggestions=suggestions, member_weights=member_weights)
+    return preds, metrics, pending
 
 
 def _label_rows(item_ids: np.ndarray, lab_items: np.ndarray, lab_classes: np.ndarray,
@@ -285,10 +412,27 @@ def save_predictions(p: RoundPredictions, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def cv_file(round_path: Path) -> Path:
+    """Where a round's held-out outputs go, once cross-validated: ``round-<id>.cv.npz``."""
+    return round_path.with_name(f"{round_path.stem}.cv.npz")
+
+
+def save_cv(cv: dict[str, np.ndarray], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **cv)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def load_predictions(path: Path) -> RoundPredictions:
     with np.load(path) as z:  # no pickles: plain arrays only
         scores = {k[len("score__"):]: z[k] for k in z.files if k.startswith("score__")}
-        cv = {k[len("cv__"):]: z[k] for k in z.files if k.startswith("cv__")}  # absent in older rounds
+        cv = {k[len("cv__"):]: z[k] for k in z.files if k.startswith("cv__")}  # rounds before deferred CV
+        if not cv and cv_file(path).is_file():
+            with np.load(cv_file(path)) as held:
+                cv = {k: held[k] for k in held.files}
         return RoundPredictions(int(z["round_id"]), z["item_ids"], z["class_ids"], [str(s) for s in z["class_names"]],
                                 z["pseudo"], z["confidence"], z["top_idx"], z["top_p"], z["votes"],
                                 [str(s) for s in z["member_names"]], scores, z["default_order"], str(z["phase"]),

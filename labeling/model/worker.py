@@ -1,15 +1,21 @@
 """The background retrain loop: one worker per project, shared by every session of a server.
 
-The worker wakes when ``min_new_events`` annotation events have arrived since the last round, or
-when ``max_wait_s`` has passed with at least one new event, or when triggered; it trains a round on
-a snapshot and goes back to sleep. Training runs in this thread and never holds the database, so no
-page waits for it.
+The worker wakes when ``min_new_events`` annotation events have arrived since the last round (one
+event while the newest round has fewer than :data:`EARLY_LABELS` labels: the first rounds are when a
+person decides whether the suggestions are worth trusting), or when ``max_wait_s`` has passed with
+at least one new event, or when triggered; it trains a round on a snapshot and writes its
+predictions. Only then, and only while no newer round is due, does it cross-validate that round
+(the Model page's held-out figures, suspected errors and auto-accept read them when they land); new
+labels interrupt the cross-validation between folds. Training runs in this thread and never holds
+the database, so no page waits for it.
 
 Its collaborators are handed in, so the loop can be driven and tested step by step:
 
 - ``project``: the open project (the service's own, so both share one set of caches);
-- ``train``: ``train(project) -> round id``; by default :class:`RoundTrainer` (``train_round`` with
-  the worker's device and cross-validation setting);
+- ``train``: ``train(project) -> round id``; by default a
+  :class:`~labeling.model.trainer_process.ProcessTrainer` (each round in a warm child process, away
+  from the pages' threads and their GIL), or with ``process=False`` a :class:`RoundTrainer` in this
+  thread; both use the worker's device and cross-validation setting;
 - ``clock``: a monotonic clock in seconds (``time.monotonic``);
 - ``lock``: who may train this project (:class:`FileLock` on ``.quorum/worker.lock``).
 
@@ -20,6 +26,7 @@ lock holder also marks rounds left ``running`` by a crashed process as ``discard
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -36,6 +43,19 @@ LOG = logging.getLogger(__name__)
 
 HISTORY_SIZE = 50
 """Errors the status keeps (newest last); older ones are dropped."""
+EARLY_LABELS = 50
+"""Below this many labels in the newest round, every new event makes a round due."""
+NICE = 10
+"""How much lower than the pages' the worker thread's CPU priority is (Linux: per thread; the thread
+pools it starts inherit it). Rounds take what the pages leave: a key press never waits for a round."""
+
+
+def _lower_priority() -> None:
+    """Lower this thread's scheduling priority by :data:`NICE` where the platform allows it."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+    except (AttributeError, OSError):  # not Linux, or not allowed: rounds then share the CPU evenly
+        LOG.debug("could not lower the retrain worker's priority")
 
 try:  # POSIX
     import fcntl
@@ -89,19 +109,45 @@ class FileLock:
 
 
 class RoundTrainer:
-    """The worker's default ``train``: one :func:`labeling.model.rounds.train_round` per call."""
+    """The worker's default ``train``: one round per call, its predictions written before anything
+    else (:func:`labeling.model.rounds.train_round_deferred`); with ``cv`` its cross-validation is
+    kept for :meth:`cross_validate`, which the worker runs while no newer round is due."""
 
     def __init__(self, *, device: str = "auto", cv: bool = True) -> None:
         self.device = device
         self.cv = cv
+        self.pending = None
 
     def __call__(self, project: Project) -> int:
-        from labeling.model.rounds import train_round
+        from labeling.model.rounds import train_round_deferred
 
-        return train_round(project, device=self.device, cv=self.cv)
+        self.pending = None  # an older round's figures are of no use once a newer round is in
+        round_id, self.pending = train_round_deferred(project, device=self.device, cv=self.cv)
+        return round_id
+
+    def cross_validate(self, project: Project, should_stop: Callable[[], bool]) -> bool | None:
+        """Cross-validate the newest round: True when stored, False when interrupted (kept for later),
+        None when there is nothing to do."""
+        if self.pending is None:
+            return None
+        if not self.pending.run(project, should_stop=should_stop):
+            return False
+        self.pending = None
+        return True
+
+    @staticmethod
+    def warm_up() -> None:
+        """Pay the first-call costs (torch's optimiser imports, its thread pool) before the first round."""
+        import numpy as np
+
+        from labeling.model.ensemble import EnsembleConfig, fit_ensemble
+
+        rng = np.random.default_rng(0)
+        fit_ensemble(rng.standard_normal((8, 4)).astype(np.float32), np.arange(8) % 2, 2,
+                     config=EnsembleConfig(steps=2))
 
     def __repr__(self) -> str:
-        return f"RoundTrainer(device={self.device!r}, cv={self.cv})"
+        return f"RoundTrainer(device={self.device!r}, cv={self.cv}, cross-validation after the predictions)"
 
 
 @dataclass
@@ -122,13 +168,19 @@ class RetrainWorker:
 
     def __init__(self, project: Project | str | Path, *, train: Callable[[Project], int] | None = None,
                  clock: Callable[[], float] = time.monotonic, lock: Lock | None = None,
-                 min_new_events: int = 5, max_wait_s: float = 20.0, poll_s: float = 1.0,
-                 device: str = "auto", cv: bool = True) -> None:
+                 min_new_events: int = 5, max_wait_s: float = 5.0, poll_s: float = 0.5,
+                 device: str = "auto", cv: bool = True, early_labels: int = EARLY_LABELS,
+                 process: bool = True) -> None:
         self.project = project if isinstance(project, Project) else Project(project)
-        self.train = train if train is not None else RoundTrainer(device=device, cv=cv)
+        if train is None:
+            from labeling.model.trainer_process import ProcessTrainer
+
+            train = ProcessTrainer(device=device, cv=cv) if process else RoundTrainer(device=device, cv=cv)
+        self.train = train
         self.clock = clock
         self.lock = lock if lock is not None else FileLock(self.project.data_dir / "worker.lock")
         self.min_new_events = min_new_events
+        self.early_labels = early_labels
         self.max_wait_s = max_wait_s
         self.poll_s = poll_s
         self.status = WorkerStatus()
@@ -153,6 +205,9 @@ class RetrainWorker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        close = getattr(self.train, "close", None)
+        if close is not None:
+            close()
         self.lock.release()
         self._owner = False
         self.status.state = "stopped"
@@ -188,15 +243,34 @@ class RetrainWorker:
 
     def pending_events(self) -> int:
         """Annotation events since the newest finished or failed round (all events before any)."""
+        return self._pending()[0]
+
+    def _pending(self) -> tuple[int, int]:
+        """(events since the newest finished or failed round, labels of the newest finished round)."""
         with self.project.db.session() as con:
-            rounds = rounds_q.list_rounds(con)
+            trained, n_labels = rounds_q.trained_through(con)
             last_event = labels_q.last_event_id(con)
-        done = [r["last_event_id"] for r in rounds if r["status"] in ("finished", "failed")]
-        trained = max(done) if done else -1
-        return last_event - trained if trained >= 0 else last_event + 1
+        return (last_event + 1 if trained is None else last_event - trained), n_labels
+
+    def _due(self, pending: int, n_labels: int, now: float) -> bool:
+        threshold = 1 if n_labels < self.early_labels else self.min_new_events
+        return pending >= threshold or (
+            pending > 0 and self._waiting_since is not None and now - self._waiting_since >= self.max_wait_s)
+
+    def _round_due(self) -> bool:
+        """Whether a newer round is due now (asked between the folds of a cross-validation)."""
+        if self._stop.is_set() or self._forced:
+            return True
+        pending, n_labels = self._pending()
+        now = self.clock()
+        if pending > 0 and self._waiting_since is None:
+            self._waiting_since = now
+        return self._due(pending, n_labels, now)
 
     def step(self) -> str:
-        """One turn of the loop: what it did, ``standby``, ``paused``, ``idle``, ``trained`` or ``failed``.
+        """One turn of the loop: what it did, ``standby``, ``paused``, ``idle``, ``trained``,
+        ``cross-validated`` (the newest round's held-out figures stored), ``interrupted`` (that
+        cross-validation stopped for a newer round) or ``failed``.
 
         Never raises: a failed round is recorded (``train_round`` marks it failed), shown in the status
         and its history, and the previous round stays in use.
@@ -208,16 +282,13 @@ class RetrainWorker:
             if self._paused.is_set() and not self._forced:
                 self.status.state = "paused"
                 return "paused"
-            pending = self.pending_events()
+            pending, n_labels = self._pending()
             self.status.pending_events = max(0, pending)
             now = self.clock()
             if pending > 0 and self._waiting_since is None:
                 self._waiting_since = now
-            due = pending >= self.min_new_events or (
-                pending > 0 and self._waiting_since is not None and now - self._waiting_since >= self.max_wait_s)
-            if not (due or self._forced):
-                self.status.state = "idle"
-                return "idle"
+            if not (self._due(pending, n_labels, now) or self._forced):
+                return self._cross_validate()
             self._forced = False
             self._waiting_since = None
             self._train_once()
@@ -229,10 +300,25 @@ class RetrainWorker:
             LOG.exception("retrain loop error")
             return "failed"
 
+    def _cross_validate(self) -> str:
+        """Run the newest round's pending cross-validation, if any, until a newer round is due."""
+        run = getattr(self.train, "cross_validate", None)
+        self.status.state = "cross-validating"
+        done = run(self.project, self._round_due) if run is not None else None
+        self.status.state = "idle"
+        return {True: "cross-validated", False: "interrupted"}.get(done, "idle")
+
     def _run(self) -> None:
+        _lower_priority()
+        warm_up = getattr(self.train, "warm_up", None)
+        if warm_up is not None:
+            try:
+                warm_up()
+            except Exception:  # noqa: BLE001 - a failed warm-up only costs the first round its time
+                LOG.exception("retrain worker warm-up failed")
         while not self._stop.is_set():
             did = self.step()
-            if did == "trained":
+            if did in ("trained", "cross-validated", "interrupted"):
                 continue
             wait = self.poll_s if did in ("idle", "paused") else max(self.poll_s, 2.0)
             self._wake.wait(wait)

@@ -18,10 +18,13 @@ class with a non-zero count, and :func:`undo_merge` completes the reversal.
 """
 from __future__ import annotations
 
+import io
 import logging
 import mimetypes
 import os
+import re
 import uuid
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,10 +48,12 @@ Progress = Callable[[int, int], None]
 FILE_FORMATS = ("csv", "jsonl", "parquet", "coco")
 """Export formats that produce one file (and so can be downloaded); ``imagefolder`` is a tree."""
 
-DEFAULT_EXPORT_NAMES = {"csv": "exports/labels.csv", "jsonl": "exports/labels.jsonl",
-                        "parquet": "exports/labels.parquet", "imagefolder": "exports/imagefolder",
-                        "coco": "exports/labels.coco.json", "hf": "exports/hf-imagefolder"}
-"""Suggested output paths, relative to the project root."""
+EXPORTS_DIR = "exports"
+"""The one folder, inside the project, that exports from a browser are written to."""
+DEFAULT_EXPORT_NAMES = {"csv": "labels.csv", "jsonl": "labels.jsonl", "parquet": "labels.parquet",
+                        "imagefolder": "imagefolder", "coco": "labels.coco.json", "hf": "hf-imagefolder"}
+"""Suggested export names (inside :data:`EXPORTS_DIR`)."""
+_EXPORT_NAME = re.compile(r"[\w][\w\-. ]{0,99}")
 
 
 # ---- classes -----------------------------------------------------------------------------------
@@ -95,9 +100,10 @@ def add_class(service: LabelingService, name: str, *, user: str) -> int:
     Raises
     ------
     ValueError
-        The name is empty, or a class (active or merged) already has it.
+        The name is empty, longer than 100 characters, has a control character, or a class
+        (active or merged) already has it.
     """
-    name = _clean_name(name)
+    name = labels_q.check_class_name(_clean_name(name))
     user = _require_user(user)
     with service.project.db.session() as con:
         found = admin_q.class_by_name(con, name)
@@ -120,7 +126,7 @@ def rename_class(service: LabelingService, old: str, new: str, *, user: str) -> 
     """
     _require_user(user)
     old = _clean_name(old)
-    new = _clean_name(new, what="new class name")
+    new = labels_q.check_class_name(_clean_name(new, what="new class name"), what="new class name")
     if new == old:
         raise ValueError(f"class {old!r} already has that name")
     with service.project.db.session() as con:
@@ -408,38 +414,55 @@ def run_embed(service: LabelingService, *, backbone: str | None = None, device: 
                          progress=progress if progress is not None else False)
 
 
-def run_export(service: LabelingService, fmt: str, out: str | os.PathLike[str], *,
-               labeled_only: bool = False, link: bool = False) -> dict:
-    """Export the labels; a relative ``out`` is taken from the project root.
+def export_target(service: LabelingService, name: str) -> Path:
+    """Where a browser export named ``name`` goes: ``exports/<name>`` inside the project, nowhere else.
+
+    ``name`` is a plain file or folder name (letters, digits, ``-``, ``_``, ``.`` and spaces, at most 100
+    characters, not hidden): a browser user never types a path on the server.
+    """
+    text = str(name).strip()
+    if not text:
+        raise ValueError("give the export a name, e.g. labels.csv")
+    if not _EXPORT_NAME.fullmatch(text) or text in (".", ".."):
+        raise ValueError(f"{text[:60]!r} is not a plain name: use letters, digits, '-', '_' and '.', "
+                         f"e.g. labels.csv (exports go to {EXPORTS_DIR}/ inside the project)")
+    return service.project.root / EXPORTS_DIR / text
+
+
+def run_export(service: LabelingService, fmt: str, name: str, *, labeled_only: bool = False,
+               link: bool = False, overwrite: bool = False) -> dict:
+    """Export the labels to ``exports/<name>`` inside the project (see :func:`export_target`).
 
     Returns
     -------
     dict
-        ``format``, ``out`` (absolute path) and ``rows``.
+        ``format``, ``out`` (absolute path), ``name`` (relative to the project) and ``rows``.
 
     Raises
     ------
     ValueError
-        Unknown format, empty path, or an ``imagefolder`` target that is not empty (``ExportError``).
+        Unknown format, a name that is not a plain name, or an existing export without ``overwrite``
+        (``ExportError``).
     OSError
         The file cannot be written.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
-    text = str(out).strip()
-    if not text:
-        raise ValueError("give an output path")
-    target = Path(text).expanduser()
-    if not target.is_absolute():
-        target = service.project.root / target
-    return export(service.project, fmt, target, labeled_only=labeled_only, link=link)
+    target = export_target(service, name)
+    result = export(service.project, fmt, target, labeled_only=labeled_only, link=link, overwrite=overwrite)
+    return {**result, "name": f"{EXPORTS_DIR}/{target.name}"}
 
 
-def export_payload(result: dict) -> tuple[bytes, str, str] | None:
-    """``(bytes, file name, mime type)`` of a single-file export, for a download; None for a tree."""
-    if result["format"] not in FILE_FORMATS:
-        return None
+def export_payload(result: dict) -> tuple[bytes, str, str]:
+    """``(bytes, file name, mime type)`` of an export, for a download: the file itself, or a tree as a zip."""
     path = Path(result["out"])
+    if result["format"] not in FILE_FORMATS:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+            for f in sorted(path.rglob("*")):
+                if f.is_file():
+                    zf.write(f, Path(path.name) / f.relative_to(path))
+        return buf.getvalue(), f"{path.name}.zip", "application/zip"
     mime = {"jsonl": "application/jsonl", "parquet": "application/vnd.apache.parquet",
             "coco": "application/json"}.get(
         result["format"], mimetypes.guess_type(path.name)[0] or "text/csv")

@@ -126,6 +126,7 @@ def map_frame(
     item_ids: npt.ArrayLike,
     *,
     color_by: str = "label",
+    user: str | None = None,
 ) -> pd.DataFrame:
     """One row per item with everything the map plots and hovers.
 
@@ -139,6 +140,9 @@ def map_frame(
         The items.
     color_by : {"label", "pseudo_label", "disagreement", "annotator"}
         Which column is copied into ``color``.
+    user : str, optional
+        Who looks: overlap items whose votes that person may not see yet show no label and no
+        annotator (as if unlabeled), exactly as their cards do.
 
     Returns
     -------
@@ -160,7 +164,11 @@ def map_frame(
         info = items_q.items_by_ids(con, ids.tolist())
         state = labels_q.current_state(con)
         names = dict(labels_q.classes(con))
-    current = {int(r.item_id): (r.class_id, r.user_name) for r in state if r.kind == "label"}
+    from labeling.team.review import blind_items
+
+    blind = blind_items(service.project, user)
+    current = {int(r.item_id): (r.class_id, r.user_name) for r in state
+               if r.kind == "label" and int(r.item_id) not in blind}
     pseudo, confidence, disagreement, score_name = _model_columns(service, ids, names)
     labels = [names.get(int(current[i][0])) if int(i) in current else None for i in ids.tolist()]
     annotators = [current[i][1] if int(i) in current else None for i in ids.tolist()]

@@ -84,16 +84,29 @@ def test_merge_via_page_moves_labels(demo_project, monkeypatch):
     assert table.loc["cat", "labels"] == 3 and table.loc["kitty", "merged_into"] == "cat"
 
 
-def test_export_csv_via_page(demo_project, monkeypatch, tmp_path):
+def test_export_csv_via_page(demo_project, monkeypatch):
     at = _data_page(demo_project, monkeypatch)
-    out = tmp_path / "exported" / "labels.csv"
     at.radio(key="data_export_format").set_value("csv")
-    at.text_input(key="data_export_path").input(str(out))
+    at.text_input(key="data_export_path").input("mine.csv")
     at.button(key="data_export_button").click().run()
     assert not at.exception, at.exception
+    out = demo_project / "exports" / "mine.csv"
     assert out.exists() and len(pd.read_csv(out)) == 200
-    assert any(str(out) in s.value for s in at.success)
-    assert at.get("download_button")  # file formats offer a download too
+    assert any("exports/mine.csv" in s.value for s in at.success)
+    assert at.get("download_button")  # offered as a download
+
+
+def test_export_page_takes_no_server_path(demo_project, monkeypatch, tmp_path):
+    """A typed absolute path, or one climbing out, writes nothing anywhere: exports stay in exports/."""
+    at = _data_page(demo_project, monkeypatch)
+    for typed in (str(tmp_path / "outside.csv"), "../outside.csv", str(demo_project / "quorum.duckdb")):
+        before = (demo_project / "quorum.duckdb").stat().st_size
+        at.text_input(key="data_export_path").input(typed)
+        at.button(key="data_export_button").click().run()
+        assert not at.exception, at.exception
+        assert any("plain name" in e.value for e in at.error), [e.value for e in at.error]
+        assert not (tmp_path / "outside.csv").exists() and not (demo_project.parent / "outside.csv").exists()
+        assert (demo_project / "quorum.duckdb").stat().st_size == before
 
 
 def test_import_new_folder_via_page(demo_project, monkeypatch):

@@ -15,6 +15,7 @@ BENCHMARKS = {  # harness name -> the table rows it must produce
     "neighbours": ["neighbourhood view p95", "kNN graph (k=15)"],
     "memory": ["round peak memory"],
     "map": ["map (UMAP)"],
+    "session": [],  # a real browser session: not run under --tiny (python -m bench --quick measures it)
 }
 
 

@@ -51,7 +51,7 @@ def test_eight_annotators_times_500_actions_with_the_worker_running(trained_proj
     service = LabelingService(trained_project)
     ids = [q.item_id for q in service.queue(160)]
     worker = RetrainWorker(trained_project, min_new_events=200, max_wait_s=2, poll_s=0.2, device="cpu",
-                           cv=False).start()
+                           cv=False, process=False).start()
     acked: list[list[str]] = [[] for _ in range(ANNOTATORS)]
     errors: list[BaseException] = []
 

@@ -221,7 +221,7 @@ def test_exports_carry_labels_and_provenance(demo_project, tmp_path):
     assert len(pd.read_parquet(tmp_path / "l.parquet")) == 200
     folder = tmp_path / "imgs"
     export(service.project, "imagefolder", folder)
-    files = [p for p in folder.rglob("*") if p.is_file()]
+    files = [p for p in folder.rglob("*.png") if p.is_file()]
     assert len(files) == 2 and all(p.resolve().is_relative_to(folder.resolve()) for p in files)
 
 
@@ -261,3 +261,52 @@ def test_export_refuses_the_projects_own_files(demo_project, target):
     assert "project's own files" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert (demo_project / "quorum.duckdb").read_bytes() == before
     assert LabelingService(demo_project).summary()["items"] == 200  # the project still opens
+
+
+def test_cli_export_refuses_an_existing_file_unless_overwrite(demo_project, tmp_path):
+    out = tmp_path / "mine.csv"
+    out.write_text("precious\n")
+    res = _cli("export", str(demo_project), "--format", "csv", "--out", str(out))
+    assert res.returncode != 0 and "--overwrite" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert out.read_text() == "precious\n"
+    res = _cli("export", str(demo_project), "--format", "csv", "--out", str(out), "--overwrite")
+    assert res.returncode == 0, res.stderr
+    assert len(pd.read_csv(out)) == 200
+
+
+def test_tree_export_overwrite_replaces_only_an_earlier_export(demo_project, tmp_path):
+    service = LabelingService(demo_project)
+    service.label([service.queue(1)[0].item_id], "cat", user="eve")
+    images = tmp_path / "holiday-photos"
+    images.mkdir()
+    (images / "me.jpg").write_bytes(b"not mine to delete")
+    with pytest.raises(ValueError, match="not an earlier export"):
+        export(service.project, "imagefolder", images, overwrite=True)
+    assert (images / "me.jpg").read_bytes() == b"not mine to delete"
+    tree = tmp_path / "tree"
+    export(service.project, "imagefolder", tree)
+    service.label([service.queue(1)[0].item_id], "dog", user="eve")
+    with pytest.raises(ValueError, match="exists"):
+        export(service.project, "imagefolder", tree)
+    export(service.project, "imagefolder", tree, overwrite=True)
+    assert sorted(p.name for p in tree.iterdir() if p.is_dir()) == ["cat", "dog"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial or old copy left
+
+
+@pytest.mark.parametrize("fmt", ["csv", "imagefolder"])
+def test_an_interrupted_export_never_looks_complete(demo_project, tmp_path, monkeypatch, fmt):
+    from labeling.data import export as export_mod
+
+    service = LabelingService(demo_project)
+    service.label([service.queue(1)[0].item_id], "cat", user="eve")
+
+    def boom(*_a, **_k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", boom)
+    monkeypatch.setattr(export_mod, "_Placer", lambda link: boom)
+    where = tmp_path / "exports"
+    where.mkdir()
+    with pytest.raises(OSError, match="disk full"):
+        export(service.project, fmt, where / ("l.csv" if fmt == "csv" else "tree"))
+    assert list(where.iterdir()) == []  # neither the export nor a partial one

@@ -21,7 +21,7 @@ from labeling.service import LabelingService
 from labeling.model.worker import RetrainWorker
 
 root = sys.argv[1]
-worker = RetrainWorker(root, min_new_events=3, max_wait_s=1, poll_s=0.05, device="cpu", cv=False).start()
+worker = RetrainWorker(root, min_new_events=3, max_wait_s=1, poll_s=0.05, device="cpu", cv=False, process=False).start()
 lock = threading.Lock()
 
 def annotate(name, offset):
@@ -65,7 +65,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_label(trained_project, tmp_pat
 
     # restart: a new worker takes the project over and cleans up an interrupted round
     worker = RetrainWorker(trained_project, poll_s=0.05, device="cpu", cv=False, min_new_events=10**9,
-                           max_wait_s=10**9).start()
+                           max_wait_s=10**9, early_labels=0, process=False).start()
     try:
         deadline = time.monotonic() + 30
         while worker.status.state not in ("idle", "paused") and time.monotonic() < deadline:

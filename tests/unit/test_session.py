@@ -81,7 +81,7 @@ def test_class_changes_imports_and_exports_follow_the_roles(team, tmp_path):
     ann.data.add_class("zebra-ish")  # adding while labeling stays open to annotators
     for action in (lambda: ann.data.rename_class("zebra-ish", "zebroid"),
                    lambda: ann.data.merge_classes("zebra-ish", "cat"),
-                   lambda: ann.data.run_export("csv", "exports/mine.csv"),
+                   lambda: ann.data.run_export("csv", "mine.csv"),
                    lambda: ann.data.run_import("images"),
                    lambda: ann.data.run_embed(),
                    lambda: ann.data.run_label_import("exports/labels.csv")):

@@ -98,7 +98,7 @@ def test_bad_label_files_get_clear_messages(fresh, tmp_path):
 def test_imagefolder_and_hf_can_link_instead_of_copy(labeled, tmp_path):
     project = LabelingService(labeled).project
     got = export(project, "hf", tmp_path / "hf", link=True)
-    files = [p for p in (tmp_path / "hf").iterdir() if p.name != "metadata.jsonl"]
+    files = [p for p in (tmp_path / "hf").iterdir() if p.name not in ("metadata.jsonl", ".quorum-export")]
     assert files and got["link_refused"] == 0 and all(p.is_symlink() and p.resolve().is_file() for p in files)
     export(project, "imagefolder", tmp_path / "if", link=True)
     assert all(p.is_symlink() for p in (tmp_path / "if").rglob("*.png"))
@@ -225,7 +225,7 @@ def test_classes_whose_folder_names_collide_get_their_own_folders(labeled, tmp_p
     service.label([b], "a_b", user="alice")
     out = tmp_path / "if"
     got = export(service.project, "imagefolder", out)
-    folders = {p.name: [f.name for f in p.iterdir()] for p in out.iterdir()}
+    folders = {p.name: [f.name for f in p.iterdir()] for p in out.iterdir() if p.is_dir()}
     assert any(name.startswith(f"{a}_") for name in folders["a_b"])
     assert any(name.startswith(f"{b}_") for name in folders["a_b-2"])
     assert any("a_b-2" in n for n in got["notes"])

@@ -1,6 +1,8 @@
 """A trained round: the queue's scores read the same distribution as the shown suggestion."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from labeling.model.rounds import latest_predictions, train_round
@@ -21,3 +23,90 @@ def test_round_margin_ranks_by_the_shown_top_two(demo_project):
     np.testing.assert_allclose(p.scores["margin"], 1.0 - gap, atol=1e-5)
     assert int(np.argmax(p.scores["margin"])) == int(np.argmin(gap))
     np.testing.assert_allclose(p.confidence, p.top_p[:, 0], atol=1e-6)
+
+
+def test_the_worker_writes_predictions_before_cross_validating(trained_project):
+    from labeling.model.rounds import cv_file
+    from labeling.model.worker import RoundTrainer
+
+    service = LabelingService(trained_project)
+    trainer = RoundTrainer(device="cpu", cv=True)
+    round_id = trainer(service.project)
+    rnd, p = service.predictions()
+    assert rnd["id"] == round_id and rnd["metrics"]["cv_status"] == "pending"
+    assert "cv_accuracy" not in rnd["metrics"] and not p.cv  # in use, without its held-out figures yet
+    assert not cv_file(service.project.round_file(round_id)).exists()
+    assert trainer.cross_validate(service.project, lambda: True) is False  # a newer round is due: yields
+    assert trainer.pending is not None and service.predictions()[0]["metrics"]["cv_status"] == "pending"
+    assert trainer.cross_validate(service.project, lambda: False) is True
+    rnd, p = service.predictions()  # the service reloads the round once its figures land
+    assert rnd["metrics"]["cv_status"] == "done" and 0.0 <= rnd["metrics"]["cv_accuracy"] <= 1.0
+    assert rnd["metrics"]["cv_labels"] == len(p.cv["item_ids"]) == 30
+    assert set(p.cv["true"]) <= set(p.class_ids)
+    assert trainer.cross_validate(service.project, lambda: False) is None  # nothing left to do
+
+
+def test_train_round_with_cv_stores_the_same_figures_at_once(trained_project):
+    project = Project(trained_project)
+    round_id = train_round(project, device="cpu", cv=True)
+    rnd, p = latest_predictions(project)
+    assert rnd["id"] == round_id and rnd["metrics"]["cv_status"] == "done"
+    assert rnd["metrics"]["cv_folds"] >= 2 and len(p.cv["item_ids"]) == rnd["metrics"]["cv_labels"]
+
+
+def test_the_process_trainer_trains_and_cross_validates_in_its_child(trained_project):
+    from labeling.model.trainer_process import ProcessTrainer
+
+    service = LabelingService(trained_project)
+    trainer = ProcessTrainer(device="cpu", cv=True)
+    try:
+        round_id = trainer(service.project)
+        child = trainer.pid
+        assert child is not None and child != os.getpid()
+        assert service.predictions()[0]["id"] == round_id
+        assert service.predictions()[0]["metrics"]["cv_status"] == "pending"
+        assert trainer.cross_validate(service.project, lambda: True) is False  # yields to a newer round
+        assert trainer.cross_validate(service.project, lambda: False) is True
+        assert service.predictions()[0]["metrics"]["cv_status"] == "done" and service.predictions()[1].cv
+        assert trainer(service.project) > round_id and trainer.pid == child  # the same warm child
+    finally:
+        trainer.close()
+    assert trainer.pid is None
+
+
+def test_a_failed_round_in_the_child_comes_back_as_the_workers_error(trained_project):
+    import pytest
+    import torch
+
+    from labeling.model.trainer_process import ProcessTrainer
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA: the round fails in the child for want of a GPU")
+    service = LabelingService(trained_project)
+    before = service.predictions()[0]["id"]
+    trainer = ProcessTrainer(device="cuda", cv=False)
+    try:
+        with pytest.raises(RuntimeError, match="CUDA|cuda"):
+            trainer(service.project)  # the child says why, and lives on
+        assert trainer.pid is not None
+        newest = service.rounds()[-1]
+        assert newest["status"] == "failed" and "cuda" in newest["error"].lower()
+        assert service.predictions()[0]["id"] == before  # the previous round stays in use
+    finally:
+        trainer.close()
+
+
+def test_the_training_process_never_opens_the_database(trained_project):
+    import pytest
+
+    project = Project.files(trained_project)
+    with pytest.raises(RuntimeError, match="never on its database"):
+        project.setting("backbone")
+    from labeling.model.ensemble import EnsembleConfig
+    from labeling.model.learner import LearnerConfig
+    from labeling.model.rounds import compute_round, start_round
+
+    full = Project(trained_project)
+    start = start_round(full, LearnerConfig(ensemble=EnsembleConfig(seed=0)))
+    metrics, _pending = compute_round(project, start, device="cpu", cv=False)  # files only: no error
+    assert metrics["n_labels"] == 30 and project.round_file(start.round_id).is_file()

@@ -56,12 +56,17 @@ def _worker(service, **kw):
     kw.setdefault("train", FakeTrainer())
     kw.setdefault("clock", FakeClock())
     kw.setdefault("lock", FakeLock())
+    kw.setdefault("early_labels", 0)
     return RetrainWorker(service.project, min_new_events=3, max_wait_s=20, **kw)
 
 
 def _label(service, n):
-    for item in service.queue(n):
-        service.label([item.item_id], "cat", user="ann")
+    """Label ``n`` unlabeled items (picked from the database: the fake rounds have no predictions)."""
+    done = set(service.current_labels())
+    with service.project.db.session() as con:
+        ids = [int(r[0]) for r in con.execute("SELECT id FROM items WHERE status = 'ok' ORDER BY id").fetchall()]
+    for item in [i for i in ids if i not in done][:n]:
+        service.label([item], "cat", user="ann")
 
 
 def test_worker_uses_the_project_it_is_handed(service):
@@ -81,6 +86,67 @@ def test_trains_once_enough_new_events_arrive(service):
     assert worker.step() == "trained"
     assert worker.status.rounds_trained == 1 and worker.status.last_round is not None
     assert worker.step() == "idle" and worker.status.pending_events == 0  # the round covered them
+
+
+def test_every_event_makes_a_round_due_while_labels_are_few(service):
+    worker = _worker(service, early_labels=50)
+    _label(service, 1)
+    assert worker.step() == "trained"  # the newest round has fewer than 50 labels: no waiting
+    worker.early_labels = 0
+    _label(service, 1)
+    assert worker.step() == "idle"  # past them: min_new_events again
+
+
+class DeferredTrainer(FakeTrainer):
+    """A trainer with a pending cross-validation of ``folds`` folds that records what it was asked."""
+
+    def __init__(self, folds: int = 3) -> None:
+        super().__init__()
+        self.folds = folds
+        self.pending = None
+        self.folds_run = []
+
+    def __call__(self, project) -> int:
+        rid = super().__call__(project)
+        self.pending = rid
+        return rid
+
+    def cross_validate(self, project, should_stop):
+        if self.pending is None:
+            return None
+        for fold in range(self.folds):
+            if should_stop():
+                return False
+            self.folds_run.append((self.pending, fold))
+        self.pending = None
+        return True
+
+
+def test_cross_validation_runs_after_the_round_and_yields_to_a_newer_one(service):
+    trainer = DeferredTrainer()
+    worker = _worker(service, train=trainer)
+    _label(service, 3)
+    assert worker.step() == "trained" and trainer.folds_run == []  # predictions first, nothing else
+    first = trainer.pending
+    _label(service, 3)  # a newer round is due before the first one's cross-validation ran
+    assert worker.step() == "trained" and trainer.folds_run == []
+    assert trainer.pending != first  # the stale round's figures are never computed
+    assert worker.step() == "cross-validated"  # idle: now the newest round is cross-validated
+    assert [f for _, f in trainer.folds_run] == [0, 1, 2] and worker.step() == "idle"
+    _label(service, 3)
+    worker.train.pending = None
+    assert worker.step() == "trained"
+    labels_during = []
+
+    def stop_after_one_fold():
+        labels_during.append(1)
+        if len(labels_during) == 2:
+            _label(service, 3)  # new labels arrive during the first fold
+        return worker._round_due()
+
+    trainer.folds_run.clear()
+    assert trainer.cross_validate(service.project, stop_after_one_fold) is False
+    assert len(trainer.folds_run) == 1  # interrupted between folds
 
 
 def test_a_lone_event_trains_after_max_wait_on_the_clock(service):
@@ -144,7 +210,11 @@ def test_file_lock_is_exclusive_until_released(tmp_path):
     b.release()
 
 
-def test_default_trainer_is_train_round_with_the_workers_settings(service):
+def test_default_trainer_trains_in_a_child_process_with_the_workers_settings(service):
+    from labeling.model.trainer_process import ProcessTrainer
+
     worker = RetrainWorker(service.project, device="cpu", cv=False)
-    assert isinstance(worker.train, RoundTrainer)
+    assert isinstance(worker.train, ProcessTrainer) and worker.train.pid is None  # started on first use
     assert (worker.train.device, worker.train.cv) == ("cpu", False)
+    in_thread = RetrainWorker(service.project, device="cpu", cv=True, process=False)
+    assert isinstance(in_thread.train, RoundTrainer) and (in_thread.train.device, in_thread.train.cv) == ("cpu", True)

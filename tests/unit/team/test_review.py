@@ -49,6 +49,30 @@ def test_overlap_items_are_blind_until_both_annotators_voted(trained_project):
     assert first not in [q.item_id for q in service.queue(50, user="bob")]
 
 
+def test_the_map_and_grid_are_blind_to_pending_overlap_votes(trained_project):
+    from labeling.views.projection import NO_VALUE, map_frame
+
+    service = LabelingService(trained_project)
+    service.set_overlap(1.0, 2, role="admin")  # every item goes to two people
+    seeded = set(service.current_labels())  # all pending now: one vote each
+    _rnd, p = service.predictions()
+    names = service.class_names()
+    row = int(np.argmax(p.confidence * ~np.isin(p.item_ids, list(seeded))))
+    item, label = int(p.item_ids[row]), names[int(p.pseudo[row])]
+    service.label([item], label, user="alice")
+    ids = np.array(sorted(seeded | {item}))
+    xy = np.zeros((len(ids), 2))
+    for color_by in ("label", "annotator"):
+        bobs = map_frame(service, xy, ids, color_by=color_by, user="bob")
+        assert bobs["label"].isna().all() and bobs["annotator"].isna().all()  # nobody's vote shows
+        assert set(bobs["color"]) == {NO_VALUE}
+    alices = map_frame(service, xy, ids, user="alice").set_index("item_id")
+    assert (alices.loc[item, "label"], alices.loc[item, "annotator"]) == (label, "alice")  # her own vote
+    assert map_frame(service, xy, ids)["label"].notna().all()  # no user: the reviewer's full view
+    assert item in [c.item_id for c in service.grid(label, n=500, user="bob")]  # still open to bob
+    assert item not in [c.item_id for c in service.grid(label, n=500, user="alice")]
+
+
 def test_majority_adjudication_undo_and_history(trained_project):
     service = LabelingService(trained_project)
     item = service.queue(1)[0].item_id

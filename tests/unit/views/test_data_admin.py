@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import pandas as pd
+import io
+import zipfile
+
 import pytest
 from PIL import Image
 
@@ -168,10 +171,11 @@ def test_import_needs_an_existing_folder_or_manifest(service):
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
-def test_export_file_formats_relative_to_project(service, fmt):
+def test_export_file_formats_go_to_the_exports_folder(service, fmt):
     service.label(_first_ids(service, 2), "<script>alert(1)</script>", user="ann")
-    result = data_admin.run_export(service, fmt, f"out/labels.{fmt}")
-    assert result["rows"] == 200 and result["out"] == str(service.project.root / "out" / f"labels.{fmt}")
+    result = data_admin.run_export(service, fmt, f"labels.{fmt}")
+    assert result["rows"] == 200 and result["out"] == str(service.project.root / "exports" / f"labels.{fmt}")
+    assert result["name"] == f"exports/labels.{fmt}"
     data, name, _mime = data_admin.export_payload(result)
     assert name == f"labels.{fmt}" and len(data) > 0
     table = {"csv": pd.read_csv, "jsonl": lambda p: pd.read_json(p, lines=True),
@@ -179,10 +183,33 @@ def test_export_file_formats_relative_to_project(service, fmt):
     assert len(table) == 200 and (table["label"] == "<script>alert(1)</script>").sum() == 2
 
 
-def test_export_imagefolder_has_no_payload(service, tmp_path):
+@pytest.mark.parametrize("name", ["/tmp/evil.csv", "../evil.csv", "sub/evil.csv", "..", ".hidden",
+                                  "~/evil.csv", "x" * 101, "a\nb.csv", "C:\\evil.csv"])
+def test_a_browser_export_name_never_reaches_another_path(service, tmp_path, name):
+    before = sorted(p for p in service.project.root.parent.rglob("*"))
+    with pytest.raises(ValueError, match="plain name"):
+        data_admin.run_export(service, "csv", name)
+    assert sorted(p for p in service.project.root.parent.rglob("*")) == before
+
+
+def test_export_refuses_an_existing_export_unless_overwrite(service):
+    first = data_admin.run_export(service, "csv", "labels.csv")
+    service.label(_first_ids(service, 1), "cat", user="ann")
+    with pytest.raises(ValueError, match="exists"):
+        data_admin.run_export(service, "csv", "labels.csv")
+    assert pd.read_csv(first["out"])["label"].notna().sum() == 0  # the earlier export untouched
+    again = data_admin.run_export(service, "csv", "labels.csv", overwrite=True)
+    assert pd.read_csv(again["out"])["label"].notna().sum() == 1
+
+
+def test_export_imagefolder_downloads_as_a_zip(service):
     service.label(_first_ids(service, 3), "cat", user="ann")
-    result = data_admin.run_export(service, "imagefolder", tmp_path / "tree")
-    assert result["rows"] == 3 and len(list((tmp_path / "tree" / "cat").iterdir())) == 3
-    assert data_admin.export_payload(result) is None
+    result = data_admin.run_export(service, "imagefolder", "tree")
+    tree = service.project.root / "exports" / "tree"
+    assert result["rows"] == 3 and len(list((tree / "cat").iterdir())) == 3
+    data, name, mime = data_admin.export_payload(result)
+    assert name == "tree.zip" and mime == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert sum(n.startswith("tree/cat/") for n in zf.namelist()) == 3
     with pytest.raises(ValueError, match="unknown format"):
-        data_admin.run_export(service, "xml", tmp_path / "x.xml")
+        data_admin.run_export(service, "xml", "x.xml")
