@@ -61,6 +61,9 @@ def signed_in() -> facade.Identity | None:
         return ident
     if "user" not in st.session_state:
         st.session_state["user"] = os.environ.get(USER_ENV, "local")
+    typed = str(st.session_state.get("user_input") or "").strip()
+    if typed and typed != st.session_state["user"]:  # a name committed in the sidebar counts at once, even
+        st.session_state["user"] = typed  # for an action of the same rerun (callbacks run before the sidebar)
     return facade.local_identity(service, st.session_state["user"])
 
 

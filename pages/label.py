@@ -41,7 +41,7 @@ def _record(batch: str, message: str) -> None:
 
 def _undo() -> None:
     try:
-        items = session.undo(ss.last_batch)
+        items = get_session().undo(ss.last_batch)
         ss.flash = f"Undid {len(items)} label(s)"
         ss.last_batch = None
         ss.current_item = None  # the undone item is back at the head of the queue
@@ -55,8 +55,13 @@ def _undo() -> None:
 SOMEONE_ELSE = "Someone else labeled that item a moment ago: nothing stored. Here is the next one."
 
 
+def _acting():
+    """The session as it is now: a callback runs before this rerun's script, so it re-reads who acts."""
+    return get_session()
+
+
 def _still_open(item: int) -> bool:
-    if session.is_open(item):
+    if _acting().is_open(item):
         return True
     ss.flash = SOMEONE_ELSE
     ss.current_item = None
@@ -68,7 +73,7 @@ def _act(shown: tuple, label: str | None, source: str) -> None:
     if not _still_open(item):
         return
     try:
-        batch = session.label([item], label, source=source, model_round=model_round)
+        batch = _acting().label([item], label, source=source, model_round=model_round)
     except (ValueError, LookupError, PermissionError) as exc:  # a bad class name, a role, a read-only project
         ss.flash = f"Nothing stored: {exc}"
         return
@@ -90,7 +95,8 @@ def _accept_neighbourhood(shown: tuple, target: str, k: int, threshold: float) -
     item, _uri, model_round = shown
     if not _still_open(item):
         return
-    batch, items = session.accept_neighbourhood(item, target, k=k, min_similarity=threshold, model_round=model_round)
+    batch, items = _acting().accept_neighbourhood(item, target, k=k, min_similarity=threshold,
+                                                  model_round=model_round)
     _record(batch, f"Accepted {len(items)} items as {target}")
 
 

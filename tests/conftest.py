@@ -40,6 +40,26 @@ def _fast_password_hashes(monkeypatch):
     monkeypatch.setattr(auth, "SCRYPT_N", 2 ** 14)
 
 
+class FakeClock:
+    """A wall clock that moves only when a test moves it (``clock.t += seconds``)."""
+
+    def __init__(self, t: float = 1_800_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    """Sign-in throttling's clock, faked: tests of back-off move it instead of sleeping."""
+    from labeling.team import auth
+
+    c = FakeClock()
+    monkeypatch.setattr(auth, "_clock", c)
+    return c
+
+
 @pytest.fixture
 def small_project(tmp_path):
     """An empty project in a temporary folder."""

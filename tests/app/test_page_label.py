@@ -229,3 +229,15 @@ def test_a_key_press_meant_for_an_item_someone_else_just_labeled_stores_nothing(
     at.button(key="class_1").click().run()  # the next press acts on what is shown
     last = _events(trained_project)[-1]
     assert last.item_id == now and last.user_name == "tester"
+
+
+def test_a_name_committed_with_a_key_press_labels_under_that_name(trained_project, app_env):
+    """The Annotator box and an action in the same rerun: the label carries the new name, not the old."""
+    at = _app(trained_project, app_env)
+    shown = _shown_uri(at)
+    at.text_input(key="user_input").input("carol")
+    at.button(key="accept").click().run()
+    assert not at.exception, at.exception
+    last = _events(trained_project)[-1]
+    assert last.user_name == "carol"
+    assert LabelingService(trained_project).item_id_for_uri(shown) == last.item_id  # the item that was shown

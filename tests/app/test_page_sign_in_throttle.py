@@ -13,18 +13,7 @@ from labeling.team import auth
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 
-class Clock:
-    t = 1_800_000_000.0
 
-    def __call__(self) -> float:
-        return self.t
-
-
-@pytest.fixture
-def clock(monkeypatch) -> Clock:
-    c = Clock()
-    monkeypatch.setattr(auth, "_clock", c)
-    return c
 
 
 def test_sign_in_form_backs_off_after_failures(demo_project, app_env, clock):

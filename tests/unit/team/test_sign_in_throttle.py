@@ -14,19 +14,7 @@ REAL_N = auth.SCRYPT_N  # read at collection, before the suite's fixture lowers 
 PW = "correct horse battery"
 
 
-class Clock:
-    def __init__(self, t: float = 1_800_000_000.0) -> None:
-        self.t = t
 
-    def __call__(self) -> float:
-        return self.t
-
-
-@pytest.fixture
-def clock(monkeypatch) -> Clock:
-    c = Clock()
-    monkeypatch.setattr(auth, "_clock", c)
-    return c
 
 
 @pytest.fixture
