@@ -26,7 +26,6 @@ lock holder also marks rounds left ``running`` by a crashed process as ``discard
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -45,17 +44,6 @@ HISTORY_SIZE = 50
 """Errors the status keeps (newest last); older ones are dropped."""
 EARLY_LABELS = 50
 """Below this many labels in the newest round, every new event makes a round due."""
-NICE = 10
-"""How much lower than the pages' the worker thread's CPU priority is (Linux: per thread; the thread
-pools it starts inherit it). Rounds take what the pages leave: a key press never waits for a round."""
-
-
-def _lower_priority() -> None:
-    """Lower this thread's scheduling priority by :data:`NICE` where the platform allows it."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
-    except (AttributeError, OSError):  # not Linux, or not allowed: rounds then share the CPU evenly
-        LOG.debug("could not lower the retrain worker's priority")
 
 try:  # POSIX
     import fcntl
@@ -309,7 +297,8 @@ class RetrainWorker:
         return {True: "cross-validated", False: "interrupted"}.get(done, "idle")
 
     def _run(self) -> None:
-        _lower_priority()
+        # No lower priority for this thread: it shares the pages' GIL, and a thread the scheduler
+        # seldom runs while it holds the GIL stalls every page (rounds run niced in their own process).
         warm_up = getattr(self.train, "warm_up", None)
         if warm_up is not None:
             try:
