@@ -29,8 +29,10 @@ def main() -> None:
         st.Page("pages/data.py", title="Data", icon=":material/folder_open:"),
     ]
     nav = st.navigation(pages)
-    sidebar()
-    nav.run()
+    try:
+        nav.run()
+    finally:  # the sidebar after the page: a key press's next card is on its way before the sidebar is drawn
+        sidebar()
 
 
 # Streamlit runs this file as "__main__" (and leaves it registered as the main module). A process that

@@ -197,7 +197,8 @@ def bare_server(images: Path, log: Path) -> Server:
     return Server([sys.executable, "-m", "streamlit", "run", str(ROOT / "bench" / "bare_page.py"),
                    "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
                    "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
-                   "--server.fileWatcherType", "none", "--server.runOnSave", "false"],
+                   "--server.fileWatcherType", "none", "--server.runOnSave", "false",
+                   "--runner.postScriptGC", "false"],
                   {"BENCH_BARE_IMAGES": str(images)}, log, port)
 
 

@@ -82,6 +82,9 @@ class _NoDatabase:
     def migrate(self) -> None:
         self.session()
 
+    def cached(self, key, read):
+        return self.session()
+
 
 class Project:
     """Paths and the database of one project folder, and what this process caches of it."""
@@ -143,8 +146,7 @@ class Project:
         return path
 
     def setting(self, key: str, default: str | None = None) -> str | None:
-        with self.db.session() as con:
-            return rounds_q.get_setting(con, key, default)
+        return self.db.cached("settings", rounds_q.all_settings).get(key, default)
 
     def set_setting(self, key: str, value: str) -> None:
         with self.db.session() as con:

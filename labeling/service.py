@@ -17,6 +17,7 @@ from labeling.model.rounds import RoundPredictions, latest_predictions
 from storage import items as items_q
 from storage import labels as labels_q
 from storage import rounds as rounds_q
+from storage import snapshot as snapshot_q
 
 LOG = logging.getLogger(__name__)
 
@@ -127,14 +128,39 @@ class LabelingService:
     def __init__(self, root: str | Path, *, create: bool = False) -> None:
         self.project = Project(root, create=create)
         self._pred_cache: tuple[tuple, RoundPredictions, dict] | None = None
-        self._label_count: tuple[int, int] | None = None  # (last event id, labeled items)
 
     # ---- reading -------------------------------------------------------------------------
+    FULL_STATE_UP_TO = 20_000
+    """Projects up to this many items read every item's current label at once, once per change of the
+    database, and answer a card's, a neighbourhood's and the queue's questions from it; larger ones
+    ask about just the items in view."""
+
+    def _snapshot(self) -> snapshot_q.Snapshot:
+        """What every page run reads, in one transaction per change of the database (shared)."""
+        return self.project.db.cached(
+            "snapshot", lambda con: snapshot_q.read(con, full_state_up_to=self.FULL_STATE_UP_TO))
+
+    def _names(self) -> dict[int, str]:
+        """class id -> name (shared: do not modify)."""
+        return self._snapshot().names
+
+    def _latest(self) -> dict | None:
+        return self._snapshot().latest
+
+    def _state(self, items: Sequence[int] | None) -> list:
+        """The current state rows of every item with a live event, or of those among ``items``."""
+        every = self._snapshot().state
+        if every is not None:
+            if items is None:
+                return list(every.values())
+            return [every[i] for i in sorted({int(i) for i in items}) if i in every]
+        with self.project.db.session() as con:
+            return labels_q.current_state(con, items)
+
     def predictions(self) -> tuple[dict, RoundPredictions] | None:
         """The newest finished round and its predictions (cached until a newer round finishes or its
         cross-validation is stored)."""
-        with self.project.db.session() as con:
-            rnd = rounds_q.latest_finished(con)
+        rnd = self._latest()
         if rnd is None:
             return None
         key = (rnd["id"], rnd["metrics"].get("cv_status"))  # reloaded once its cross-validation lands
@@ -147,13 +173,11 @@ class LabelingService:
 
     def newest_round_id(self) -> int | None:
         """The id of the newest finished round (one small query; pages poll it)."""
-        with self.project.db.session() as con:
-            rnd = rounds_q.latest_finished(con)
+        rnd = self._latest()
         return None if rnd is None else int(rnd["id"])
 
     def class_names(self) -> dict[int, str]:
-        with self.project.db.session() as con:
-            return dict(labels_q.classes(con))
+        return dict(self._names())
 
     def queue(self, n: int, *, strategy: str = "default", seed: int = 0,
               exclude: Sequence[int] = (), user: str | None = None) -> list[QueueItem]:
@@ -176,8 +200,7 @@ class LabelingService:
 
         blind = blind_items(self.project, user)
         skip = {int(i) for i in exclude}
-        with self.project.db.session() as con:
-            names = dict(labels_q.classes(con))
+        names = self._names()
         order, base = order_of(p, seed)
         picked = _blind_first(p, order, blind, skip, n)
         picked += self._open_rows(order, p.item_ids, n - len(picked), skip=skip, blind=blind)
@@ -194,14 +217,12 @@ class LabelingService:
         start, size, every = 0, max(64, 4 * n), None
         while len(picked) < n and start < len(order):
             if size > self.WINDOWS_UP_TO and every is None:  # far down the order: one look at every label
-                with self.project.db.session() as con:
-                    every = {int(r.item_id) for r in labels_q.current_state(con)} - blind
+                every = {int(r.item_id) for r in self._state(None)} - blind
                 size = len(order)
             rows = np.asarray(order[start:start + size], dtype=np.int64)
             ids = item_ids[rows]
             if every is None:
-                with self.project.db.session() as con:
-                    labeled = {int(r.item_id) for r in labels_q.current_state(con, ids)} - blind
+                labeled = {int(r.item_id) for r in self._state(ids.tolist())} - blind
             else:
                 labeled = every
             for r, i in zip(rows.tolist(), ids.tolist()):
@@ -214,31 +235,30 @@ class LabelingService:
 
     def rounds(self, *, newest: int | None = None) -> list[dict]:
         """Every round, oldest first (only the ``newest`` few when given: what a sidebar polls)."""
+        if newest is not None:  # what the sidebar polls every few seconds: read again only after a change
+            rows = self.project.db.cached(f"rounds:{int(newest)}",
+                                          lambda con: rounds_q.list_rounds(con, newest=int(newest)))
+            return [dict(r) for r in rows]
         with self.project.db.session() as con:
             return rounds_q.list_rounds(con, newest=newest)
 
     def summary(self) -> dict:
-        with self.project.db.session() as con:
-            counts = items_q.counts(con)
-            last = labels_q.last_event_id(con)
-            if self._label_count is None or self._label_count[0] != last:
-                self._label_count = (last, labels_q.count_labeled(con))  # every page shows it: count once per event
-            n_labels = self._label_count[1]
-            classes = labels_q.classes(con)
-            latest = rounds_q.latest_finished(con)
+        """Items, labels, classes and the round in use."""
+        snap = self._snapshot()
+        counts, latest = snap.counts, snap.latest
         return {"root": str(self.project.root), "items": counts.get("ok", 0),
                 "unreadable": counts.get("unreadable", 0), "duplicates": counts.get("duplicate", 0),
-                "labels": n_labels, "classes": [n for _, n in classes],
+                "labels": snap.labeled, "classes": list(snap.names.values()),
                 "round": None if latest is None else {"id": latest["id"], "labels": latest["n_labels"],
-                                                      "finished_at": str(latest["finished_at"]), "finished_dt": latest["finished_at"],
+                                                      "finished_at": str(latest["finished_at"]),
+                                                      "finished_dt": latest["finished_at"],
                                                       "metrics": latest["metrics"]}}
 
     def is_open(self, item_id: int, *, user: str | None = None) -> bool:
         """True while the item has neither a label nor a skip (it belongs in the queue), or, for ``user``,
         while it is an overlap item awaiting their independent vote."""
-        with self.project.db.session() as con:
-            if not labels_q.has_live_event(con, item_id):
-                return True
+        if not self._state([int(item_id)]):
+            return True
         from labeling.team.review import blind_items
 
         return int(item_id) in blind_items(self.project, user, [int(item_id)])
@@ -258,9 +278,7 @@ class LabelingService:
         from labeling.team.review import blind_items
 
         blind = blind_items(self.project, user, items)
-        with self.project.db.session() as con:
-            names = dict(labels_q.classes(con))
-            state = labels_q.current_state(con, items)
+        names, state = self._names(), self._state(items)
         return {int(r.item_id): (names.get(r.class_id) if r.kind == "label" else None, r.user_name, r.source)
                 for r in state if int(r.item_id) not in blind}
 
@@ -284,7 +302,7 @@ class LabelingService:
         """Everything the label page shows about one item."""
         with self.project.db.session() as con:
             info = items_q.items_by_ids(con, [item_id]).get(int(item_id))
-            names = dict(labels_q.classes(con))
+        names = self._names()
         if info is None:
             raise LookupError(f"no item {item_id}")
         extra: dict = {}
@@ -321,8 +339,8 @@ class LabelingService:
         keep = [(int(ids[j]), float(s)) for j, s in zip(idx[row], sims[row]) if j >= 0][:k]
         got = self.predictions()
         current = self.current_labels(user, [n for n, _ in keep])
+        names = self._names()
         with self.project.db.session() as con:
-            names = dict(labels_q.classes(con))
             info = items_q.items_by_ids(con, [n for n, _ in keep])
         pseudo = {}
         if got is not None:

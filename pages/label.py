@@ -5,7 +5,7 @@ import time
 
 import streamlit as st
 
-from labeling.session import QUEUE_STRATEGIES, UnknownClass
+from labeling.session import QUEUE_STRATEGIES, UnknownClass, neighbour_strip_html
 from pages.common import REFRESH_S, get_session, plain
 
 session = get_session()
@@ -41,12 +41,63 @@ def _record(batch: str, message: str) -> None:
 
 def _undo() -> None:
     try:
-        items = session.undo(ss.last_batch)
+        items = get_session().undo(ss.last_batch)
         ss.flash = f"Undid {len(items)} label(s)"
         ss.last_batch = None
         ss.current_item = None  # the undone item is back at the head of the queue
     except LookupError as exc:
         ss.flash = str(exc)
+
+
+# Every action is a callback: Streamlit runs it before the next script run, so one run stores the label
+# and shows the next item (not one run to render the old card again, store, then a second to move on).
+# Each is handed what was on screen when the key was pressed: ``shown`` = (item, uri, model round).
+SOMEONE_ELSE = "Someone else labeled that item a moment ago: nothing stored. Here is the next one."
+
+
+def _acting():
+    """The session as it is now: a callback runs before this rerun's script, so it re-reads who acts."""
+    return get_session()
+
+
+def _still_open(item: int) -> bool:
+    if _acting().is_open(item):
+        return True
+    ss.flash = SOMEONE_ELSE
+    ss.current_item = None
+    return False
+
+
+def _act(shown: tuple, label: str | None, source: str) -> None:
+    item, uri, model_round = shown
+    if not _still_open(item):
+        return
+    try:
+        batch = _acting().label([item], label, source=source, model_round=model_round)
+    except (ValueError, LookupError, PermissionError) as exc:  # a bad class name, a role, a read-only project
+        ss.flash = f"Nothing stored: {exc}"
+        return
+    _record(batch, f"{uri} → {label or 'skipped'}")
+
+
+def _pass(item: int) -> None:
+    ss.passed = [*ss.passed, item]
+
+
+def _add_class(shown: tuple) -> None:
+    name = ss.get("new_class", "").strip()
+    if name:
+        _act(shown, name, "manual")
+        ss.new_class = ""  # the box is empty for the next class
+
+
+def _accept_neighbourhood(shown: tuple, target: str, k: int, threshold: float) -> None:
+    item, _uri, model_round = shown
+    if not _still_open(item):
+        return
+    batch, items = _acting().accept_neighbourhood(item, target, k=k, min_similarity=threshold,
+                                                  model_round=model_round)
+    _record(batch, f"Accepted {len(items)} items as {target}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,11 +140,8 @@ if grid_mode:
 # The item on screen stays pinned until the person acts on it, so a new round (or a colleague's
 # label elsewhere) never swaps the item under a key press.
 current = ss.get("current_item")
-swapped = None  # the item this person was looking at, when someone else labeled it meanwhile
 if ss.get("current_strategy") != strategy or (current is not None and (current in ss.passed
                                                                          or not session.is_open(current))):
-    if current is not None and current not in ss.passed and ss.get("current_strategy") == strategy:
-        swapped = current
     current = None
 if current is None:
     try:
@@ -138,47 +186,28 @@ with right:
         if card.hint:
             st.caption(f"The backbone's ImageNet guess: {card.hint[0]} ({card.hint[1]:.0%})")
 
-    def act(label: str | None, source: str) -> None:
-        if swapped is not None:  # the key press was meant for the item someone else just labeled
-            ss.flash = "Someone else labeled that item a moment ago: nothing stored. Here is the next one."
-            return
-        batch = session.label([current], label, source=source, model_round=card.round_id)
-        _record(batch, f"{card.uri} → {label or 'skipped'}")
-
+    shown = (current, card.uri, card.round_id)  # what a key press on this run's buttons acts on
     a = st.columns(4)
-    if a[0].button(f"Accept {plain(suggestion or '')}".strip(), type="primary", key="accept", shortcut="Enter",
-                   disabled=suggestion is None):
-        act(suggestion, "accept_suggestion")
-        st.rerun()
-    if a[1].button("Skip / unsure", key="skip", shortcut="S"):
-        act(None, "manual")
-        st.rerun()
-    if a[2].button("Next", key="next", shortcut="N"):
-        ss.passed = [*ss.passed, current]
-        st.rerun()
-    if a[3].button("Undo", key="undo", shortcut="Ctrl+Z"):
-        _undo()
-        st.rerun()
+    a[0].button(f"Accept {plain(suggestion or '')}".strip(), type="primary", key="accept", shortcut="Enter",
+                disabled=suggestion is None, on_click=_act, args=(shown, suggestion, "accept_suggestion"))
+    a[1].button("Skip / unsure", key="skip", shortcut="S", on_click=_act, args=(shown, None, "manual"))
+    a[2].button("Next", key="next", shortcut="N", on_click=_pass, args=(current,))
+    a[3].button("Undo", key="undo", shortcut="Ctrl+Z", on_click=_undo)
 
     if classes:
         st.write("Pick a class")
         bcols = st.columns(min(len(classes), 5) or 1)
         for k, name in enumerate(classes[:9]):
-            if bcols[k % len(bcols)].button(f"{k + 1} · {plain(name)}", key=f"class_{k + 1}", shortcut=str(k + 1)):
-                act(name, "manual")
-                st.rerun()
+            bcols[k % len(bcols)].button(f"{k + 1} · {plain(name)}", key=f"class_{k + 1}", shortcut=str(k + 1),
+                                         on_click=_act, args=(shown, name, "manual"))
     f = st.columns([3, 1])
     chosen = f[0].selectbox("Any class (type to search)", classes, index=None, key="typeahead",
                             placeholder="Start typing a class name")
-    if f[1].button("Label", key="typeahead_button", disabled=chosen is None):
-        act(chosen, "manual")
-        st.rerun()
+    f[1].button("Label", key="typeahead_button", disabled=chosen is None, on_click=_act,
+                args=(shown, chosen, "manual"))
     f = st.columns([3, 1])
     new_class = f[0].text_input("New class", key="new_class", placeholder="Add a class and label this item")
-    if f[1].button("Add", key="new_class_button", disabled=not new_class.strip()):
-        act(new_class.strip(), "manual")
-        ss.pop("new_class", None)
-        st.rerun()
+    f[1].button("Add", key="new_class_button", disabled=not new_class.strip(), on_click=_add_class, args=(shown,))
 
 st.divider()
 nh = st.columns([2, 1, 1])
@@ -188,24 +217,12 @@ threshold = nh[2].slider("Similarity threshold", 0.5, 1.0, 0.8, 0.01, key="nh_th
 neighbours = session.neighbours(current, k=k)
 target = suggestion
 candidates = session.candidates_among(neighbours, target, min_similarity=threshold) if target else []
-cols = st.columns(6)
-for j, n in enumerate(neighbours):
-    with cols[j % 6]:
-        st.image(n.thumb, width="stretch")
-        shown = n.label or (f"{n.pseudo_label}?" if n.pseudo_label else "—")
-        mark = " ✓" if n.item_id in candidates else ""
-        st.caption(f"{n.similarity:.2f} · {plain(shown)}{mark}")
-clicked = bool(target) and st.button(f"Accept neighbourhood as {plain(target)} ({len(candidates) + 1} items)",
-                                    key="accept_neighbourhood", shortcut="A")
-if clicked and swapped is not None:  # meant for the item someone else just labeled
-    ss.flash = "Someone else labeled that item a moment ago: nothing stored. Here is the next one."
-    st.rerun()
-if clicked:
-    batch, items = session.accept_neighbourhood(current, target, k=k, min_similarity=threshold,
-                                                model_round=card.round_id)
-    _record(batch, f"Accepted {len(items)} items as {target}")
-    st.rerun()
-
+if neighbours:  # one element for the whole strip: a key press repaints one block, not thirty
+    st.html(neighbour_strip_html(neighbours, candidates))
+if target:
+    st.button(f"Accept neighbourhood as {plain(target)} ({len(candidates) + 1} items)", key="accept_neighbourhood",
+              shortcut="A", on_click=_accept_neighbourhood, args=((current, card.uri, card.round_id), target, k,
+                                                                 threshold))
 with st.expander("History of this item"):
     events = session.history(current)
     if not events:

@@ -20,13 +20,16 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
 from storage import schema
+
+T = TypeVar("T")
 
 LOG = logging.getLogger(__name__)
 
@@ -61,7 +64,8 @@ def _is_lock_error(exc: BaseException) -> bool:
 
 
 LINGER_S = 0.3
-"""Seconds a process keeps a database file open after its last session ends.
+"""Seconds a process keeps a database file open after its last session ends, once another process
+has asked for the file (see :data:`WANT_SUFFIX`).
 
 One label action on a page runs about ten short transactions; opening the file costs ~20 ms each
 time, so a short linger lets a burst share one open while other processes (the command line, a
@@ -69,9 +73,40 @@ second server) still get the file between bursts, retrying with back-off as usua
 
 
 MAX_HOLD_S = 1.0
-"""A process that has kept a file open this long closes it when idle and lets others in."""
+"""A process that has kept a file open this long, and is asked for it, closes it when idle and lets
+others in."""
 YIELD_S = 0.1
 """How long it then stays away; waiting processes retry at least this often."""
+
+WANT_SUFFIX = ".want"
+"""A process that finds the file locked touches ``<file>.want`` on every retry. The holder keeps the
+file open while nobody asks (no reopening, no checkpoint between two key presses, the cached reads
+stay valid) and lets go, as above, while the signal is fresh."""
+WANT_FRESH_S = 1.0
+"""A signal older than this is stale (its process got the file, gave up or died)."""
+WANT_POLL_S = 0.1
+"""How often an idle holder looks for a signal."""
+
+
+def _want_file(key: str) -> str:
+    return key + WANT_SUFFIX
+
+
+def _wanted(key: str) -> bool:
+    """Whether another process asked for the file within the last :data:`WANT_FRESH_S`."""
+    try:
+        return time.time() - os.stat(_want_file(key)).st_mtime < WANT_FRESH_S
+    except OSError:
+        return False
+
+
+def _ask_for(key: str) -> None:
+    try:
+        with open(_want_file(key), "a"):
+            pass
+        os.utime(_want_file(key))
+    except OSError:  # a read-only folder: the holder still lets go after MAX_HOLD_S of idling
+        pass
 
 
 class _SharedInstances:
@@ -79,15 +114,19 @@ class _SharedInstances:
 
     def __init__(self, linger_s: float = LINGER_S) -> None:
         self._lock = threading.Lock()
-        self._open: dict[str, list] = {}  # key -> [connection, users, generation, opened_at]
-        self._timers: set[threading.Timer] = set()
+        self._open: dict[str, list] = {}  # key -> [connection, users, generation, opened_at, close_at]
+        self._timers: set[threading.Timer] = set()  # at most one pending: the next idle file due to close
+        self._stopping = False
         self.linger_s = linger_s
+        self.keep_until_wanted = True
+        """Keep an idle file open until another process asks for it (False: close after the linger)."""
 
     def acquire(self, key: str, opener) -> duckdb.DuckDBPyConnection:
         while True:
             with self._lock:
                 entry = self._open.get(key)
-                if entry is not None and entry[1] == 0 and time.monotonic() - entry[3] > MAX_HOLD_S:
+                if (entry is not None and entry[1] == 0 and time.monotonic() - entry[3] > MAX_HOLD_S
+                        and _wanted(key)):
                     del self._open[key]  # held long enough: give other processes a turn
                     entry[0].close()
                     entry = None
@@ -96,7 +135,7 @@ class _SharedInstances:
                     pause = False
                 if not pause:
                     if entry is None:
-                        entry = self._open[key] = [opener(), 0, 0, time.monotonic()]
+                        entry = self._open[key] = [opener(), 0, 0, time.monotonic(), 0.0]
                     entry[1] += 1
                     entry[2] += 1
                     return entry[0].cursor()
@@ -113,21 +152,35 @@ class _SharedInstances:
                 del self._open[key]
                 entry[0].close()
                 return
-            generation = entry[2]
-        timer = threading.Timer(self.linger_s, self._close_if_idle, args=(key, generation))
-        timer.args = (key, generation, timer)
-        timer.daemon = True
-        with self._lock:
+            entry[4] = time.monotonic() + self.linger_s  # close at this time unless used again
+            if self._timers:  # the one pending timer will find it (a key press runs dozens of sessions)
+                return
+            timer = threading.Timer(self.linger_s, self._close_idle_due)
+            timer.args = (timer,)
+            timer.daemon = True
             self._timers.add(timer)
         timer.start()
 
-    def _close_if_idle(self, key: str, generation: int, timer: threading.Timer | None = None) -> None:
+    def _close_idle_due(self, timer: threading.Timer | None = None) -> None:
+        """Close the files idle past their linger that another process asks for; while any idle file
+        stays open, look again (for the next one due, or for a signal)."""
         with self._lock:
             self._timers.discard(timer)
-            entry = self._open.get(key)
-            if entry is not None and entry[1] == 0 and entry[2] == generation:
-                del self._open[key]
-                entry[0].close()
+            now = time.monotonic()
+            due = []
+            for key, entry in list(self._open.items()):
+                if entry[1] == 0 and entry[4] <= now and (self.keep_until_wanted is False or _wanted(key)):
+                    del self._open[key]
+                    entry[0].close()
+                elif entry[1] == 0:
+                    due.append(max(entry[4], now + WANT_POLL_S))
+            if not due or self._stopping:
+                return
+            nxt = threading.Timer(max(min(due) - now, 0.01), self._close_idle_due)
+            nxt.args = (nxt,)
+            nxt.daemon = True
+            self._timers.add(nxt)
+        nxt.start()
 
     def close_idle(self, *, stop_timers: bool = False) -> None:
         """Close every instance no session is using now (before handing the file to another process).
@@ -138,6 +191,7 @@ class _SharedInstances:
         """
         with self._lock:
             timers = list(self._timers) if stop_timers else []
+            self._stopping = self._stopping or stop_timers
             for key in [k for k, e in self._open.items() if e[1] == 0]:
                 self._open.pop(key)[0].close()
         for timer in timers:
@@ -145,6 +199,7 @@ class _SharedInstances:
             timer.join()
         with self._lock:
             self._timers.difference_update(timers)
+            self._stopping = False
 
 
 _INSTANCES = _SharedInstances()
@@ -188,14 +243,19 @@ class Database:
         self.read_only = bool(read_only)
         self._migrated = False
         self._lock = threading.Lock()
+        self._reads: dict[str, tuple[tuple, object]] = {}  # key -> (generation, value): see cached()
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.timeout
         delay = 0.005
+        asked = False
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=self.read_only)
+                con = duckdb.connect(str(self.path), read_only=self.read_only)
             except (duckdb.IOException, duckdb.ConnectionException) as exc:
+                if _is_lock_error(exc):
+                    _ask_for(str(self.path.resolve()))  # the holder lets go once idle
+                    asked = True
                 if not _is_lock_error(exc) or time.monotonic() > deadline:
                     if _is_lock_error(exc):
                         raise DatabaseBusy(
@@ -204,6 +264,13 @@ class Database:
                     raise
                 time.sleep(delay * (0.5 + random.random()))  # jitter: no lock-step retries
                 delay = min(delay * 2, YIELD_S / 2)  # never sleep through another process's pause
+            else:
+                if asked:  # got it: the signal is spent (another waiter renews its own)
+                    try:
+                        os.unlink(_want_file(str(self.path.resolve())))
+                    except OSError:
+                        pass
+                return con
 
     @contextmanager
     def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -229,6 +296,45 @@ class Database:
             raise
         finally:
             _INSTANCES.release(key, con)
+
+    def generation(self) -> tuple | None:
+        """A token that changes whenever a transaction commits a change to the file, in this process or in
+        another: the size and modification time of the file and of its write-ahead log (each commit
+        appends to the log; a checkpoint rewrites the file and removes the log). Costs two ``stat``
+        calls and no connection; None while the file does not exist."""
+        out = []
+        for path in (self.path, self._wal):
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                if path is self.path:
+                    return None
+                out.append(None)
+            else:
+                out.append((st.st_size, st.st_mtime_ns))
+        return tuple(out)
+
+    @property
+    def _wal(self) -> Path:
+        return self.path.with_name(self.path.name + ".wal")
+
+    def cached(self, key: str, read: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """``read(con)`` in one transaction, memoised until the database changes (:meth:`generation`).
+
+        For the small reads every page run repeats (settings, classes, the newest round, the current
+        labels): a key press re-reads them once, not once per call. The generation is taken before the
+        read, so a commit racing the read leaves the value under the older token and it is read again.
+        The value is shared: callers must not change it.
+        """
+        gen = self.generation()
+        hit = self._reads.get(key)
+        if gen is not None and hit is not None and hit[0] == gen:
+            return hit[1]  # type: ignore[return-value]
+        with self.session() as con:
+            value = read(con)
+        if gen is not None:
+            self._reads[key] = (gen, value)
+        return value
 
     def _read_only_reason(self, what: str) -> str:
         return (f"this project is read-only: {self.path} (or its folder) is not writable, so {what}; "

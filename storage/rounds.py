@@ -85,5 +85,9 @@ def get_setting(con, key: str, default: str | None = None) -> str | None:
     return row[0] if row else default
 
 
+def all_settings(con) -> dict[str, str]:
+    return dict(con.execute("SELECT key, value FROM settings").fetchall())
+
+
 def set_setting(con, key: str, value: str) -> None:
     con.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", [key, value])

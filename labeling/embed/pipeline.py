@@ -176,12 +176,29 @@ def vectors_of(project: Project, key: str, dim: int, ids: np.ndarray, uris: list
 
 def vector_version(project: Project) -> str | None:
     """The version of the project's active vectors (changes whenever vectors are added or removed), or
-    None before any embedding; a cheap read of the store's metadata, no vectors loaded."""
-    with project.db.session() as con:  # one short transaction for both settings
-        key, dim = (rounds_q.get_setting(con, name) for name in ("vector_key", "vector_dim"))
+    None before any embedding; a cheap read of the store's metadata, no vectors loaded. Every page run
+    asks, so the answer is kept until the store's folder or its metadata file changes (a new chunk
+    is a new file in the folder; a compaction rewrites the metadata)."""
+    settings = project.db.cached("settings", rounds_q.all_settings)
+    key, dim = settings.get("vector_key"), settings.get("vector_dim")
     if not key or not dim:
         return None
-    return VectorStore(project.vectors_dir(key), key=key, dim=int(dim)).version
+    folder = project.vectors_dir(key)
+    try:
+        stamp = tuple((st.st_mtime_ns, st.st_size) for st in (os.stat(folder), os.stat(folder / "meta.json")))
+    except OSError:
+        stamp = None
+    hit = _VERSIONS.get(str(folder))
+    if stamp is not None and hit is not None and hit[0] == stamp:
+        return hit[1]
+    version = VectorStore(folder, key=key, dim=int(dim)).version
+    if stamp is not None:
+        _VERSIONS[str(folder)] = (stamp, version)
+    return version
+
+
+_VERSIONS: dict[str, tuple[tuple, str]] = {}
+"""Vector store folder -> (its and its metadata file's stat, version): see :func:`vector_version`."""
 
 
 def knn_graph_cached(project: Project, pv: ProjectVectors, *, k: int = GRAPH_K) -> KnnGraph:

@@ -34,7 +34,7 @@ from labeling.project import Project
 
 LOG = logging.getLogger(__name__)
 
-NICE = 5
+NICE = 10
 """How much lower the training process's CPU priority is than the server's (where allowed)."""
 POLL_S = 0.1
 """How often the worker asks ``should_stop`` while the child cross-validates."""

@@ -48,9 +48,10 @@ AUDIT_SIZE = 10
 # ---- overlap ------------------------------------------------------------------------------------
 def overlap_settings(project: Project, con=None) -> tuple[float, int, str]:
     """(fraction of items sent to several people, votes wanted on each, the hash salt)."""
-    if con is None:
-        with project.db.session() as c:
-            return overlap_settings(project, c)
+    if con is None:  # the settings every page run reads, re-read only after a change
+        settings = project.db.cached("settings", rounds_q.all_settings)
+        return (float(settings.get(OVERLAP_FRACTION) or 0), int(settings.get(OVERLAP_VOTES) or 2),
+                settings.get(OVERLAP_SALT) or "0")
     fraction = float(rounds_q.get_setting(con, OVERLAP_FRACTION, "0") or 0)
     votes = int(rounds_q.get_setting(con, OVERLAP_VOTES, "2") or 2)
     return fraction, votes, rounds_q.get_setting(con, OVERLAP_SALT, "0") or "0"
@@ -87,6 +88,8 @@ def overlap_state(project: Project, con=None, items: Sequence[int] | None = None
     """(item -> voters for every voted item in the overlap set, votes wanted); empty without overlap.
     With ``items``, only those items are looked at."""
     if con is None:
+        if overlap_settings(project)[0] <= 0:  # no overlap (the usual case): no transaction at all
+            return {}, int(overlap_settings(project)[1])
         with project.db.session() as c:
             return overlap_state(project, c, items)
     fraction, votes, salt = overlap_settings(project, con)

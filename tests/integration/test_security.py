@@ -18,9 +18,17 @@ def test_the_server_listens_on_localhost_unless_told_otherwise():
     assert build_parser().parse_args(["serve", "some-dir"]).host == "127.0.0.1"
 
 
+STRIP = "st.html(neighbour_strip_html("
+"""The one HTML block a page shows: the neighbourhood strip, built by the engine from escaped text and
+inline thumbnails (labeling/views/cards.py), and sanitised again in the browser."""
+
+
 def test_no_page_renders_raw_html():
     for path in [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]:
         text = path.read_text(encoding="utf-8")
+        if path.name == "label.py":
+            assert text.count(STRIP) == 1
+            text = text.replace(STRIP, "")
         assert not re.search(r"unsafe_allow_html\s*=\s*True|st\.html\(|components\.v1", text), path.name
 
 
@@ -41,3 +49,20 @@ def test_a_hostile_class_name_is_shown_as_text_on_the_label_page(trained_project
     labels = [b.label for b in at.button if (b.key or "").startswith("class_")]
     hostile = [lbl for lbl in labels if "script" in lbl]
     assert hostile and all(lbl.endswith(plain(HOSTILE)) for lbl in hostile)
+
+
+def test_a_hostile_class_name_is_text_in_the_neighbourhood_strip(trained_project, app_env):
+    service = LabelingService(trained_project)
+    item = service.queue(1)[0].item_id
+    neighbour = service.neighbours(item, k=3)[0].item_id
+    service.label([neighbour], HOSTILE, user="mallory")
+    app_env(trained_project)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    at.run()
+    assert not at.exception, at.exception
+    shown = at.session_state["current_item"]
+    strip = next(e.proto.body for e in at.get("html"))
+    if neighbour in [n.item_id for n in service.neighbours(shown, k=12)]:
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in strip
+    assert "<script" not in strip and "href=" not in strip  # the name is text, never a tag or a link
+    assert not re.search(r"\son\w+\s*=", strip)  # no event handler attributes

@@ -1,0 +1,63 @@
+"""The Label page's neighbourhood strip as one piece of HTML: a dozen thumbnails and their captions.
+
+Drawn as a dozen ``st.image`` calls, a neighbourhood is some thirty page elements and a dozen image
+requests on every key press; as one HTML block it is one element whose thumbnails travel inline (a
+few kilobytes each). Every name in it (class names are typed by people) is escaped, so nothing a
+person types is ever interpreted as markup.
+"""
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+from labeling.results import Neighbour
+
+STRIP_CSS = ("display:grid;grid-template-columns:repeat({cols},minmax(0,1fr));gap:0.5rem;"
+             "font-size:0.8rem;line-height:1.2")
+MISSING = ("data:image/svg+xml;base64,"
+           + base64.b64encode(b'<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64">'
+                              b'<rect width="64" height="64" fill="#ddd"/></svg>').decode())
+"""A grey square where a thumbnail file is missing (a pruned cache): the strip still shows the rest."""
+
+
+@lru_cache(maxsize=4_096)
+def _data_uri(path: str, stamp: tuple[int, int]) -> str:
+    with open(path, "rb") as fh:
+        data = fh.read()
+    kind = "png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "jpeg"
+    return f"data:image/{kind};base64,{base64.b64encode(data).decode()}"
+
+
+def thumb_uri(path: str | Path) -> str:
+    """The thumbnail file as a ``data:`` URI (cached per file and modification), or a grey square."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return MISSING
+    try:
+        return _data_uri(str(path), (st.st_mtime_ns, st.st_size))
+    except OSError:
+        return MISSING
+
+
+def caption(n: Neighbour, candidates: Iterable[int]) -> str:
+    """``0.93 · cat ✓``: similarity, the human label (or ``suggestion?``, or ``—``), and a tick for the
+    items that "accept the neighbourhood" would label too. Plain text (escape it for HTML)."""
+    shown = n.label or (f"{n.pseudo_label}?" if n.pseudo_label else "—")
+    mark = " ✓" if n.item_id in set(candidates) else ""
+    return f"{n.similarity:.2f} · {shown}{mark}"
+
+
+def neighbour_strip_html(neighbours: Sequence[Neighbour], candidates: Iterable[int], *, columns: int = 6) -> str:
+    """One HTML block: the neighbours in a grid of ``columns``, each thumbnail above its caption."""
+    chosen = set(int(c) for c in candidates)
+    cells = []
+    for n in neighbours:
+        text = html.escape(caption(n, chosen))
+        cells.append(f'<figure style="margin:0" title="{html.escape(n.uri)}">'
+                     f'<img src="{thumb_uri(n.thumb)}" alt="{text}" style="width:100%;border-radius:4px">'
+                     f'<figcaption style="text-align:center;opacity:0.7">{text}</figcaption></figure>')
+    return f'<div class="quorum-neighbours" style="{STRIP_CSS.format(cols=int(columns))}">{"".join(cells)}</div>'

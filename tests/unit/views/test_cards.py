@@ -1,0 +1,46 @@
+"""The neighbourhood strip: one HTML block, thumbnails inline, every typed name escaped."""
+from __future__ import annotations
+
+import base64
+import re
+
+from PIL import Image
+
+from labeling.results import Neighbour
+from labeling.views.cards import MISSING, caption, neighbour_strip_html, thumb_uri
+
+
+def _thumb(path, colour):
+    Image.new("RGB", (8, 8), colour).save(path, "JPEG")
+    return str(path)
+
+
+def test_strip_inlines_each_thumbnail_and_marks_the_candidates(tmp_path):
+    a = Neighbour(1, "img/a.png", 0.95, _thumb(tmp_path / "a.jpg", "red"), None, "cat", 0.9)
+    b = Neighbour(2, "img/b.png", 0.81, _thumb(tmp_path / "b.jpg", "blue"), "dog", None, None)
+    c = Neighbour(3, "img/c.png", 0.40, str(tmp_path / "gone.jpg"), None, None, None)
+    out = neighbour_strip_html([a, b, c], candidates=[1])
+    srcs = re.findall(r'<img src="([^"]+)"', out)
+    assert len(srcs) == 3
+    assert base64.b64decode(srcs[0].split(",", 1)[1]) == (tmp_path / "a.jpg").read_bytes()
+    assert srcs[0].startswith("data:image/jpeg;base64,") and srcs[2] == MISSING  # a pruned thumbnail: grey
+    captions = re.findall(r"<figcaption[^>]*>(.*?)</figcaption>", out)
+    assert captions == ["0.95 · cat? ✓", "0.81 · dog", "0.40 · —"]
+    assert "repeat(6," in out
+
+
+def test_names_people_typed_are_never_markup(tmp_path):
+    evil = '<img src=x onerror="alert(1)">'
+    n = Neighbour(1, 'x"><script>alert(2)</script>.png', 0.9, _thumb(tmp_path / "a.jpg", "red"), evil, None, None)
+    out = neighbour_strip_html([n], candidates=[])
+    assert "<script>" not in out and "onerror=\"alert" not in out
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in out
+    assert caption(n, []) == f"0.90 · {evil}"  # plain text before escaping
+
+
+def test_a_changed_thumbnail_is_read_again(tmp_path):
+    path = _thumb(tmp_path / "a.jpg", "red")
+    first = thumb_uri(path)
+    Image.new("RGB", (16, 16), "green").save(path, "PNG")
+    second = thumb_uri(path)
+    assert first != second and second.startswith("data:image/png;base64,")
