@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd  # noqa: F401  imported first: plotly's lazy pandas import must not race the first click
 import streamlit as st
 
-from pages.common import get_service, sign_in_page, signed_in, sidebar
+from app_pages.common import PageDone, get_service, sign_in_page, signed_in, sidebar
 
 
 def main() -> None:
@@ -19,20 +19,21 @@ def main() -> None:
         st.navigation([st.Page(sign_in_page, title="Sign in", url_path="sign-in")], position="hidden").run()
         return
     pages = [
-        st.Page("pages/label.py", title="Label", icon=":material/label:", default=True),
-        st.Page("pages/map.py", title="Map", icon=":material/map:"),
+        st.Page("app_pages/label.py", title="Label", icon=":material/label:", default=True),
+        st.Page("app_pages/map.py", title="Map", icon=":material/map:"),
     ]
     if who.allows("reviewer"):  # the engine refuses annotators too; this only hides it
-        pages.append(st.Page("pages/review.py", title="Review", icon=":material/rule:"))
+        pages.append(st.Page("app_pages/review.py", title="Review", icon=":material/rule:"))
     pages += [
-        st.Page("pages/model.py", title="Model", icon=":material/monitoring:"),
-        st.Page("pages/data.py", title="Data", icon=":material/folder_open:"),
+        st.Page("app_pages/model.py", title="Model", icon=":material/monitoring:"),
+        st.Page("app_pages/data.py", title="Data", icon=":material/folder_open:"),
     ]
     nav = st.navigation(pages)
     try:
         nav.run()
-    finally:  # the sidebar after the page: a key press's next card is on its way before the sidebar is drawn
-        sidebar()
+    except PageDone:  # the page ended early (app_pages.common.done): its sidebar is still drawn
+        pass
+    sidebar()  # after the page: a key press's next card is on its way before the sidebar is drawn
 
 
 # Streamlit runs this file as "__main__" (and leaves it registered as the main module). A process that

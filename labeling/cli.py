@@ -247,12 +247,52 @@ def cmd_check(a) -> int:
 
 def cmd_simulate(a) -> int:
     from labeling.active.simulate import format_table, simulate_folder
-    res = simulate_folder(a.src, strategies=a.strategies.split(","), budgets=[int(b) for b in a.budgets.split(",")],
+    from labeling.active.trust import parse_targets
+    targets = None if a.auto_accept is None else parse_targets(a.auto_accept)
+    try:
+        budgets = [int(b) for b in a.budgets.split(",")]
+    except ValueError as exc:
+        raise ValueError(f"budgets must be integers like 10,20,50; got {a.budgets!r}") from exc
+    res = simulate_folder(a.src, strategies=a.strategies.split(","), budgets=budgets,
                           repeats=a.repeats, test_fraction=a.test_fraction, seed=a.seed, device=a.device,
-                          backbone=a.backbone, progress=None if a.quiet else (lambda s: print(s, file=sys.stderr)))
+                          backbone=a.backbone, progress=None if a.quiet else (lambda s: print(s, file=sys.stderr)),
+                          auto_accept=targets)
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=2))
     _print(res, a.format, format_table(res))
+    return 0
+
+
+def cmd_auto_accept(a) -> int:
+    from labeling.service import LabelingService
+    from labeling.views.model_report import accept_batch, auto_accept_plan
+    if not 0.0 < a.target < 1.0:
+        raise ValueError(f"--target must lie in (0, 1); got {a.target}")
+    service = LabelingService(a.dir)
+    plan = auto_accept_plan(service, target_precision=a.target, min_support=a.min_held_out)
+    if plan is None:
+        raise LookupError("no round with cross-validated human labels yet: label some items and run train")
+    out = plan.to_dict()
+    accepted = None
+    if not a.dry_run:
+        if not plan.candidates:
+            raise ValueError(f"nothing to accept at target {a.target}: no unlabeled item clears its class threshold")
+        accepted = accept_batch(service, plan.candidates, user=a.user, model_round=plan.round_id)
+        out.update(batch_id=accepted.batch_id, accepted=accepted.item_ids, skipped=accepted.skipped)
+    out["dry_run"] = bool(a.dry_run)
+    text = plan.to_text()
+    if accepted is not None:
+        text += (f"\naccepted {len(accepted.item_ids)} items as batch {accepted.batch_id} "
+                 f"(undo: python -m labeling undo DIR --user NAME --batch {accepted.batch_id})")
+    _print(out, a.format, text)
+    return 0
+
+
+def cmd_suspects(a) -> int:
+    from labeling.service import LabelingService
+    from labeling.team.review import SUSPECT_KEYS, format_suspects, suspected_errors
+    rows = suspected_errors(LabelingService(a.dir), limit=a.limit)
+    _print([{k: r.get(k) for k in SUSPECT_KEYS} for r in rows], a.format, format_suspects(rows))
     return 0
 
 
@@ -425,10 +465,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     s.add_argument("--backbone")
+    s.add_argument("--auto-accept", metavar="TARGETS",
+                   help="measure trust at these target precisions, e.g. 0.95,0.97: the true precision and "
+                        "coverage of auto-accept, the calibration error of the shown confidence, and "
+                        "LogisticRegression / RandomForest baselines on the same labels")
     s.add_argument("--out", help="write results JSON here")
     s.add_argument("--quiet", action="store_true")
     _fmt_arg(s)
     s.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("auto-accept", help="accept the confident pseudo-labels the Model page would accept, as one "
+                                           "undoable batch (--dry-run: list them with thresholds and bounds)")
+    s.add_argument("dir")
+    s.add_argument("--target", type=float, default=0.95, help="target precision in (0, 1) (default 0.95)")
+    s.add_argument("--dry-run", action="store_true", help="list the candidates, write nothing")
+    s.add_argument("--user", default="auto-accept", help="the name stored with the accepted labels")
+    s.add_argument("--min-held-out", type=int, default=5,
+                   help="fewest held-out labels predicted as a class for it to get a threshold (default 5)")
+    _fmt_arg(s)
+    s.set_defaults(func=cmd_auto_accept)
+
+    s = sub.add_parser("suspects", help="human labels that the model and the neighbours contradict, most likely first")
+    s.add_argument("dir")
+    s.add_argument("--limit", type=int, help="at most this many (default: all)")
+    _fmt_arg(s)
+    s.set_defaults(func=cmd_suspects)
 
     s = sub.add_parser("serve", help="open the labeling app on a project")
     s.add_argument("dir")

@@ -2,5 +2,6 @@
 start by typicality, the default policy, and the label-efficiency simulation.
 
 Fourth step of the loop. Acquisition imports numpy and scipy only; cold start and selection add
-scikit-learn and ``labeling.search``; ``simulate`` may import ``labeling.model``.
+scikit-learn and ``labeling.search``; ``simulate`` may import ``labeling.model``, and its trust
+measurement (``trust``) ``labeling.team.autoaccept`` too, so that it scores the app's own auto-accept.
 """

@@ -3,6 +3,10 @@
 Every strategy is scored with the same learner (the app's own ``labeling.model.learner``), so the
 comparison is of *what gets labeled*. Test items stay unlabeled in the pool's kNN graph, as in the
 app, but their labels are never revealed: accuracy is measured on them only.
+
+With auto-accept targets, each budget also measures trust (``labeling.active.trust``): the true
+precision and coverage of auto-accept chosen as the app chooses it, the calibration error of the
+confidence shown, and LogisticRegression / RandomForest baselines trained on the same labels.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import numpy as np
 
 from labeling.active import acquisition
 
-from labeling.active import coldstart, selection
+from labeling.active import coldstart, selection, trust
 from labeling.model.ensemble import EnsembleConfig, FeatureScaler
 from labeling.model.learner import LearnerConfig, fit_predict
 from labeling.embed.pipeline import ProjectVectors
@@ -92,12 +96,15 @@ def _test_split(data: SimData, rng: np.random.Generator, test_fraction: float) -
 
 
 def _replay(strategy: str, data: SimData, test: np.ndarray, budgets: list[int], cfg: LearnerConfig, device: str,
-            srng: np.random.Generator, acc_row: np.ndarray, prop_row: np.ndarray) -> None:
+            srng: np.random.Generator, acc_row: np.ndarray, prop_row: np.ndarray,
+            targets: Sequence[float] | None = None, seed: int = 0) -> list[dict]:
     """Label up to each budget with ``strategy``, refit, and write the held-out accuracy into ``acc_row``
-    (and, for the default policy, label propagation's into ``prop_row``)."""
+    (and, for the default policy, label propagation's into ``prop_row``). With ``targets`` (a list,
+    possibly empty), returns the trust figures of each budget (``trust.measure``), else []."""
     n, c = len(data.y), len(data.classes)
     labels = np.full(n, -1, dtype=np.int64)
     pred = None
+    cases: list[dict] = []
     for b_i, budget in enumerate(budgets):
         need = budget - int((labels >= 0).sum())
         eligible = (~test) & (labels < 0)
@@ -108,6 +115,10 @@ def _replay(strategy: str, data: SimData, test: np.ndarray, budgets: list[int], 
         if strategy == "default":
             prop = label_propagation(data.graph[0], data.graph[1], labels, c, operator=graph_operator(data.graph))
             prop_row[b_i] = float((prop[test].argmax(axis=1) == data.y[test]).mean())
+        if targets is not None:
+            cases.append(trust.measure(data.x, data.graph, labels, data.y, test, pred, cfg, device, targets,
+                                       seed=seed))
+    return cases
 
 
 def run(
@@ -121,9 +132,15 @@ def run(
     device: str = "cpu",
     config: LearnerConfig | None = None,
     progress: Callable[[str], None] | None = None,
+    auto_accept: Sequence[float] | None = None,
 ) -> dict:
-    """Accuracy on held-out items after each budget, per strategy, mean and std over repeats."""
+    """Accuracy on held-out items after each budget, per strategy, mean and std over repeats.
+
+    With ``auto_accept`` (targets in (0, 1); an empty list measures calibration and baselines only),
+    each strategy's result also has ``trust`` (``labeling.active.trust.summarise``)."""
     budgets = _checked_budgets(strategies, budgets, test_fraction)
+    targets = None if auto_accept is None else trust.parse_targets(list(auto_accept))
+    cases: dict[str, list[list[dict]]] = {s: [] for s in strategies}
     n, c = len(data.y), len(data.classes)
     acc = {s: np.zeros((repeats, len(budgets))) for s in strategies}
     prop_acc = np.zeros((repeats, len(budgets)))
@@ -135,18 +152,32 @@ def run(
         for strategy in strategies:
             cfg = config or LearnerConfig(ensemble=EnsembleConfig(seed=seed + r))
             srng = np.random.default_rng([seed, r, zlib.crc32(strategy.encode())])
-            _replay(strategy, data, test, budgets, cfg, device, srng, acc[strategy][r], prop_acc[r])
+            cases[strategy].append(_replay(strategy, data, test, budgets, cfg, device, srng, acc[strategy][r],
+                                           prop_acc[r], targets, seed=seed + r))
             if progress:
                 progress(f"repeat {r + 1}/{repeats} {strategy}: " +
                          " ".join(f"{b}:{a:.3f}" for b, a in zip(budgets, acc[strategy][r])))
+    out = _results(strategies, acc, prop_acc, cases, targets)
+    out.update(budgets=budgets, n_items=n, n_classes=c, repeats=repeats, test_fraction=test_fraction,
+               classes=data.classes)
+    return out
+
+
+def _results(strategies, acc: dict, prop_acc: np.ndarray, cases: dict, targets: list[float] | None) -> dict:
+    """The per-strategy summaries of a replay (mean and std over repeats, trust where measured)."""
     results = {s: {"accuracy_mean": acc[s].mean(0).tolist(), "accuracy_std": acc[s].std(0).tolist()}
                for s in strategies}
+    if targets is not None:
+        for s in strategies:
+            results[s]["trust"] = trust.summarise(cases[s], targets)
     if "default" in strategies:
         results["knn_propagation"] = {"accuracy_mean": prop_acc.mean(0).tolist(),
                                       "accuracy_std": prop_acc.std(0).tolist(),
                                       "note": "label propagation alone from the default policy's labels"}
-    return {"budgets": budgets, "results": results, "n_items": n, "n_classes": c, "repeats": repeats,
-            "test_fraction": test_fraction, "classes": data.classes}
+    out = {"results": results}
+    if targets is not None:
+        out["auto_accept_targets"] = targets
+    return out
 
 
 def format_table(result: dict) -> str:
@@ -156,11 +187,11 @@ def format_table(result: dict) -> str:
     for name, r in result["results"].items():
         cells = "".join(f"{m * 100:>8.1f} ±{s * 100:>4.1f}" for m, s in zip(r["accuracy_mean"], r["accuracy_std"]))
         lines.append(f"{name:<18}{cells}")
-    return "\n".join(lines)
+    return "\n".join(lines) + trust.format_trust(result)
 
 
 def simulate_folder(src: str | Path, *, strategies, budgets, repeats, test_fraction, seed=0, device="auto",
-                    backbone=None, progress=None) -> dict:
+                    backbone=None, progress=None, auto_accept=None) -> dict:
     """Import ``src`` as a project (no labels), embed it once (cached), and run the replay."""
     from labeling.device import pick_device
     from labeling.data.importer import import_folder
@@ -174,4 +205,4 @@ def simulate_folder(src: str | Path, *, strategies, budgets, repeats, test_fract
     graph = knn_graph_cached(project, pv)
     data = prepare(pv, graph)
     return run(data, strategies=strategies, budgets=budgets, repeats=repeats, test_fraction=test_fraction,
-               seed=seed, device=str(pick_device(device)), progress=progress)
+               seed=seed, device=str(pick_device(device)), progress=progress, auto_accept=auto_accept)

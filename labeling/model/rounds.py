@@ -21,7 +21,7 @@ import numpy as np
 from labeling.active import coldstart, selection
 from labeling.device import pick_device
 from labeling.model.ensemble import EnsembleConfig, FeatureScaler
-from labeling.model.learner import LearnerConfig, fit_predict
+from labeling.model.learner import LearnerConfig, fit_predict, with_fixed_blend
 from labeling.embed.pipeline import knn_graph_cached, vector_source, vectors_of
 from labeling.project import Project
 from labeling.team.review import pending_overlap
@@ -70,11 +70,51 @@ class RoundPredictions:
         return index
 
 
-def _cross_validate(x, labels, n_classes, graph, config: LearnerConfig, device, *, seed: int = 0,
-                    should_stop: Callable[[], bool] | None = None) -> tuple[dict, dict[str, np.ndarray]] | None:
+CV_FOLDS = 5
+"""Folds of the cross-validation once every class has plenty of labels."""
+STARVED_PER_CLASS = 10
+"""Below this many labels in some class, five folds would train on too few labels: use more folds."""
+STARVED_FOLDS = 10
+"""Folds when labels are few (at most one per label: leave-one-out on the smallest projects)."""
+
+
+def cv_fold_count(counts: np.ndarray) -> int:
+    """How many folds to cross-validate with, from the label count of each class.
+
+    Five folds train each fold on 80 % of the labels, which biases the figures low when a class has
+    only a few: with 2 labels per class, 2 folds would train on 1 label per class. Below
+    ``STARVED_PER_CLASS`` labels in some class the folds are ``STARVED_FOLDS`` (or one per label,
+    leave-one-out, when there are fewer labels), so that every fold trains on ~90 % or more of them.
+    """
+    counts = np.asarray(counts)
+    usable = counts[counts >= 2]
+    if not len(usable):
+        raise ValueError("cross-validation needs a class with at least two labels")
+    if usable.min() >= STARVED_PER_CLASS:
+        return CV_FOLDS
+    return int(min(STARVED_FOLDS, usable.sum()))
+
+
+def _assign_folds(labels: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Stratified fold of each labeled row: each class spread over the folds, starting where the previous
+    class stopped, so that small classes never all land in the same few folds."""
+    assign = np.empty(len(labels), dtype=np.int64)
+    offset = 0
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        assign[members] = (offset + rng.permutation(len(members))) % folds
+        offset += len(members)
+    return assign
+
+
+def cross_validate(x, labels, n_classes, graph, config: LearnerConfig, device, *, seed: int = 0,
+                   should_stop: Callable[[], bool] | None = None) -> tuple[dict, dict[str, np.ndarray]] | None:
     """Cross-validated accuracy and expected calibration error of the learner on human labels, and the
     held-out outputs: rows, confidence, predicted and true column. None when ``should_stop`` (asked
-    before each fold) said so: the caller has newer labels to train on."""
+    before each fold) said so: the caller has newer labels to train on.
+
+    The figures say what they rest on: ``cv_labels`` (held-out labels), ``cv_folds`` and
+    ``cv_train_labels`` (mean labels each fold trained on)."""
     labeled = np.flatnonzero(labels >= 0)
     counts = np.bincount(labels[labeled], minlength=n_classes)
     if (counts >= 2).sum() < 2:
@@ -84,32 +124,30 @@ def _cross_validate(x, labels, n_classes, graph, config: LearnerConfig, device, 
     labeled = labeled[counts[labels[labeled]] >= 2]
     if len(labeled) > CV_MAX_LABELS:
         labeled = np.sort(rng.choice(labeled, CV_MAX_LABELS, replace=False))
-    folds = int(min(5, max(2, counts[counts >= 2].min())))
-    assign = np.empty(len(labeled), dtype=np.int64)
-    for c in np.unique(labels[labeled]):  # stratified fold assignment
-        members = np.flatnonzero(labels[labeled] == c)
-        assign[members] = rng.permutation(len(members)) % folds
-    conf_all, correct_all, rows_all, pred_all = [], [], [], []
+    folds = cv_fold_count(np.bincount(labels[labeled], minlength=n_classes))
+    assign = _assign_folds(labels[labeled], folds, rng)
+    conf_all, rows_all, pred_all, trained = [], [], [], []
     for f in range(folds):
         if should_stop is not None and should_stop():
             return None
         held = labeled[assign == f]
         masked = labels.copy()
         masked[held] = -1
-        if (masked >= 0).sum() == 0:
+        if not len(held) or (masked >= 0).sum() == 0:
             continue
-        pred = fit_predict(x, masked, n_classes, graph=graph, config=config, device=device)
-        mean = pred.mean[held]
+        mean = fit_predict(x, masked, n_classes, graph=graph, config=config, device=device).mean[held]
         conf_all.append(mean.max(axis=1))
-        correct_all.append(mean.argmax(axis=1) == labels[held])
         rows_all.append(held)
         pred_all.append(mean.argmax(axis=1))
-    conf, correct = np.concatenate(conf_all), np.concatenate(correct_all)
+        trained.append(int((masked >= 0).sum()))
+    conf = np.concatenate(conf_all)
     rows = np.concatenate(rows_all).astype(np.int64)
-    outputs = {"rows": rows, "confidence": conf.astype(np.float32),
-               "predicted": np.concatenate(pred_all).astype(np.int64), "true": labels[rows]}
+    predicted = np.concatenate(pred_all).astype(np.int64)
+    correct = predicted == labels[rows]
+    outputs = {"rows": rows, "confidence": conf.astype(np.float32), "predicted": predicted, "true": labels[rows]}
     return ({"cv_accuracy": float(correct.mean()), "ece": expected_calibration_error(conf, correct),
-             "cv_folds": folds, "cv_labels": int(len(labeled))}, outputs)
+             "cv_folds": folds, "cv_labels": int(len(labeled)), "cv_train_labels": float(np.mean(trained))},
+            outputs)
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, *, n_bins: int = 15) -> float:
@@ -148,8 +186,8 @@ class PendingCV:
         """Cross-validate, write the held-out outputs beside the round's file and return the figures
         (no database); None when ``should_stop`` interrupted."""
         t0 = time.perf_counter()
-        got = _cross_validate(self.x, self.labels, self.n_classes, self.graph, self.config, self.device,
-                              seed=self.seed, should_stop=should_stop)
+        got = cross_validate(self.x, self.labels, self.n_classes, self.graph, self.config, self.device,
+                             seed=self.seed, should_stop=should_stop)
         if got is None:
             return None
         metrics, held = got
@@ -325,8 +363,12 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
             probs, x, min(DEFAULT_BATCH, int((labels < 0).sum())), labels=labels, n_classes=c, rng=rng,
             exclude=labels >= 0, knn_sims=graph[0], scores=scores, weights=pred.weights)
         counts = np.bincount(labels[labels >= 0], minlength=c)
+        if "knn-propagation" in members:
+            metrics.update(knn_weight=float(member_weights[members.index("knn-propagation")]),
+                           knn_sharpen=pred.knn_power)
         if cv and (counts >= 2).sum() >= 2:
-            pending = PendingCV(-1, x, labels, c, graph, config, dev, seed, pv.item_ids, class_ids)
+            pending = PendingCV(-1, x, labels, c, graph, with_fixed_blend(config, pred), dev, seed, pv.item_ids,
+                                class_ids)
         elif cv:
             metrics.update(cv_accuracy=None, ece=None, cv_note="needs two labels in each of two classes")
     else:

@@ -216,13 +216,30 @@ def _suspect(item: int, c: int, conf: float, current: labels_q.LabelState, names
             "labeled_by": current.user_name, "source": current.source}
 
 
-def suspected_errors(service, *, min_neighbour_disagreement: float = 0.5, limit: int = 100) -> list[dict]:
+SUSPECT_KEYS = ("item_id", "uri", "label", "suggested", "confidence", "threshold", "neighbour_disagreement", "score",
+                "labeled_by", "source")
+"""The fields of a suspected error that the command line reports."""
+
+
+def format_suspects(rows: list[dict]) -> str:
+    """Suspected errors as a plain-text table, most likely first."""
+    lines = [f"{len(rows)} suspected label errors, most likely first",
+             f"{'item_id':>8}  {'label':<16}{'suggested':<16}{'conf':>6}{'nbrs':>6}  uri"]
+    lines += [f"{r['item_id']:>8}  {str(r['label'])[:15]:<16}{str(r['suggested'])[:15]:<16}{r['confidence']:>6.2f}"
+              f"{r['neighbour_disagreement']:>6.2f}  {r.get('uri')}" for r in rows]
+    return "\n".join(lines)
+
+
+def suspected_errors(service, *, min_neighbour_disagreement: float = 0.5, limit: int | None = None) -> list[dict]:
     """Human labels contradicted by a confident held-out ensemble prediction and by the neighbours.
 
     ``service`` is a :class:`labeling.service.LabelingService` (for its cached round and kNN graph). Each
     entry: item_id, uri, label, suggested (the ensemble's class), confidence, threshold (that class's
-    typical confidence), neighbour_disagreement, score, labeled_by, source. Most suspect first.
+    typical confidence), neighbour_disagreement, score, labeled_by, source. Most suspect first; every
+    suspect unless ``limit`` (>= 0) caps them.
     """
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be non-negative; got {limit}")
     from labeling.model.propagation import loo_knn_disagreement
 
     got = service.predictions()
@@ -249,7 +266,7 @@ def suspected_errors(service, *, min_neighbour_disagreement: float = 0.5, limit:
         if entry is not None:
             out.append(entry)
     out.sort(key=lambda d: (-d["score"], d["item_id"]))
-    out = out[:limit]
+    out = out if limit is None else out[:limit]
     attach_uris(project, out)
     return out
 

@@ -24,7 +24,8 @@ from storage import labels as labels_q
 HISTORY_COLUMNS = ("id", "status", "labels", "cv_accuracy", "ece", "seconds", "finished", "error")
 PER_CLASS_COLUMNS = ("class_id", "class", "support", "predicted", "precision", "recall")
 RELIABILITY_COLUMNS = ("bin", "lower", "upper", "confidence", "accuracy", "count")
-THRESHOLD_COLUMNS = ("class_id", "class", "threshold", "precision", "support", "candidates")
+THRESHOLD_COLUMNS = ("class_id", "class", "threshold", "held_out", "support", "precision", "lower", "upper",
+                     "candidates", "note")
 
 
 class Accepted(NamedTuple):
@@ -44,12 +45,57 @@ class AutoAcceptPlan:
     round_id: int
     target_precision: float
     thresholds: pd.DataFrame
-    """One row per class: ``THRESHOLD_COLUMNS``; threshold and precision are NaN where none qualifies."""
+    """One row per class: ``THRESHOLD_COLUMNS``: its threshold (NaN: accepts nothing, ``note`` says why),
+    held-out items predicted as it, those above the threshold (support) and their precision with its
+    Clopper-Pearson interval (lower, upper), and the unlabeled candidates it would accept."""
     candidates: list[Candidate]
     """Unlabeled items that clear their class threshold, most confident first."""
-    estimated_precision: float | None
-    """Candidate-weighted precision measured on held-out human labels (None without candidates)."""
+    bound: float | None
+    """One-sided lower confidence bound on the precision of what is accepted, from the held-out human
+    labels above the thresholds (None when no class has a threshold): the figure to show."""
+    interval: tuple[float, float] | None
+    """The bound and its upper counterpart: the two-sided ``2 * confidence - 1`` interval."""
+    support: int
+    """Held-out human labels above the thresholds: what the bound rests on."""
+    held_out: int
+    """All held-out human labels of the round."""
+    confidence: float
+    """Confidence level of the bound (0.95: one-sided 95 %)."""
     class_names: dict[int, str]
+
+    @property
+    def estimated_precision(self) -> float | None:
+        """The honest estimate: the lower bound (None without candidates)."""
+        return self.bound if self.candidates else None
+
+    def to_text(self) -> str:
+        """The plan as the command line prints it: the bound, what it rests on, one line per class."""
+        lines = [f"round {self.round_id}: target {self.target_precision:.1%}, {len(self.candidates)} candidates"]
+        if self.bound is None:
+            lines.append(f"  no class reaches the target with {self.held_out} held-out labels: nothing to accept")
+        else:
+            lo, hi = self.interval
+            lines.append(f"  precision at least {lo:.1%} ({self.confidence:.0%} lower bound; interval {lo:.1%}-{hi:.1%}) "
+                         f"on {self.support} of {self.held_out} held-out labels")
+        lines.append(f"  {'class':<20}{'threshold':>10}{'held-out':>9}{'above':>7}{'bound':>8}{'accept':>8}  note")
+        for r in self.to_dict()["classes"]:
+            t = "-" if r["threshold"] is None else f"{r['threshold']:.3f}"
+            b = "-" if r["lower"] is None else f"{r['lower']:.1%}"
+            lines.append(f"  {str(r['class'])[:19]:<20}{t:>10}{r['held_out']:>9}{r['support']:>7}{b:>8}"
+                         f"{r['candidates']:>8}  {r['note']}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """Plain data for ``--format json``: the rule, its evidence and every candidate."""
+        classes = []
+        for row in self.thresholds.to_dict("records"):
+            classes.append({k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()})
+        return {"round_id": self.round_id, "target_precision": self.target_precision, "confidence": self.confidence,
+                "bound": self.bound, "interval": None if self.interval is None else list(self.interval),
+                "support": self.support, "held_out": self.held_out, "classes": classes,
+                "candidates": [{"item_id": c.item_id, "class_id": c.class_id,
+                                "class": self.class_names.get(c.class_id, str(c.class_id)),
+                                "confidence": c.confidence, "calibrated": c.calibrated} for c in self.candidates]}
 
 
 def _first_line(text: str | None) -> str:
@@ -172,18 +218,26 @@ def auto_accept_plan(
     service: LabelingService,
     *,
     target_precision: float = 0.95,
-    min_support: int = 5,
-    z: float = 0.0,
+    min_support: int = autoaccept.MIN_CLASS_HELD_OUT,
+    confidence: float = autoaccept.DEFAULT_CONFIDENCE,
 ) -> AutoAcceptPlan | None:
-    """Per-class thresholds for ``target_precision`` and the items they would accept.
+    """Per-class thresholds for ``target_precision`` and the items they would accept: the one engine
+    function behind the Model page and ``python -m labeling auto-accept``.
 
-    Thresholds come from ``autoaccept.class_thresholds`` on the newest round's held-out outputs
-    (empirical precision by default, the Wilson lower bound for ``z > 0``); candidates are the
-    round's pseudo-labels of items without a human decision.
+    Thresholds come from ``autoaccept.select_thresholds`` on the newest round's held-out outputs: the
+    one-sided Clopper-Pearson lower bound at ``confidence`` on the held-out precision of everything
+    accepted reaches the target, and a class with fewer than ``min_support`` held-out items gets no
+    threshold. Candidates are the round's pseudo-labels of items without a human decision, with their
+    confidence calibrated (isotonic) on the held-out outputs.
 
     Returns
     -------
     AutoAcceptPlan, or None when the newest round has no cross-validated outputs.
+
+    Raises
+    ------
+    ValueError
+        If the target or the confidence is out of range.
     """
     got = _cv(service)
     if got is None:
@@ -191,22 +245,24 @@ def auto_accept_plan(
     rnd, pred = got
     cv = pred.cv
     names = _names(pred)
-    per_class = autoaccept.class_thresholds(
-        cv["confidence"], cv["predicted"], cv["predicted"] == cv["true"], target_precision=target_precision,
-        min_support=min_support, z=z, classes=pred.class_ids.tolist())
-    candidates = autoaccept.preview(pred, {c: t.threshold for c, t in per_class.items()},
-                                    exclude_item_ids=_decided_items(service))
+    rule = autoaccept.select_thresholds(cv["confidence"], cv["predicted"], cv["predicted"] == cv["true"],
+                                        target=target_precision, confidence_level=confidence,
+                                        min_held_out=min_support, classes=pred.class_ids.tolist())
+    candidates = autoaccept.preview(pred, rule.thresholds(), exclude_item_ids=_decided_items(service),
+                                    calibrator=rule.calibrator)
     counts: dict[int, int] = {}
     for cand in candidates:
         counts[cand.class_id] = counts.get(cand.class_id, 0) + 1
+    nan = float("nan")
     table = pd.DataFrame(
-        [{"class_id": c, "class": names.get(c, str(c)),
-          "threshold": np.nan if t.threshold is None else t.threshold,
-          "precision": np.nan if t.precision is None else t.precision,
-          "support": t.support, "candidates": counts.get(c, 0)} for c, t in per_class.items()],
+        [{"class_id": c, "class": names.get(c, str(c)), "threshold": nan if r.threshold is None else r.threshold,
+          "held_out": r.held_out, "support": r.support, "precision": nan if r.precision is None else r.precision,
+          "lower": nan if r.lower is None else r.lower, "upper": nan if r.upper is None else r.upper,
+          "candidates": counts.get(c, 0), "note": r.reason} for c, r in rule.classes.items()],
         columns=list(THRESHOLD_COLUMNS))
-    estimate = autoaccept.estimated_precision(candidates, {c: t.precision for c, t in per_class.items()})
-    return AutoAcceptPlan(int(rnd["id"]), float(target_precision), table, candidates, estimate, names)
+    interval = None if rule.lower is None else (float(rule.lower), float(rule.upper))
+    return AutoAcceptPlan(int(rnd["id"]), float(target_precision), table, candidates, rule.lower, interval,
+                          rule.support, rule.held_out, float(confidence), names)
 
 
 def audit(
@@ -222,8 +278,8 @@ def audit(
 
     Returns
     -------
-    list of dict with item_id, class (name), confidence and image (thumbnail path, or the image
-    itself when no thumbnail was made).
+    list of dict with item_id, class (name), confidence, calibrated (the confidence calibrated on
+    held-out labels, or None) and image (thumbnail path, or the image itself when no thumbnail was made).
     """
     sample = autoaccept.audit_sample(plan.candidates, n=n, rng=np.random.default_rng(seed))
     with service.project.db.session() as con:
@@ -234,7 +290,7 @@ def audit(
         thumb = service.project.thumb_path(item["sha256"]) if item["sha256"] else None
         image = thumb if thumb is not None and thumb.exists() else service.project.resolve_uri(item["uri"])
         out.append({"item_id": cand.item_id, "class": plan.class_names.get(cand.class_id, str(cand.class_id)),
-                    "confidence": cand.confidence, "image": str(image)})
+                    "confidence": cand.confidence, "calibrated": cand.calibrated, "image": str(image)})
     return out
 
 

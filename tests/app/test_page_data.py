@@ -20,7 +20,7 @@ def _data_page(root: Path, monkeypatch) -> AppTest:
     monkeypatch.setenv("QUORUM_USER", "tester")
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
-    at.switch_page("pages/data.py")
+    at.switch_page("app_pages/data.py")
     at.run()
     assert not at.exception, at.exception
     return at

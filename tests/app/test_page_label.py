@@ -141,7 +141,7 @@ def test_two_sessions_see_each_others_labels_and_share_one_worker(trained_projec
     b.button(key="skip").click().run()
     users = {u for _, u, _ in service.current_labels().values()}
     assert {"alice", "bob"} <= users
-    from pages.common import _open
+    from app_pages.common import _open
     service_a, worker_a = _open(str(trained_project), True)
     service_b, worker_b = _open(str(trained_project), True)
     assert worker_a is worker_b and worker_a is not None and service_a is service_b
@@ -162,6 +162,10 @@ def test_a_new_round_never_swaps_the_item_under_the_person(trained_project, app_
     train_round(service.project, device="cpu", cv=False)
     at.run()  # the fragment refresh / any rerun
     assert _shown_uri(at) == shown  # the person keeps their place
+    rid = service.newest_round_id()
+    assert [t.value for t in at.toast] == [f"Model round {rid} is ready; suggestions refreshed"]
+    at.run()
+    assert not at.toast  # told once
     at.button(key="accept").click().run()
     assert service.current_labels()[item][1] == "tester"  # the key press labeled the item on screen
     assert _shown_uri(at) != shown
@@ -241,3 +245,14 @@ def test_a_name_committed_with_a_key_press_labels_under_that_name(trained_projec
     last = _events(trained_project)[-1]
     assert last.user_name == "carol"
     assert LabelingService(trained_project).item_id_for_uri(shown) == last.item_id  # the item that was shown
+
+
+def test_a_page_that_ends_early_still_draws_its_sidebar(trained_project, app_env):
+    """Grid mode ends the page early; the sidebar (drawn after the page) is still there."""
+    at = _app(trained_project, app_env)
+    assert [t.key for t in at.sidebar.text_input] == ["user_input"]
+    at.toggle(key="label_grid_mode").set_value(True).run()
+    assert not at.exception, at.exception
+    assert at.button(key="grid_accept") is not None
+    assert [t.key for t in at.sidebar.text_input] == ["user_input"]
+    assert any("items labeled" in c.value for c in at.sidebar.caption)

@@ -21,7 +21,7 @@ def map_page(demo_project, monkeypatch) -> AppTest:
     monkeypatch.setenv("QUORUM_USER", "mapper")
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
-    at.switch_page("pages/map.py")
+    at.switch_page("app_pages/map.py")
     at.run()
     assert not at.exception, at.exception
     return at

@@ -127,7 +127,7 @@ def _open_model_page(root, monkeypatch) -> AppTest:
     monkeypatch.setenv("QUORUM_USER", "tester")
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
-    at.switch_page("pages/model.py")
+    at.switch_page("app_pages/model.py")
     at.run()
     assert not at.exception, at.exception
     return at
@@ -143,9 +143,9 @@ def test_model_page_auto_accepts_the_preview_as_one_batch_and_undoes_it(labeled,
     assert all(at.button(key=k).disabled for k in ("model_pause", "model_resume", "model_trigger"))
     assert at.slider(key="aa_target").value == pytest.approx(0.95)
 
-    at.slider(key="aa_target").set_value(0.8).run()
-    plan = model_report.auto_accept_plan(service, target_precision=0.8, min_support=5)
-    assert plan.candidates, "0.8 should be reachable on the demo"
+    at.slider(key="aa_target").set_value(0.6).run()
+    plan = model_report.auto_accept_plan(service, target_precision=0.6, min_support=5)
+    assert plan.candidates, "a bound of 0.6 should be reachable with 60 held-out labels"
     shown = _table(at, "threshold")
     assert shown["candidates"].sum() == len(plan.candidates)
     assert at.metric[4].value == str(len(plan.candidates))  # "Would be accepted"
@@ -185,3 +185,49 @@ def test_model_page_warns_of_a_failed_round_and_keeps_the_previous(labeled, monk
         in [w.value for w in at.warning]
     assert at.metric[0].value == "2"
     assert _table(at, "cv_accuracy")["status"].tolist() == ["failed", "finished", "finished"]
+
+
+def test_the_plan_bounds_its_precision_on_held_out_labels(labeled):
+    service = LabelingService(labeled)
+    rnd, pred = service.predictions()
+    plan = model_report.auto_accept_plan(service, target_precision=0.6)
+    cv = pred.cv
+    correct = cv["predicted"] == cv["true"]
+    assert plan.held_out == len(cv["item_ids"]) == 60
+    rows = plan.thresholds.set_index("class_id")
+    assert rows["held_out"].sum() == 60
+    if plan.bound is not None:
+        above = sum(int(((cv["predicted"] == c) & (cv["confidence"] >= t)).sum())
+                    for c, t in rows["threshold"].dropna().items())
+        assert plan.support == above
+        hits = sum(int(((cv["predicted"] == c) & (cv["confidence"] >= t) & correct).sum())
+                   for c, t in rows["threshold"].dropna().items())
+        assert plan.bound <= hits / above <= plan.interval[1]  # the bound is below the raw held-out precision
+        assert plan.bound >= 0.6
+        assert plan.estimated_precision == plan.bound
+    assert (rows.loc[rows["held_out"] < 5, "threshold"].isna()).all()  # too few held-out: no threshold
+    # At a target no 60 held-out labels can bound (0.99 needs 299 flawless ones), nothing is accepted.
+    strict = model_report.auto_accept_plan(service, target_precision=0.99)
+    assert strict.bound is None and strict.candidates == [] and strict.estimated_precision is None
+    assert strict.thresholds["threshold"].isna().all() and (strict.thresholds["note"] != "").all()
+
+
+def test_model_page_shows_the_bound_and_what_it_rests_on(labeled, monkeypatch):
+    service = LabelingService(labeled)
+    at = _open_model_page(labeled, monkeypatch)
+    rnd = service.predictions()[0]
+    captions = [c.value for c in at.caption]
+    m = rnd["metrics"]
+    assert any(f"On {m['cv_labels']} held-out human labels: {m['cv_folds']} folds" in c for c in captions), captions
+    at.slider(key="aa_target").set_value(0.6).run()
+    plan = model_report.auto_accept_plan(service, target_precision=0.6)
+    assert plan.bound is not None
+    assert at.metric[5].label == "Precision at least"
+    if plan.bound is None:
+        assert at.metric[5].value == "—"
+    else:
+        assert at.metric[5].value == f"{plan.bound:.1%}"
+        assert any(f"on {plan.support} held-out human labels above the thresholds, of 60 held out" in c
+                   for c in (c.value for c in at.caption))
+    shown = _table(at, "held_out")
+    assert {"lower", "upper", "support", "note"} <= set(shown.columns)

@@ -19,7 +19,7 @@ def _review(root, app_env) -> AppTest:
     app_env(root)
     at = AppTest.from_file(APP, default_timeout=90)
     at.run()
-    at.switch_page("pages/review.py").run()
+    at.switch_page("app_pages/review.py").run()
     assert not at.exception, at.exception
     return at
 
@@ -68,9 +68,9 @@ def test_annotators_cannot_reach_review_even_by_address(trained_project, app_env
     at.button[0].click().run()
     assert not at.exception, at.exception
     with pytest.raises(ValueError, match="Could not find a navigation page"):
-        at.switch_page("pages/review.py")  # not in an annotator's navigation at all
+        at.switch_page("app_pages/review.py")  # not in an annotator's navigation at all
     # and the page itself refuses an annotator's session, should it be reached some other way
-    page = AppTest.from_file(str(Path(APP).parent / "pages" / "review.py"), default_timeout=90)
+    page = AppTest.from_file(str(Path(APP).parent / "app_pages" / "review.py"), default_timeout=90)
     page.session_state["identity"] = auth.sign_in(project, "ann", "annotator-pw")
     page.run()
     assert any("needs the reviewer role" in e.value for e in page.error)
@@ -81,7 +81,7 @@ def test_admin_manages_people_and_overlap_on_the_data_page(trained_project, app_
     app_env(trained_project)
     at = AppTest.from_file(APP, default_timeout=90)
     at.run()
-    at.switch_page("pages/data.py").run()
+    at.switch_page("app_pages/data.py").run()
     assert not at.exception, at.exception
     at.text_input(key="new_user_name").input("rita")
     at.text_input(key="new_user_password").input("reviewer-password")
@@ -112,3 +112,27 @@ def test_agreement_tab_shows_the_figures(trained_project, app_env):
     pair = next(f for f in frames if "kappa" in f.columns)
     assert pair["kappa"].iloc[0] == pytest.approx(round(cohen_kappa_score(a, b), 3))
     assert any(m.label == "Krippendorff's alpha" for m in at.metric)
+
+
+def test_suspected_errors_page_through_every_suspect(trained_project, app_env, monkeypatch):
+    service = LabelingService(trained_project)
+    items = sorted(service.current_labels())[:29]
+    fake = [{"item_id": i, "uri": None, "thumb": None, "label": "cat", "suggested": "dog", "confidence": 0.9,
+             "threshold": 0.6, "neighbour_disagreement": 0.8, "score": 1.0 - k / 100, "labeled_by": "alice",
+             "source": "manual"} for k, i in enumerate(items)]
+    monkeypatch.setattr(review, "suspected_errors", lambda service, **kw: fake)
+    at = _review(trained_project, app_env)
+
+    def shown() -> list[int]:
+        return [int(b.key.removeprefix("fix_")) for b in at.button if b.key and b.key.startswith("fix_")]
+
+    assert shown() == items[:12]  # most likely first
+    assert at.button(key="suspects_prev").disabled
+    at.button(key="suspects_next").click().run()
+    assert shown() == items[12:24]
+    at.button(key="suspects_next").click().run()
+    assert shown() == items[24:]  # the last page: every suspect reachable
+    assert at.button(key="suspects_next").disabled
+    assert any("suspects 25-29 of 29" in c.value for c in at.caption)
+    at.button(key="suspects_prev").click().run()
+    assert shown() == items[12:24]

@@ -52,7 +52,7 @@ def test_admin_unlocks_a_locked_person_on_the_team_tab(demo_project, app_env, cl
     app_env(demo_project)  # local mode: the person at the keyboard is an admin
     at = AppTest.from_file(APP, default_timeout=90)
     at.run()
-    at.switch_page("pages/data.py").run()
+    at.switch_page("app_pages/data.py").run()
     assert not at.exception, at.exception
     assert at.selectbox(key="unlock_user").value == "bob"
     at.button(key="unlock_set").click().run()

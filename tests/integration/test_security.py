@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from labeling.cli import build_parser
 from labeling.service import LabelingService
-from pages.common import plain
+from app_pages.common import plain
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTILE = "<script>alert(1)</script> [x](javascript:alert(1)) **b**"
@@ -24,7 +24,7 @@ inline thumbnails (labeling/views/cards.py), and sanitised again in the browser.
 
 
 def test_no_page_renders_raw_html():
-    for path in [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]:
+    for path in [ROOT / "app.py", *sorted((ROOT / "app_pages").glob("*.py"))]:
         text = path.read_text(encoding="utf-8")
         if path.name == "label.py":
             assert text.count(STRIP) == 1

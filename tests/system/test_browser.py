@@ -133,3 +133,23 @@ def test_label_flow_in_a_real_browser(server, tmp_path):
             if os.environ.get("QUORUM_SCREENSHOT_TO"):
                 shutil.copy(tmp_path / "quorum.png", os.environ["QUORUM_SCREENSHOT_TO"])
             browser.close()
+
+
+def test_the_first_page_a_fresh_server_shows_is_the_apps_own(trained_project, tmp_path):
+    """The first run of a fresh server, opened straight at /data: the app's navigation and sidebar, never
+    a file list of the folder the page scripts live in."""
+    from playwright.sync_api import sync_playwright
+
+    require_chromium()
+    srv = start_server(trained_project, log=tmp_path / "server.log", retrain_events=10**6, retrain_seconds=10**6)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{srv.url}/data")
+            page.get_by_text("items labeled").first.wait_for(timeout=60_000)  # the app's own sidebar
+            nav = page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()
+            assert [n.strip().splitlines()[-1] for n in nav] == ["Label", "Map", "Review", "Model", "Data"]
+            browser.close()
+    finally:
+        stop_server(srv)

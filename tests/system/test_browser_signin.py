@@ -15,7 +15,7 @@ from storage import labels as labels_q
 pytestmark = pytest.mark.browser
 
 URLS = ("", "label", "map", "review", "model", "data", "common", "team_admin", "sign-in", "nonsense")
-"""Every file of pages/ and the app's own routes, and one that does not exist."""
+"""Every file of app_pages/ and the app's own routes, and one that does not exist."""
 PROJECT_WORDS = ("Statistics", "Export", "Suggestion", "Neighbourhood", "Colour by", "Round history",
                  "Conflicts", "Embed", "Retraining", "items labeled")
 

@@ -29,7 +29,7 @@ def _modules(*folders: str) -> list[Path]:
     return sorted(p for f in folders for p in (REPO / f).rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", [REPO / "app.py", *_modules("pages")], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [REPO / "app.py", *_modules("app_pages")], ids=lambda p: p.name)
 def test_pages_import_only_the_facade(path):
     engine = [m for m in _imports(path) if m.split(".")[0] in ("labeling", "storage")]
     assert all(m == "labeling.session" for m in engine), f"{path.name} imports {engine}"
@@ -52,7 +52,7 @@ def test_every_package_says_its_job():
         assert doc and "import" in doc.lower(), f"{init.parent.name} has no docstring saying what it may import"
 
 
-@pytest.mark.parametrize("path", [REPO / "app.py", *_modules("pages")], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [REPO / "app.py", *_modules("app_pages")], ids=lambda p: p.name)
 def test_pages_have_no_bare_strings_that_streamlit_would_show(path):
     """Streamlit's magic writes every bare expression of a page script, attribute docstrings included."""
     body = ast.parse(path.read_text()).body

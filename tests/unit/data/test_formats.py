@@ -134,7 +134,7 @@ def test_the_data_page_imports_a_label_file_from_inside_the_project_only(labeled
     app = Path(__file__).resolve().parents[3] / "app.py"
     at = AppTest.from_file(str(app), default_timeout=90)
     at.run()
-    at.switch_page("pages/data.py").run()
+    at.switch_page("app_pages/data.py").run()
     at.text_input(key="data_label_file").input(str(tmp_path / "outside.json"))
     at.button(key="data_label_import_button").click().run()
     assert any("outside the project folder" in e.value for e in at.error)

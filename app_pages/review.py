@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from labeling.session import AuthError
-from pages.common import get_session, plain
+from app_pages.common import get_session, plain
 
 PAGE = 12
 
@@ -127,8 +127,19 @@ with tabs[0]:
 with tabs[1]:
     suspects = review.suspected_errors()
     st.caption(f"{len(suspects)} human label(s) contradicted by a confident held-out ensemble prediction and "
-               "by the item's labeled neighbours (confident learning with leave-one-out kNN).")
-    for s in suspects[:PAGE]:
+               "by the item's labeled neighbours (confident learning with leave-one-out kNN), most likely first.")
+    pages = max(1, -(-len(suspects) // PAGE))
+    at = min(int(ss.get("suspects_page", 0)), pages - 1)
+    ss.suspects_page = at
+    if pages > 1:
+        nav = st.columns([1, 1, 4])
+        nav[0].button("Previous", key="suspects_prev", disabled=at == 0,
+                      on_click=lambda: ss.update(suspects_page=max(0, ss.suspects_page - 1)))
+        nav[1].button("Next", key="suspects_next", disabled=at >= pages - 1,
+                      on_click=lambda: ss.update(suspects_page=ss.suspects_page + 1))
+        nav[2].caption(f"Page {at + 1} of {pages}: suspects {at * PAGE + 1}-{min(len(suspects), (at + 1) * PAGE)} "
+                       f"of {len(suspects)}. The same list: python -m labeling suspects DIR --format json")
+    for s in suspects[at * PAGE:(at + 1) * PAGE]:
         c = st.columns([1, 3, 2])
         with c[0]:
             _thumb(s)

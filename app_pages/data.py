@@ -5,8 +5,8 @@ import plotly.express as px
 import streamlit as st
 
 from labeling.session import DEFAULT_EXPORT_NAMES, FORMATS
-from pages import team_admin
-from pages.common import get_session
+from app_pages import team_admin
+from app_pages.common import get_session
 
 ENGINE_ERRORS = (ValueError, LookupError, OSError)
 # What the engine raises for a request it cannot carry out; anything else is a bug and surfaces.

@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from labeling.session import Candidate
-from pages.common import get_session, get_worker
+from app_pages.common import get_session, get_worker
 
 AUDIT_N = 12
 AUDIT_COLUMNS = 6
@@ -58,8 +58,17 @@ else:
     m = rnd["metrics"]
     cols[0].metric("Round in use", rnd["id"])
     cols[1].metric("Labels used", rnd["labels"])
-    cols[2].metric("Cross-validated accuracy", _pct(m.get("cv_accuracy")))
-    cols[3].metric("Calibration error (ECE)", "—" if m.get("ece") is None else f"{m['ece']:.3f}")
+    rests_on = None
+    if m.get("cv_labels"):
+        rests_on = (f"On {m['cv_labels']} held-out human labels: {m.get('cv_folds', '?')} folds, each trained on "
+                    f"about {float(m.get('cv_train_labels', m['cv_labels'])):.0f} labels.")
+    cols[2].metric("Cross-validated accuracy", _pct(m.get("cv_accuracy")), help=rests_on)
+    cols[3].metric("Calibration error (ECE)", "—" if m.get("ece") is None else f"{m['ece']:.3f}", help=rests_on)
+    if rests_on:
+        st.caption(rests_on + (" Few labels: each figure is uncertain by several points." if m["cv_labels"] < 100
+                               else ""))
+    if m.get("knn_weight") is not None:
+        st.caption(f"Blend: neighbour propagation {m['knn_weight']:.0%} of the suggestion, the heads the rest.")
     if m.get("cv_note"):
         st.caption(m["cv_note"])
     elif m.get("cv_status") == "pending":
@@ -128,19 +137,31 @@ if st.session_state.get("aa_batch"):
     st.button("Undo this batch", key="aa_undo", on_click=_undo, args=(st.session_state["aa_batch"],))
 
 target = st.slider("Target precision", min_value=0.5, max_value=0.99, value=0.95, step=0.01, key="aa_target",
-                   help="Each class gets the lowest confidence threshold whose held-out human labels reach this "
-                        "precision with at least 5 items above it.")
+                   help="Thresholds are chosen so that a one-sided 95 % lower confidence bound (Clopper-Pearson) on "
+                        "the precision of the held-out human labels they accept reaches this target. A class with "
+                        "fewer than 5 held-out labels gets no threshold.")
 plan = model.auto_accept_plan(target_precision=target, min_support=5)
 if plan is None:
     st.info("Auto-accept needs a round with cross-validated human labels.")
 else:
     st.dataframe(plan.thresholds.drop(columns=["class_id"]), key="aa_thresholds", hide_index=True,
                  column_config={"threshold": st.column_config.NumberColumn(format="%.3f"),
-                                "precision": st.column_config.NumberColumn("measured precision", format="percent"),
-                                "support": st.column_config.NumberColumn("held-out items above")})
+                                "held_out": st.column_config.NumberColumn("held-out labels"),
+                                "support": st.column_config.NumberColumn("held-out above"),
+                                "precision": st.column_config.NumberColumn("held-out precision", format="percent"),
+                                "lower": st.column_config.NumberColumn("95 % lower", format="percent"),
+                                "upper": st.column_config.NumberColumn("95 % upper", format="percent")})
     a, b = st.columns(2)
     a.metric("Would be accepted", len(plan.candidates))
-    b.metric("Estimated precision", _pct(plan.estimated_precision))
+    b.metric("Precision at least", _pct(plan.estimated_precision),
+             help="The 95 % lower confidence bound on the precision of what is accepted, from held-out human labels.")
+    if plan.bound is None:
+        st.caption(f"No class reaches {target:.0%} with {plan.held_out} held-out human labels: the bound needs more "
+                   "labels (or a lower target).")
+    else:
+        st.caption(f"Precision at least {plan.interval[0]:.1%} (one-sided 95 % bound; 90 % interval "
+                   f"{plan.interval[0]:.1%}–{plan.interval[1]:.1%}) on {plan.support} held-out human labels above "
+                   f"the thresholds, of {plan.held_out} held out.")
     if plan.candidates:
         st.caption(f"Audit sample: {min(AUDIT_N, len(plan.candidates))} of {len(plan.candidates)} proposals. "
                    "Check them before accepting.")
@@ -149,7 +170,8 @@ else:
         for k, card in enumerate(sample):
             with grid[k % AUDIT_COLUMNS]:
                 st.image(card["image"], width="stretch")
-                st.text(f"{card['class']} · {card['confidence']:.0%}")
+                shown = card["confidence"] if card.get("calibrated") is None else card["calibrated"]
+                st.text(f"{card['class']} · {shown:.0%}")
         checked = st.checkbox("I checked the audit sample", key="aa_checked")
         st.button(f"Accept {len(plan.candidates)} items as one batch", key="aa_accept", type="primary",
                   disabled=not checked, on_click=_accept, args=(plan.candidates, plan.round_id))

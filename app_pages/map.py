@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from labeling.session import COLOR_BY, NO_VALUE, ProjectError, parse_item_ids
-from pages.common import get_session, plain
+from app_pages.common import done, get_session, plain
 
 MAX_GRID = 60
 GRID_COLUMNS = 10
@@ -157,10 +157,10 @@ try:
     item_ids, xy, method = session.map.layout(build=os.environ.get(MAP_BUILD_ENV, "1") != "0")
 except ProjectError as exc:
     st.error(str(exc))
-    st.stop()
+    done()
 if len(item_ids) == 0:
     st.info("No embedded items yet: import images and embed them first.")
-    st.stop()
+    done()
 
 _build_status(builder, method)
 _watch_build(builder, method)

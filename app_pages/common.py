@@ -8,6 +8,7 @@ import gc
 import os
 import time
 from datetime import datetime, timezone
+from typing import NoReturn
 
 import streamlit as st
 
@@ -32,6 +33,16 @@ def _open(root: str, start_worker: bool) -> tuple[LabelingService, RetrainWorker
     # the garbage collector's scans, so a collection during a key press costs milliseconds, not 250 ms.
     gc.freeze()
     return opened
+
+
+class PageDone(Exception):
+    """Ends a page early (:func:`done`); ``app.py`` catches it and still draws the sidebar, which it
+    draws after the page so that a key press's next card reaches the browser first."""
+
+
+def done() -> NoReturn:
+    """``st.stop()`` for a page: nothing more of the page runs, and the sidebar is still drawn."""
+    raise PageDone
 
 
 def project_root() -> str:
@@ -146,11 +157,17 @@ def ago(ts) -> str:
     return f"{seconds // 3600} h ago"
 
 
+# At most one "new round" toast this often (early rounds come every few seconds); the sidebar shows every round.
+ROUND_TOAST_EVERY_S = 30
+
+
 @st.fragment(run_every=REFRESH_S)
 def sidebar_status() -> None:
-    """Project, the model round in use, its labels and age, and the retrain worker's state."""
+    """Project, the model round in use, its labels and age, and the retrain worker's state; a toast when a
+    newer round is in use (one fragment per session polls, reading only what changed since)."""
     service = get_service()
     summary = service.summary()
+    _toast_new_round(summary["round"]["id"] if summary["round"] else None)
     st.caption(f"Project **{os.path.basename(summary['root'])}**")
     rnd = summary["round"]
     if rnd is None:
@@ -170,6 +187,18 @@ def sidebar_status() -> None:
     failed = [r for r in service.rounds(newest=3) if r["status"] == "failed"]
     if failed and (rnd is None or failed[-1]["id"] > rnd["id"]):
         st.warning(f"Round {failed[-1]['id']} failed; round {rnd['id'] if rnd else '—'} stays in use.")
+
+
+def _toast_new_round(rid: int | None) -> None:
+    ss = st.session_state
+    seen = ss.setdefault("round_seen", rid)
+    if rid == seen:
+        return
+    ss.round_seen = rid
+    now = time.monotonic()
+    if now - ss.get("round_toast_at", -ROUND_TOAST_EVERY_S) >= ROUND_TOAST_EVERY_S:
+        ss.round_toast_at = now
+        st.toast(f"Model round {rid} is ready; suggestions refreshed")
 
 
 def sidebar() -> None:

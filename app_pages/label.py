@@ -1,12 +1,10 @@
 """Label: the queue ranked by disagreement, the item card, its neighbourhood, grid mode."""
 from __future__ import annotations
 
-import time
-
 import streamlit as st
 
 from labeling.session import QUEUE_STRATEGIES, UnknownClass, neighbour_strip_html
-from pages.common import REFRESH_S, get_session, plain
+from app_pages.common import done, get_session, plain
 
 session = get_session()
 ss = st.session_state
@@ -14,7 +12,6 @@ ss.setdefault("passed", [])  # items this session moved past with "Next"
 ss.setdefault("last_batch", None)
 ss.setdefault("flash", None)
 
-ROUND_TOAST_EVERY_S = 30  # at most one "new round" toast this often; the sidebar shows every round
 STRATEGY_NAMES = {"default": "Default policy", "most_confident": "Most confident first", "random": "Random"}
 
 st.title("Label")
@@ -104,7 +101,7 @@ def _accept_neighbourhood(shown: tuple, target: str, k: int, threshold: float) -
 if grid_mode:
     if not classes:
         st.info("Grid mode needs classes and a model round: label a few items first.")
-        st.stop()
+        done()
     g = st.columns([2, 1])
     grid_class = g[0].selectbox("Suggested class", classes, key="grid_class")
     size = g[1].slider("Items", 24, 60, 36, step=6, key="grid_size")
@@ -112,10 +109,10 @@ if grid_mode:
         cells = session.grid(grid_class, n=size)
     except UnknownClass as exc:
         st.error(str(exc))
-        st.stop()
+        done()
     if not cells:
         st.info(f"No unlabeled items are suggested as “{grid_class}” in the current round.")
-        st.stop()
+        done()
     st.caption("Tick the misfits; everything else is accepted as one batch. Misfits go back to the queue.")
     misfits = []
     cols = st.columns(6)
@@ -134,7 +131,7 @@ if grid_mode:
     if st.button("Undo last batch", key="grid_undo", shortcut="Ctrl+Z"):
         _undo()
         st.rerun()
-    st.stop()
+    done()
 
 # ---------------------------------------------------------------------------------------------
 # The item on screen stays pinned until the person acts on it, so a new round (or a colleague's
@@ -148,16 +145,16 @@ if current is None:
         queue = session.queue(1, strategy=strategy, exclude=ss.passed)
     except LookupError as exc:
         st.info(str(exc))
-        st.stop()
+        done()
     except ValueError as exc:
         st.warning(str(exc))
-        st.stop()
+        done()
     if not queue:
         if ss.passed:
             ss.passed = []
             st.rerun()
         st.success("Every item has a label. Export it from the Data page.")
-        st.stop()
+        done()
     current = queue[0].item_id
     ss.current_item = current
     ss.current_strategy = strategy
@@ -170,10 +167,9 @@ with left:
 with right:
     if suggestion:
         st.subheader(f"Suggestion: {plain(suggestion)}")
-        m = st.columns(3)
-        m[0].metric("Confidence", f"{card.confidence:.0%}")
-        m[1].metric("Disagreement (BALD)", f"{card.scores.get('bald', 0):.3f}")
-        m[2].metric("Margin score", f"{card.scores.get('margin', 0):.2f}")
+        # one line, not a row of metric cards: fewer elements to send and paint on every key press
+        st.markdown(f"Confidence **{card.confidence:.0%}** · disagreement (BALD) **{card.scores.get('bald', 0):.3f}**"
+                    f" · margin score **{card.scores.get('margin', 0):.2f}**")
         for name, p in card.top:
             st.progress(min(max(p, 0.0), 1.0), text=f"{plain(name)} · {p:.0%}")
         if card.votes:
@@ -232,19 +228,3 @@ with st.expander("History of this item"):
         seen = f" · saw round {e['model_round']}" if e["model_round"] is not None else ""
         undone = " · undone" if e["undone"] else ""
         st.text(f"{e['when']:%Y-%m-%d %H:%M:%S} · {e['user']} · {what} · {e['source']}{seen}{undone}")
-
-
-@st.fragment(run_every=REFRESH_S)
-def _round_watch() -> None:
-    """Tell the person when a newer round is in use, without moving them off their item."""
-    rid = session.newest_round_id()  # one small query: polling costs the other sessions nothing
-    seen = ss.setdefault("round_seen", rid)
-    if rid != seen:
-        ss.round_seen = rid
-        now = time.monotonic()
-        if now - ss.get("round_toast_at", -ROUND_TOAST_EVERY_S) >= ROUND_TOAST_EVERY_S:  # early rounds come often
-            ss.round_toast_at = now
-            st.toast(f"Model round {rid} is ready; suggestions refreshed")
-
-
-_round_watch()

@@ -1,0 +1,172 @@
+"""What ``simulate`` measures beside accuracy: can a person trust the suggestions?
+
+At each budget of a replay, with the labels picked so far:
+
+- auto-accept as the app does it: cross-validate the learner on the human labels
+  (``labeling.model.rounds.cross_validate``), choose the thresholds with
+  ``labeling.team.autoaccept.select_thresholds``, then measure on the test items (whose labels
+  the replay never reveals) the true precision and the coverage of what would be accepted;
+- the expected calibration error of the confidence shown (raw), and of the confidence calibrated
+  on the held-out predictions;
+- scikit-learn baselines trained on the same labels: LogisticRegression and RandomForest.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from labeling.model.learner import LearnerConfig, Prediction, with_fixed_blend
+from labeling.model.rounds import cross_validate, expected_calibration_error
+from labeling.team.autoaccept import fit_isotonic, select_thresholds
+
+BASELINES = ("logreg", "forest")
+
+
+def parse_targets(text: str | Sequence[float] | None) -> list[float]:
+    """``"0.95,0.97"`` -> ``[0.95, 0.97]``; each target must lie in (0, 1)."""
+    if text is None or text == "":
+        return []
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        targets = [float(p) for p in parts]
+    except ValueError as exc:
+        raise ValueError(f"auto-accept targets must be numbers like 0.95,0.97; got {text!r}") from exc
+    bad = [t for t in targets if not 0.0 < t < 1.0]
+    if bad:
+        raise ValueError(f"auto-accept targets must lie in (0, 1); got {bad}")
+    return sorted(set(targets))
+
+
+def baseline_accuracy(x: np.ndarray, labels: np.ndarray, y: np.ndarray, test: np.ndarray, *,
+                      seed: int) -> dict[str, float]:
+    """Test accuracy of LogisticRegression and RandomForest trained on the labeled rows only."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    train = labels >= 0
+    out = {}
+    models = {"logreg": LogisticRegression(max_iter=2000),
+              "forest": RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=1)}
+    for name, model in models.items():
+        if len(np.unique(labels[train])) < 2:
+            out[name] = float("nan")
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(x[train], labels[train])
+        out[name] = float((model.predict(x[test]) == y[test]).mean())
+    return out
+
+
+def auto_accept_on_test(rule, pred_test: np.ndarray, conf_test: np.ndarray, y_test: np.ndarray) -> tuple[float, float]:
+    """True precision (NaN when nothing is accepted) and coverage of ``rule`` on the test items."""
+    limit = np.full(len(pred_test), np.inf)
+    for c, t in rule.thresholds().items():
+        if t is not None:
+            limit[pred_test == c] = t
+    accepted = conf_test >= limit
+    precision = float((pred_test[accepted] == y_test[accepted]).mean()) if accepted.any() else float("nan")
+    return precision, float(accepted.mean())
+
+
+def measure(x: np.ndarray, graph, labels: np.ndarray, y: np.ndarray, test: np.ndarray, pred: Prediction,
+            cfg: LearnerConfig, device: str, targets: Sequence[float], *, seed: int) -> dict[str, float]:
+    """Every trust figure of one (repeat, strategy, budget) case, as a flat ``name -> value`` dict.
+
+    Keys: ``ece`` and ``ece_calibrated`` (test items), ``logreg`` and ``forest`` (test accuracy),
+    and per target ``t``: ``precision@t`` (true, NaN when nothing is accepted), ``coverage@t``
+    (share of test items accepted), ``bound@t`` (the lower bound the rule promised, NaN without).
+    """
+    n_classes = pred.probs.shape[2]
+    mean = pred.mean[test]
+    pred_test, conf_test = mean.argmax(axis=1), mean.max(axis=1).astype(np.float64)
+    right = pred_test == y[test]
+    out = {"ece": expected_calibration_error(conf_test, right)}
+    out.update(baseline_accuracy(x, labels, y, test, seed=seed))
+    got = cross_validate(x, labels, n_classes, graph, with_fixed_blend(cfg, pred), device, seed=seed)
+    held = got[1] if got is not None else {}
+    if not held:
+        out["ece_calibrated"] = float("nan")
+        for t in targets:
+            out.update({f"precision@{t}": float("nan"), f"coverage@{t}": 0.0, f"bound@{t}": float("nan")})
+        return out
+    correct = held["predicted"] == held["true"]
+    for t in targets:
+        rule = select_thresholds(held["confidence"], held["predicted"], correct, target=t, classes=range(n_classes))
+        precision, coverage = auto_accept_on_test(rule, pred_test, conf_test, y[test])
+        out.update({f"precision@{t}": precision, f"coverage@{t}": coverage,
+                    f"bound@{t}": float("nan") if rule.lower is None else rule.lower})
+    out["ece_calibrated"] = expected_calibration_error(fit_isotonic(held["confidence"], correct)(conf_test), right)
+    return out
+
+
+def summarise(cases: list[list[dict[str, float]]], targets: Sequence[float]) -> dict:
+    """Per-budget summaries over repeats of ``cases[repeat][budget]``.
+
+    Returns a dict of lists (one value per budget): ``ece_mean``, ``ece_calibrated_mean``,
+    ``logreg_accuracy_mean``/``_std``, ``forest_accuracy_mean``/``_std``, and ``auto_accept``:
+    ``{target: {precision_mean, precision_min, coverage_mean, bound_mean, met, cases}}`` where ``met``
+    counts the repeats whose accepted test items reached the target (nothing accepted counts as met:
+    no wrong label was written) out of ``cases``.
+    """
+    def col(key: str) -> np.ndarray:
+        return np.array([[case[key] for case in rep] for rep in cases], dtype=np.float64)  # (R, B)
+
+    def nanstat(fn, a: np.ndarray) -> list:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return [None if np.isnan(v) else float(v) for v in fn(a, axis=0)]
+
+    out = {"ece_mean": nanstat(np.nanmean, col("ece")), "ece_calibrated_mean": nanstat(np.nanmean, col("ece_calibrated"))}
+    for b in BASELINES:
+        out[f"{b}_accuracy_mean"] = nanstat(np.nanmean, col(b))
+        out[f"{b}_accuracy_std"] = nanstat(np.nanstd, col(b))
+    out["auto_accept"] = {}
+    for t in targets:
+        prec = col(f"precision@{t}")
+        met = np.where(np.isnan(prec), True, prec >= t - 1e-12)
+        out["auto_accept"][str(t)] = {
+            "precision_mean": nanstat(np.nanmean, prec), "precision_min": nanstat(np.nanmin, prec),
+            "coverage_mean": nanstat(np.nanmean, col(f"coverage@{t}")),
+            "bound_mean": nanstat(np.nanmean, col(f"bound@{t}")),
+            "met": met.sum(axis=0).astype(int).tolist(), "cases": [len(cases)] * prec.shape[1]}
+    return out
+
+
+def _pct(v) -> str:
+    return f"{'-':>12}" if v is None else f"{v * 100:>12.1f}"
+
+
+def _section(title: str, budgets) -> list[str]:
+    head = f"{'':<30}" + "".join(f"{b:>12}" for b in budgets)
+    return ["", title, head, "-" * len(head)]
+
+
+def _auto_accept_lines(name: str, aa: dict) -> list[str]:
+    return [f"{name + ' precision':<30}" + "".join(_pct(v) for v in aa["precision_mean"]),
+            f"{name + ' precision min':<30}" + "".join(_pct(v) for v in aa["precision_min"]),
+            f"{name + ' coverage':<30}" + "".join(_pct(v) for v in aa["coverage_mean"]),
+            f"{name + ' met':<30}" + "".join(f"{f'{m}/{c}':>12}" for m, c in zip(aa["met"], aa["cases"]))]
+
+
+def format_trust(result: dict) -> str:
+    """The trust tables of a ``simulate`` result (empty when it measured none)."""
+    budgets = result["budgets"]
+    rows = [(name, r["trust"]) for name, r in result["results"].items() if "trust" in r]
+    if not rows:
+        return ""
+    lines = _section("baselines (same labels), test accuracy %", budgets)
+    for name, tr in rows:
+        lines.append(f"{name + ' logreg':<30}" + "".join(_pct(v) for v in tr["logreg_accuracy_mean"]))
+        lines.append(f"{name + ' forest':<30}" + "".join(_pct(v) for v in tr["forest_accuracy_mean"]))
+    lines += _section("calibration error of the shown confidence (ECE %), raw / calibrated", budgets)
+    for name, tr in rows:
+        lines.append(f"{name + ' raw':<30}" + "".join(_pct(v) for v in tr["ece_mean"]))
+        lines.append(f"{name + ' calibrated':<30}" + "".join(_pct(v) for v in tr["ece_calibrated_mean"]))
+    for t in result.get("auto_accept_targets", []):
+        lines += _section(f"auto-accept at target {t}: true precision % (min) / coverage % / target met", budgets)
+        for name, tr in rows:
+            lines += _auto_accept_lines(name, tr["auto_accept"][str(t)])
+    return "\n".join(lines)

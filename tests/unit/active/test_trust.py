@@ -1,0 +1,95 @@
+"""What ``simulate --auto-accept`` measures: auto-accept scored on test items, calibration, baselines."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from labeling.active import trust
+from labeling.active.simulate import SimData, format_table, run
+from labeling.model.ensemble import FeatureScaler
+from labeling.search.neighbours import knn_graph
+from labeling.team.autoaccept import select_thresholds
+
+
+@pytest.fixture(scope="module")
+def digits() -> SimData:
+    x, y = load_digits(return_X_y=True)
+    x = x.astype(np.float32)
+    return SimData(FeatureScaler.fit(x).transform(x), y, [str(c) for c in range(10)], knn_graph(x, 15))
+
+
+@pytest.mark.parametrize(("text", "targets"), [("0.97,0.95", [0.95, 0.97]), ("0.9", [0.9]), ("", []),
+                                                (None, []), ([0.8, 0.8], [0.8])])
+def test_targets_parse(text, targets):
+    assert trust.parse_targets(text) == targets
+
+
+@pytest.mark.parametrize(("text", "match"), [("0.9,x", "numbers"), ("1.0", r"\(0, 1\)"), ("0", r"\(0, 1\)")])
+def test_bad_targets_raise(text, match):
+    with pytest.raises(ValueError, match=match):
+        trust.parse_targets(text)
+
+
+def test_auto_accept_is_scored_on_the_test_items_with_the_rule_thresholds():
+    conf = np.linspace(0.999, 0.9, 200)
+    rule = select_thresholds(conf, np.zeros(200, int), np.ones(200, bool), target=0.97, classes=[0, 1])
+    assert rule.thresholds()[1] is None
+    pred = np.array([0, 0, 0, 1, 0])
+    conf_test = np.array([0.99, 0.95, 0.5, 0.99, 0.91])
+    y = np.array([0, 1, 0, 1, 0])
+    precision, coverage = trust.auto_accept_on_test(rule, pred, conf_test, y)
+    # accepted: items 0, 1 and 4 (class 0 above 0.9); item 3's class has no threshold
+    assert coverage == pytest.approx(3 / 5) and precision == pytest.approx(2 / 3)
+    nothing = select_thresholds(conf[:10], np.zeros(10, int), np.ones(10, bool), target=0.97)
+    precision, coverage = trust.auto_accept_on_test(nothing, pred, conf_test, y)
+    assert math.isnan(precision) and coverage == 0.0
+
+
+def test_summary_counts_a_case_that_accepts_nothing_as_kept():
+    base = {"ece": 0.1, "ece_calibrated": 0.05, "logreg": 0.8, "forest": 0.7}
+    cases = [[{**base, "precision@0.9": 0.95, "coverage@0.9": 0.5, "bound@0.9": 0.91}],
+             [{**base, "precision@0.9": 0.85, "coverage@0.9": 0.6, "bound@0.9": 0.90}],
+             [{**base, "precision@0.9": float("nan"), "coverage@0.9": 0.0, "bound@0.9": float("nan")}]]
+    got = trust.summarise(cases, [0.9])
+    aa = got["auto_accept"]["0.9"]
+    assert aa["met"] == [2] and aa["cases"] == [3]
+    assert aa["precision_mean"] == [pytest.approx(0.9)] and aa["precision_min"] == [pytest.approx(0.85)]
+    assert aa["coverage_mean"] == [pytest.approx(1.1 / 3)]
+    assert got["logreg_accuracy_mean"] == [pytest.approx(0.8)] and got["ece_mean"] == [pytest.approx(0.1)]
+
+
+def test_simulate_reports_trust_beside_accuracy(digits):
+    res = run(digits, strategies=["random", "default"], budgets=[30, 150], repeats=1, test_fraction=0.3, seed=0,
+              auto_accept=[0.9])
+    assert res["auto_accept_targets"] == [0.9]
+    for name in ("random", "default"):
+        tr = res["results"][name]["trust"]
+        aa = tr["auto_accept"]["0.9"]
+        assert len(aa["coverage_mean"]) == 2 and all(0.0 <= c <= 1.0 for c in aa["coverage_mean"])
+        assert all(p is None or 0.0 <= p <= 1.0 for p in aa["precision_mean"])
+        assert aa["cases"] == [1, 1] and all(m in (0, 1) for m in aa["met"])
+        assert tr["logreg_accuracy_mean"][1] > 0.8  # digits with 150 labels: an easy baseline
+        assert 0.0 <= tr["ece_mean"][0] <= 1.0 and 0.0 <= tr["ece_calibrated_mean"][1] <= 1.0
+    assert res["results"]["default"]["trust"]["auto_accept"]["0.9"]["coverage_mean"][1] > 0  # 150 labels: some
+    table = format_table(res)
+    assert "auto-accept at target 0.9" in table and "logreg" in table and "calibrated" in table
+
+
+def test_simulate_without_targets_measures_no_trust(digits):
+    res = run(digits, strategies=["random"], budgets=[20], repeats=1, test_fraction=0.3, seed=0)
+    assert "trust" not in res["results"]["random"] and "auto_accept_targets" not in res
+    assert "auto-accept" not in format_table(res)
+
+
+@pytest.mark.parametrize(("flag", "value", "match"), [("--auto-accept", "1.5", "targets must lie in (0, 1)"),
+                                                      ("--auto-accept", "a,b", "must be numbers"),
+                                                      ("--budgets", "10,x", "budgets must be integers")])
+def test_cli_rejects_bad_trust_options_in_one_line(tmp_path, capsys, flag, value, match):
+    from labeling.cli import main
+
+    assert main(["simulate", str(tmp_path), flag, value, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1
