@@ -202,7 +202,9 @@ with right:
     f[1].button("Label", key="typeahead_button", disabled=chosen is None, on_click=_act,
                 args=(shown, chosen, "manual"))
     f = st.columns([3, 1])
-    new_class = f[0].text_input("New class", key="new_class", placeholder="Add a class and label this item")
+    # Enter in the box adds the class and labels the item, as its placeholder says (the button too).
+    new_class = f[0].text_input("New class", key="new_class", placeholder="Add a class and label this item",
+                                on_change=_add_class, args=(shown,))
     f[1].button("Add", key="new_class_button", disabled=not new_class.strip(), on_click=_add_class, args=(shown,))
 
 st.divider()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from labeling.session import AuthError
-from app_pages.common import get_session, plain
+from app_pages.common import done, get_session, plain
 
 PAGE = 12
 
@@ -14,7 +14,7 @@ ss = st.session_state
 st.title("Review")
 if not session.who.allows("reviewer"):
     st.error("The Review page needs the reviewer role.")
-    st.stop()
+    done()
 if ss.get("review_flash"):
     st.toast(ss.pop("review_flash"))
 

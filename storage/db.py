@@ -114,7 +114,7 @@ class _SharedInstances:
 
     def __init__(self, linger_s: float = LINGER_S) -> None:
         self._lock = threading.Lock()
-        self._open: dict[str, list] = {}  # key -> [connection, users, generation, opened_at, close_at]
+        self._open: dict[str, list] = {}  # key -> [connection, users, opened_at, close_at]
         self._timers: set[threading.Timer] = set()  # at most one pending: the next idle file due to close
         self._stopping = False
         self.linger_s = linger_s
@@ -125,7 +125,7 @@ class _SharedInstances:
         while True:
             with self._lock:
                 entry = self._open.get(key)
-                if (entry is not None and entry[1] == 0 and time.monotonic() - entry[3] > MAX_HOLD_S
+                if (entry is not None and entry[1] == 0 and time.monotonic() - entry[2] > MAX_HOLD_S
                         and _wanted(key)):
                     del self._open[key]  # held long enough: give other processes a turn
                     entry[0].close()
@@ -135,9 +135,8 @@ class _SharedInstances:
                     pause = False
                 if not pause:
                     if entry is None:
-                        entry = self._open[key] = [opener(), 0, 0, time.monotonic(), 0.0]
+                        entry = self._open[key] = [opener(), 0, time.monotonic(), 0.0]
                     entry[1] += 1
-                    entry[2] += 1
                     return entry[0].cursor()
             time.sleep(YIELD_S)
 
@@ -152,7 +151,7 @@ class _SharedInstances:
                 del self._open[key]
                 entry[0].close()
                 return
-            entry[4] = time.monotonic() + self.linger_s  # close at this time unless used again
+            entry[3] = time.monotonic() + self.linger_s  # close at this time unless used again
             if self._timers:  # the one pending timer will find it (a key press runs dozens of sessions)
                 return
             timer = threading.Timer(self.linger_s, self._close_idle_due)
@@ -169,11 +168,11 @@ class _SharedInstances:
             now = time.monotonic()
             due = []
             for key, entry in list(self._open.items()):
-                if entry[1] == 0 and entry[4] <= now and (self.keep_until_wanted is False or _wanted(key)):
+                if entry[1] == 0 and entry[3] <= now and (self.keep_until_wanted is False or _wanted(key)):
                     del self._open[key]
                     entry[0].close()
                 elif entry[1] == 0:
-                    due.append(max(entry[4], now + WANT_POLL_S))
+                    due.append(max(entry[3], now + WANT_POLL_S))
             if not due or self._stopping:
                 return
             nxt = threading.Timer(max(min(due) - now, 0.01), self._close_idle_due)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 
-from labeling.model.ensemble import EnsembleConfig, fit_ensemble
+from labeling.model.ensemble import EnsembleConfig, fit_ensemble, fit_fold_heads
 from labeling.model.propagation import graph_operator, label_propagation
 
 
@@ -166,7 +166,13 @@ def learned_blend(x: np.ndarray, labels: np.ndarray, n_classes: int, *, graph, c
     if graph is None or n_labeled < config.blend_min_per_class * max(1, int((counts > 0).sum())):
         return config.knn_weight, config.knn_sharpen
     assign = _inner_folds(labels, n_classes, np.random.default_rng(config.ensemble.seed))
-    inner = replace(config, learn_blend=False, knn_member=True)
+    # The inner fits train as the round itself does: without self-training once the round has enough
+    # labels for none (the inner folds' two thirds would otherwise self-train on hundreds of pseudo-labels
+    # the round never uses, and cost ten times the round's own fit).
+    inner = replace(config, learn_blend=False, knn_member=True,
+                    self_training=config.self_training and n_labeled < config.self_training_below * n_classes)
+    if not inner.self_training:
+        return _blend_from_batched_folds(x, labels, n_classes, assign, graph=graph, config=config, device=device)
     heads, prop, truth = [], [], []
     for f in range(BLEND_FOLDS):
         held = np.flatnonzero(assign == f)
@@ -178,6 +184,28 @@ def learned_blend(x: np.ndarray, labels: np.ndarray, n_classes: int, *, graph, c
         ens, propagated = _fit_parts(x, masked, n_classes, graph=graph, config=inner, device=device)
         heads.append(ens.predict_proba(x[held]).mean(axis=0))
         prop.append(propagated[held])
+        truth.append(labels[held])
+    if not truth:
+        return config.knn_weight, config.knn_sharpen
+    return choose_blend(np.concatenate(heads), np.concatenate(prop), np.concatenate(truth), default=config.knn_weight,
+                        default_power=config.knn_sharpen)
+
+
+def _blend_from_batched_folds(x, labels, n_classes, assign, *, graph, config: LearnerConfig, device):
+    """:func:`learned_blend`'s inner folds without self-training: every fold's heads trained in one
+    batched pass (:func:`fit_fold_heads`), the same rows, weights and steps as one fit per fold."""
+    rows = np.flatnonzero(labels >= 0)
+    held_heads = fit_fold_heads(x[rows], labels[rows], n_classes, assign[rows], config=config.ensemble, device=device)
+    operator = graph_operator(graph)
+    heads, prop, truth = [], [], []
+    for f in range(BLEND_FOLDS):
+        held = np.flatnonzero(assign == f)
+        if not len(held):
+            continue
+        masked = labels.copy()
+        masked[held] = -1
+        heads.append(held_heads[assign[rows] == f])
+        prop.append(label_propagation(graph[0], graph[1], masked, n_classes, operator=operator)[held])
         truth.append(labels[held])
     if not truth:
         return config.knn_weight, config.knn_sharpen

@@ -66,6 +66,17 @@ def wilson_lower_bound(successes: npt.ArrayLike, n: npt.ArrayLike, *, z: float) 
     return np.clip((centre - spread) / (1 + z2 / n), 0.0, 1.0)
 
 
+def _arrays(confidence, predicted, correct) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The held-out arrays as float, int and bool, checked to be 1-D of one length."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    pred = np.asarray(predicted, dtype=np.int64)
+    corr = np.asarray(correct, dtype=bool)
+    if not conf.shape == pred.shape == corr.shape or conf.ndim != 1:
+        raise ValueError(f"confidence, predicted and correct must be 1-D of one length; got "
+                         f"{conf.shape}, {pred.shape}, {corr.shape}")
+    return conf, pred, corr
+
+
 def _class_threshold(conf: np.ndarray, correct: np.ndarray, *, target: float, min_support: int,
                      z: float) -> ClassThreshold:
     """The lowest qualifying threshold of one class (its held-out items only)."""
@@ -93,12 +104,7 @@ def class_thresholds(
     classes: Iterable[int] | None = None,
 ) -> dict[int, ClassThreshold]:
     """Per-class thresholds with their measured precision and support; see ``per_class_thresholds``."""
-    conf = np.asarray(confidence, dtype=np.float64)
-    pred = np.asarray(predicted, dtype=np.int64)
-    corr = np.asarray(correct, dtype=bool)
-    if not conf.shape == pred.shape == corr.shape or conf.ndim != 1:
-        raise ValueError(f"confidence, predicted and correct must be 1-D of one length; got "
-                         f"{conf.shape}, {pred.shape}, {corr.shape}")
+    conf, pred, corr = _arrays(confidence, predicted, correct)
     if not 0.0 < target_precision <= 1.0:
         raise ValueError(f"target_precision must be in (0, 1]; got {target_precision}")
     if min_support < 1:
@@ -402,12 +408,7 @@ def _scan(conf: np.ndarray, pred: np.ndarray, corr: np.ndarray, live: list[int],
 
 
 def _checked(confidence, predicted, correct, target: float, confidence_level: float, min_held_out: int):
-    conf = np.asarray(confidence, dtype=np.float64)
-    pred = np.asarray(predicted, dtype=np.int64)
-    corr = np.asarray(correct, dtype=bool)
-    if not conf.shape == pred.shape == corr.shape or conf.ndim != 1:
-        raise ValueError(f"confidence, predicted and correct must be 1-D of one length; got "
-                         f"{conf.shape}, {pred.shape}, {corr.shape}")
+    conf, pred, corr = _arrays(confidence, predicted, correct)
     if not 0.0 < target < 1.0:
         raise ValueError(f"target precision must be in (0, 1); got {target}")
     if not 0.5 < confidence_level < 1.0:

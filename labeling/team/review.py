@@ -88,8 +88,9 @@ def overlap_state(project: Project, con=None, items: Sequence[int] | None = None
     """(item -> voters for every voted item in the overlap set, votes wanted); empty without overlap.
     With ``items``, only those items are looked at."""
     if con is None:
-        if overlap_settings(project)[0] <= 0:  # no overlap (the usual case): no transaction at all
-            return {}, int(overlap_settings(project)[1])
+        fraction, votes, _ = overlap_settings(project)
+        if fraction <= 0:  # no overlap (the usual case): no transaction at all
+            return {}, int(votes)
         with project.db.session() as c:
             return overlap_state(project, c, items)
     fraction, votes, salt = overlap_settings(project, con)

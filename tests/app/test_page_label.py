@@ -69,8 +69,7 @@ def test_new_class_by_typing(trained_project, app_env):
     service = LabelingService(trained_project)
     at = _app(trained_project, app_env)
     item = service.queue(1)[0].item_id
-    at.text_input(key="new_class").input("<b>okapi</b>").run()
-    at.button(key="new_class_button").click().run()
+    at.text_input(key="new_class").input("<b>okapi</b>").run()  # Enter adds it and labels the item
     assert service.current_labels()[item][0] == "<b>okapi</b>"
     assert "<b>okapi</b>" in service.class_names().values()
     item2 = service.queue(1)[0].item_id
@@ -78,6 +77,17 @@ def test_new_class_by_typing(trained_project, app_env):
     at.button(key="typeahead_button").click().run()
     assert service.current_labels()[item2][0] == "<b>okapi</b>"
     assert not any("<b>" in str(md.value) for md in at.markdown)  # a class name is text, never HTML
+
+
+def test_enter_in_the_new_class_box_labels_the_item(trained_project, app_env):
+    """Typing a new class and pressing Enter (no click on Add) labels the item, as the box promises."""
+    service = LabelingService(trained_project)
+    at = _app(trained_project, app_env)
+    item = service.queue(1)[0].item_id
+    at.text_input(key="new_class").input("okapi").run()
+    assert service.current_labels()[item][0] == "okapi"
+    assert at.text_input(key="new_class").value == ""  # empty for the next class
+    assert len([e for e in _events(trained_project) if e.item_id == item]) == 1  # once, not twice
 
 
 def test_accept_neighbourhood_is_one_batch_and_undo_revokes_it(trained_project, app_env):

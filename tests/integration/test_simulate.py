@@ -65,3 +65,20 @@ def test_cli_simulate_writes_the_documented_json(tmp_path):
     for name in ("random", "default", "knn_propagation"):
         assert len(res["results"][name]["accuracy_mean"]) == 2
         assert len(res["results"][name]["accuracy_std"]) == 2
+
+
+def test_simulate_reports_trust_beside_accuracy(digits):
+    res = run(digits, strategies=["random", "default"], budgets=[30, 150], repeats=1, test_fraction=0.3, seed=0,
+              auto_accept=[0.9])
+    assert res["auto_accept_targets"] == [0.9]
+    for name in ("random", "default"):
+        tr = res["results"][name]["trust"]
+        aa = tr["auto_accept"]["0.9"]
+        assert len(aa["coverage_mean"]) == 2 and all(0.0 <= c <= 1.0 for c in aa["coverage_mean"])
+        assert all(p is None or 0.0 <= p <= 1.0 for p in aa["precision_mean"])
+        assert aa["cases"] == [1, 1] and all(m in (0, 1) for m in aa["met"])
+        assert tr["logreg_accuracy_mean"][1] > 0.8  # digits with 150 labels: an easy baseline
+        assert 0.0 <= tr["ece_mean"][0] <= 1.0 and 0.0 <= tr["ece_calibrated_mean"][1] <= 1.0
+    assert res["results"]["default"]["trust"]["auto_accept"]["0.9"]["coverage_mean"][1] > 0  # 150 labels: some
+    table = format_table(res)
+    assert "auto-accept at target 0.9" in table and "logreg" in table and "calibrated" in table

@@ -61,23 +61,6 @@ def test_summary_counts_a_case_that_accepts_nothing_as_kept():
     assert got["logreg_accuracy_mean"] == [pytest.approx(0.8)] and got["ece_mean"] == [pytest.approx(0.1)]
 
 
-def test_simulate_reports_trust_beside_accuracy(digits):
-    res = run(digits, strategies=["random", "default"], budgets=[30, 150], repeats=1, test_fraction=0.3, seed=0,
-              auto_accept=[0.9])
-    assert res["auto_accept_targets"] == [0.9]
-    for name in ("random", "default"):
-        tr = res["results"][name]["trust"]
-        aa = tr["auto_accept"]["0.9"]
-        assert len(aa["coverage_mean"]) == 2 and all(0.0 <= c <= 1.0 for c in aa["coverage_mean"])
-        assert all(p is None or 0.0 <= p <= 1.0 for p in aa["precision_mean"])
-        assert aa["cases"] == [1, 1] and all(m in (0, 1) for m in aa["met"])
-        assert tr["logreg_accuracy_mean"][1] > 0.8  # digits with 150 labels: an easy baseline
-        assert 0.0 <= tr["ece_mean"][0] <= 1.0 and 0.0 <= tr["ece_calibrated_mean"][1] <= 1.0
-    assert res["results"]["default"]["trust"]["auto_accept"]["0.9"]["coverage_mean"][1] > 0  # 150 labels: some
-    table = format_table(res)
-    assert "auto-accept at target 0.9" in table and "logreg" in table and "calibrated" in table
-
-
 def test_simulate_without_targets_measures_no_trust(digits):
     res = run(digits, strategies=["random"], budgets=[20], repeats=1, test_fraction=0.3, seed=0)
     assert "trust" not in res["results"]["random"] and "auto_accept_targets" not in res

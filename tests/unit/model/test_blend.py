@@ -81,3 +81,38 @@ def test_cross_validation_keeps_the_share_the_round_learned():
     assert fixed.learn_blend is False and fixed.knn_weight == pytest.approx(0.2) and fixed.knn_sharpen == 3.0
     plain = LearnerConfig(knn_weight=0.5, learn_blend=False)
     assert with_fixed_blend(plain, pred) is plain  # nothing learned: nothing to keep
+
+
+def test_a_folds_heads_never_see_its_own_rows():
+    from labeling.model.ensemble import fit_fold_heads
+
+    x, y, _ = _blobs()
+    fold = np.full(240, -1)
+    fold[np.flatnonzero(y == 0)[:40]] = 0  # fold 0 holds out half of class 0 ...
+    fold[np.flatnonzero(y == 1)[:40]] = 1
+    y_train = y.copy()
+    y_train[fold == 0] = 2  # ... and those rows are labeled class 2: only the other fold's heads learn that
+    probs = fit_fold_heads(x, y_train, 3, fold, config=EnsembleConfig(seed=0, steps=60))
+    assert probs.shape == (240, 3)
+    np.testing.assert_allclose(probs[fold >= 0].sum(axis=1), 1.0, rtol=1e-5)
+    assert (probs[fold < 0] == 0).all()  # never held out: no held-out prediction
+    assert (probs[fold == 0].argmax(axis=1) == 0).mean() > 0.9  # fold 0's heads saw class 0 there, not 2
+    assert (probs[fold == 1].argmax(axis=1) == 1).mean() > 0.9
+
+
+def test_inner_folds_train_as_the_round_does(monkeypatch):
+    """With enough labels that the round trains without self-training, its inner folds do too (they
+    once self-trained on hundreds of pseudo-labels, ten times the round's own fit)."""
+    import labeling.model.learner as learner
+
+    x, y, graph = _blobs()
+    labels = np.full(240, -1)
+    picked = np.concatenate([np.flatnonzero(y == c)[:6] for c in range(3)])  # 6 per class: no self-training
+    labels[picked] = y[picked]
+    seen = []
+    real = learner.fit_ensemble
+    monkeypatch.setattr(learner, "fit_ensemble", lambda xs, ys, *a, **k: seen.append(len(ys)) or real(xs, ys, *a, **k))
+    config = LearnerConfig(ensemble=EnsembleConfig(seed=0, steps=20), learn_blend=True)
+    pred = fit_predict(x, labels, 3, graph=graph, config=config, device="cpu")
+    assert seen == [18]  # the round's one fit on its 18 labels; the inner folds trained batched, without pseudo-labels
+    assert pred.member_names[-1] == "knn-propagation"
