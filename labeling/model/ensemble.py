@@ -311,20 +311,26 @@ def fit_ensemble(
     gen = torch.Generator().manual_seed(config.seed)
     weights = _head_row_weights(y, n_classes, config, sample_weight, rng)
     banks, head_types, order = _build_banks(d, n_classes, config, rng, gen, device)
-    w_t = torch.as_tensor(weights[order], device=device)  # (K, n)
+    _train_banks(banks, x, y, weights[order], config, n_train=n, gen=gen, device=device)  # weights (K, n)
+    return Ensemble(banks, head_types, n_classes, device)
+
+
+def _train_banks(banks: list[_HeadBank], x: np.ndarray, y: np.ndarray, weights: np.ndarray, config: EnsembleConfig,
+                 *, n_train: float, gen: torch.Generator, device: torch.device) -> None:
+    """Train the banks' heads on rows ``x``, ``y`` with per-head row weights ``(K, n)`` in bank order
+    (Adam, full batches up to ``config.batch_rows`` rows, sampled above), then set them to eval."""
+    w_t = torch.as_tensor(weights, device=device)
     x_t = torch.as_tensor(x, device=device)
     y_t = torch.as_tensor(y, device=device)
-    params = [p for b in banks for p in b.parameters()]
-    opt = torch.optim.Adam(params, lr=config.lr)
-    decay = config.weight_decay / n ** 0.5
-    if n <= config.batch_rows:
+    opt = torch.optim.Adam([p for b in banks for p in b.parameters()], lr=config.lr)
+    decay = config.weight_decay / float(n_train) ** 0.5
+    if len(y) <= config.batch_rows:
         _train_full_batches(banks, opt, x_t, y_t, w_t, decay=decay, steps=config.steps)
     else:
         _train_sampled_batches(banks, opt, x_t, y_t, w_t, decay=decay, steps=config.steps,
                                batch_rows=config.batch_rows, gen=gen)
     for b in banks:
         b.eval()
-    return Ensemble(banks, head_types, n_classes, device)
 
 
 def fit_fold_heads(
@@ -379,18 +385,7 @@ def fit_fold_heads(
     weights = np.concatenate(weights)  # (F*K, n): head g*K + h is head h of fold folds[g]
     banks, head_types, order = _build_banks(x.shape[1], n_classes, replace(config, n_heads=k * len(folds)), rng,
                                             gen, device, head_types=_head_types(config) * len(folds))
-    w_t = torch.as_tensor(weights[order], device=device)
-    x_t = torch.as_tensor(x, device=device)
-    y_t = torch.as_tensor(y, device=device)
-    opt = torch.optim.Adam([p for b in banks for p in b.parameters()], lr=config.lr)
-    decay = config.weight_decay / float(np.mean(n_train)) ** 0.5
-    if len(y) <= config.batch_rows:
-        _train_full_batches(banks, opt, x_t, y_t, w_t, decay=decay, steps=config.steps)
-    else:
-        _train_sampled_batches(banks, opt, x_t, y_t, w_t, decay=decay, steps=config.steps,
-                               batch_rows=config.batch_rows, gen=gen)
-    for b in banks:
-        b.eval()
+    _train_banks(banks, x, y, weights[order], config, n_train=float(np.mean(n_train)), gen=gen, device=device)
     probs = Ensemble(banks, head_types, n_classes, device).predict_proba(x)  # (F*K, n, C), bank order
     group = order // k
     for g, f in enumerate(folds):

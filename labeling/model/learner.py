@@ -174,17 +174,27 @@ def learned_blend(x: np.ndarray, labels: np.ndarray, n_classes: int, *, graph, c
     if not inner.self_training:
         return _blend_from_batched_folds(x, labels, n_classes, assign, graph=graph, config=config, device=device)
     heads, prop, truth = [], [], []
-    for f in range(BLEND_FOLDS):
-        held = np.flatnonzero(assign == f)
-        if not len(held):
-            continue
-        masked = labels.copy()
-        masked[held] = -1
+    for _f, held, masked in _inner_fold_masks(labels, assign):
         # The round's two parts trained without the held-out rows; the heads score those rows only.
         ens, propagated = _fit_parts(x, masked, n_classes, graph=graph, config=inner, device=device)
         heads.append(ens.predict_proba(x[held]).mean(axis=0))
         prop.append(propagated[held])
         truth.append(labels[held])
+    return _chosen(heads, prop, truth, config)
+
+
+def _inner_fold_masks(labels: np.ndarray, assign: np.ndarray):
+    """For each inner fold with rows: ``(fold, held-out rows, labels with those rows unlabeled)``."""
+    for f in range(BLEND_FOLDS):
+        held = np.flatnonzero(assign == f)
+        if len(held):
+            masked = labels.copy()
+            masked[held] = -1
+            yield f, held, masked
+
+
+def _chosen(heads: list, prop: list, truth: list, config: LearnerConfig) -> tuple[float, float]:
+    """:func:`choose_blend` on the inner folds' held-out rows, or the fixed blend without any."""
     if not truth:
         return config.knn_weight, config.knn_sharpen
     return choose_blend(np.concatenate(heads), np.concatenate(prop), np.concatenate(truth), default=config.knn_weight,
@@ -198,19 +208,11 @@ def _blend_from_batched_folds(x, labels, n_classes, assign, *, graph, config: Le
     held_heads = fit_fold_heads(x[rows], labels[rows], n_classes, assign[rows], config=config.ensemble, device=device)
     operator = graph_operator(graph)
     heads, prop, truth = [], [], []
-    for f in range(BLEND_FOLDS):
-        held = np.flatnonzero(assign == f)
-        if not len(held):
-            continue
-        masked = labels.copy()
-        masked[held] = -1
+    for f, held, masked in _inner_fold_masks(labels, assign):
         heads.append(held_heads[assign[rows] == f])
         prop.append(label_propagation(graph[0], graph[1], masked, n_classes, operator=operator)[held])
         truth.append(labels[held])
-    if not truth:
-        return config.knn_weight, config.knn_sharpen
-    return choose_blend(np.concatenate(heads), np.concatenate(prop), np.concatenate(truth), default=config.knn_weight,
-                        default_power=config.knn_sharpen)
+    return _chosen(heads, prop, truth, config)
 
 
 def _fit_parts(x: np.ndarray, labels: np.ndarray, n_classes: int, *, graph, config: LearnerConfig, device):
