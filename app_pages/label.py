@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from labeling.session import QUEUE_STRATEGIES, UnknownClass, neighbour_strip_html
+from labeling.session import QUEUE_STRATEGIES, RELEASE_FOCUS_HTML, UnknownClass, neighbour_strip_html
 from app_pages.common import done, get_session, plain
 
 session = get_session()
@@ -26,6 +26,8 @@ with top[2].popover("Keys"):
 if ss.flash:
     st.toast(ss.flash)
     ss.flash = None
+if ss.pop("release_focus", False):
+    st.html(RELEASE_FOCUS_HTML, unsafe_allow_javascript=True)
 
 classes = session.class_names()
 
@@ -86,6 +88,7 @@ def _add_class(shown: tuple) -> None:
     if name:
         _act(shown, name, "manual")
         ss.new_class = ""  # the box is empty for the next class
+        ss.release_focus = True  # and lets go of the keyboard, so that digit keys label again
 
 
 def _accept_neighbourhood(shown: tuple, target: str, k: int, threshold: float) -> None:

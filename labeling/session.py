@@ -19,12 +19,12 @@ from labeling.service import QUEUE_STRATEGIES, LabelingService, QueueItem, Unkno
 from labeling.team import auth
 from labeling.team.auth import AuthError, Identity
 from labeling.views.data_admin import DEFAULT_EXPORT_NAMES
-from labeling.views.cards import neighbour_strip_html
+from labeling.views.cards import RELEASE_FOCUS_HTML, neighbour_strip_html
 from labeling.views.projection import COLOR_BY, NO_VALUE
 from labeling.data.export import FORMATS
 
 __all__ = ["AuthError", "Candidate", "CurrentLabel", "GridCell", "Identity", "ItemCard", "LabelingService", "Neighbour",
-           "QUEUE_STRATEGIES", "QueueItem", "neighbour_strip_html", "ROLES", "COLOR_BY", "DEFAULT_EXPORT_NAMES", "FORMATS", "NO_VALUE", "ProjectError", "parse_item_ids", "RetrainWorker", "RoundInfo", "Session", "UnknownClass"]
+           "QUEUE_STRATEGIES", "QueueItem", "neighbour_strip_html", "RELEASE_FOCUS_HTML", "ROLES", "COLOR_BY", "DEFAULT_EXPORT_NAMES", "FORMATS", "NO_VALUE", "ProjectError", "parse_item_ids", "RetrainWorker", "RoundInfo", "Session", "UnknownClass"]
 
 ROLES = auth.ROLES
 

@@ -51,6 +51,12 @@ def caption(n: Neighbour, candidates: Iterable[int]) -> str:
     return f"{n.similarity:.2f} · {shown}{mark}"
 
 
+RELEASE_FOCUS_HTML = "<script>document.activeElement && document.activeElement.blur();</script>"
+"""A fixed script (no data in it) the Label page runs once after a class is added from the text box:
+the box keeps the keyboard focus otherwise, and the next digit key would type into it instead of
+labeling the next item."""
+
+
 def neighbour_strip_html(neighbours: Sequence[Neighbour], candidates: Iterable[int], *, columns: int = 6) -> str:
     """One HTML block: the neighbours in a grid of ``columns``, each thumbnail above its caption."""
     chosen = set(int(c) for c in candidates)

@@ -88,6 +88,12 @@ def test_enter_in_the_new_class_box_labels_the_item(trained_project, app_env):
     assert service.current_labels()[item][0] == "okapi"
     assert at.text_input(key="new_class").value == ""  # empty for the next class
     assert len([e for e in _events(trained_project) if e.item_id == item]) == 1  # once, not twice
+    # and the box lets go of the keyboard (else the next digit key types into it): once, that run only
+    from labeling.views.cards import RELEASE_FOCUS_HTML
+
+    assert sum(RELEASE_FOCUS_HTML in str(h.proto) for h in at.get("html")) == 1
+    at.run()
+    assert not any(RELEASE_FOCUS_HTML in str(h.proto) for h in at.get("html"))
 
 
 def test_accept_neighbourhood_is_one_batch_and_undo_revokes_it(trained_project, app_env):
