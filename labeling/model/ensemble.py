@@ -347,8 +347,9 @@ def fit_fold_heads(
 
     Fold ``f``'s heads are the K heads :func:`fit_ensemble` would train on the rows outside fold
     ``f`` (those rows' bootstrap and class balance; zero weight on the fold's own rows), all folds'
-    heads batched together: the per-step cost of a few dozen rows is overhead, not arithmetic, so
-    F folds cost about one fit instead of F. Rows with ``fold < 0`` only ever train.
+    heads batched together, so the per-step overhead is paid once: measured at 50 labels on the demo,
+    three folds cost about 1.8 single fits instead of 3. The weight decay uses the folds' mean
+    training-row count. Rows with ``fold < 0`` only ever train.
 
     Parameters
     ----------

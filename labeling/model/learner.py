@@ -203,7 +203,7 @@ def _chosen(heads: list, prop: list, truth: list, config: LearnerConfig) -> tupl
 
 def _blend_from_batched_folds(x, labels, n_classes, assign, *, graph, config: LearnerConfig, device):
     """:func:`learned_blend`'s inner folds without self-training: every fold's heads trained in one
-    batched pass (:func:`fit_fold_heads`), the same rows, weights and steps as one fit per fold."""
+    batched pass (:func:`fit_fold_heads`), with the rows, weights and steps one fit per fold would use."""
     rows = np.flatnonzero(labels >= 0)
     held_heads = fit_fold_heads(x[rows], labels[rows], n_classes, assign[rows], config=config.ensemble, device=device)
     operator = graph_operator(graph)
