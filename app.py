@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd  # noqa: F401  imported first: plotly's lazy pandas import must not race the first click
 import streamlit as st
 
-from app_pages.common import PageDone, get_service, sign_in_page, signed_in, sidebar
+from app_pages.common import CARD_ROUND, PageDone, get_service, sign_in_page, signed_in, sidebar
 
 
 def main() -> None:
@@ -29,6 +29,7 @@ def main() -> None:
         st.Page("app_pages/data.py", title="Data", icon=":material/folder_open:"),
     ]
     nav = st.navigation(pages)
+    st.session_state.pop(CARD_ROUND, None)  # the Label page sets it again when it shows a card
     try:
         nav.run()
     except PageDone:  # the page ended early (app_pages.common.done): its sidebar is still drawn

@@ -167,7 +167,9 @@ def sidebar_status() -> None:
     newer round is in use (one fragment per session polls, reading only what changed since)."""
     service = get_service()
     summary = service.summary()
-    _toast_new_round(summary["round"]["id"] if summary["round"] else None)
+    newest = summary["round"]["id"] if summary["round"] else None
+    _refresh_stale_card(newest)  # first: the app's rerun draws this fragment again, toast included
+    _toast_new_round(newest)
     st.caption(f"Project **{os.path.basename(summary['root'])}**")
     rnd = summary["round"]
     if rnd is None:
@@ -187,6 +189,21 @@ def sidebar_status() -> None:
     failed = [r for r in service.rounds(newest=3) if r["status"] == "failed"]
     if failed and (rnd is None or failed[-1]["id"] > rnd["id"]):
         st.warning(f"Round {failed[-1]['id']} failed; round {rnd['id'] if rnd else '—'} stays in use.")
+
+
+CARD_ROUND = "card_round"
+# Session key: the round whose suggestion the Label page's card shows (only while that page is open).
+
+
+def _refresh_stale_card(newest: int | None) -> None:
+    """A round landed while the Label page shows a card from an older one: redraw the page once, so the
+    pinned item keeps its place and shows the newest suggestion."""
+    ss = st.session_state
+    if CARD_ROUND not in ss:
+        return
+    if facade.card_is_stale(ss[CARD_ROUND], newest, ss.get("card_refreshed_for")):
+        ss.card_refreshed_for = newest
+        st.rerun(scope="app")
 
 
 def _toast_new_round(rid: int | None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from labeling.session import DEFAULT_EXPORT_NAMES, FORMATS
+from labeling.session import DASH, DEFAULT_EXPORT_NAMES, FORMATS, count
 from app_pages import team_admin
 from app_pages.common import get_session
 
@@ -21,17 +21,17 @@ def _mib(n: int) -> str:
 
 
 def _show_import_result(result: dict) -> None:
-    st.success(f"Imported {result['added']} new images; {result['already_present']} were already in the project; "
-               f"{result['labels']} initial labels.")
+    st.success(f"Imported {count(result['added'], 'new image')}; {count(result['already_present'], 'image')} "
+               f"already in the project; {count(result['labels'], 'initial label')}.")
     if result.get("embedded") is not None:
         st.caption(f"Embedded with {result['embedded'].get('backbone')} on {result['embedded'].get('device')}.")
     if result["skipped"]:
-        st.warning(f"{len(result['skipped'])} files skipped:")
+        st.warning(f"{count(len(result['skipped']), 'file')} skipped:")
         st.dataframe(result["skipped"], hide_index=True, key="data_import_skipped",
-                     column_config={"path": "file", "reason": "reason"})
+                     column_config={"path": "file", "reason": "reason"}, placeholder=DASH)
     if result["duplicates"]:
-        st.info(f"{len(result['duplicates'])} duplicates of images already in the project:")
-        st.dataframe(result["duplicates"], hide_index=True, key="data_import_duplicates")
+        st.info(f"{count(len(result['duplicates']), 'duplicate')} of images already in the project:")
+        st.dataframe(result["duplicates"], hide_index=True, key="data_import_duplicates", placeholder=DASH)
     for problem in result["problems"]:
         st.text(problem)
 
@@ -80,14 +80,14 @@ with tab_stats:
     left, right = st.columns(2)
     with left:
         st.subheader("Labels per annotator")
-        st.dataframe(stats["by_annotator"], hide_index=True, key="data_by_annotator")
+        st.dataframe(stats["by_annotator"], hide_index=True, key="data_by_annotator", placeholder=DASH)
     with right:
         st.subheader("Labels per source")
-        st.dataframe(stats["by_source"], hide_index=True, key="data_by_source")
+        st.dataframe(stats["by_source"], hide_index=True, key="data_by_source", placeholder=DASH)
     st.subheader("Unreadable and duplicate files")
     bad = data.unreadable_files()
     if len(bad):
-        st.dataframe(bad, hide_index=True, key="data_unreadable")
+        st.dataframe(bad, hide_index=True, key="data_unreadable", placeholder=DASH)
     else:
         st.caption("Every recorded file is a usable image.")
 
@@ -164,7 +164,7 @@ with tab_import:
 
 with tab_classes:
     table = data.class_table()
-    st.dataframe(table, hide_index=True, key="data_class_table")
+    st.dataframe(table, hide_index=True, key="data_class_table", placeholder=DASH)
     active = table.loc[table["merged_into"].isna(), "class"].tolist()
     merged = table.loc[table["merged_into"].notna(), "class"].tolist()
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from labeling.session import QUEUE_STRATEGIES, RELEASE_FOCUS_HTML, UnknownClass, neighbour_strip_html
-from app_pages.common import done, get_session, plain
+from labeling.session import QUEUE_STRATEGIES, RELEASE_FOCUS_HTML, UnknownClass, count, key_label, neighbour_strip_html
+from app_pages.common import CARD_ROUND, done, get_session, plain
 
 session = get_session()
 ss = st.session_state
@@ -20,8 +20,8 @@ strategy = top[0].selectbox("Order", QUEUE_STRATEGIES, key="label_strategy",
                             format_func=lambda s: STRATEGY_NAMES.get(s, s.replace("_", " ").capitalize()))
 grid_mode = top[1].toggle("Grid mode", key="label_grid_mode", help="Review many items of one suggested class at once")
 with top[2].popover("Keys"):
-    st.markdown("**Enter** accept · **1–9** pick class · **S** skip · **N** next · **A** accept neighbourhood · "
-                "**Ctrl+Z** undo")
+    st.markdown("**Enter** accept · **1–9, 0**, then **Q W E T Y …** the class shown on its button · **S** skip · "
+                "**N** next · **A** accept neighbourhood · **Ctrl+Z** undo")
 
 if ss.flash:
     st.toast(ss.flash)
@@ -41,7 +41,7 @@ def _record(batch: str, message: str) -> None:
 def _undo() -> None:
     try:
         items = get_session().undo(ss.last_batch)
-        ss.flash = f"Undid {len(items)} label(s)"
+        ss.flash = f"Undid {count(len(items), 'label')}"
         ss.last_batch = None
         ss.current_item = None  # the undone item is back at the head of the queue
     except LookupError as exc:
@@ -97,7 +97,7 @@ def _accept_neighbourhood(shown: tuple, target: str, k: int, threshold: float) -
         return
     batch, items = _acting().accept_neighbourhood(item, target, k=k, min_similarity=threshold,
                                                   model_round=model_round)
-    _record(batch, f"Accepted {len(items)} items as {target}")
+    _record(batch, f"Accepted {count(len(items), 'item')} as {target}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,9 +125,9 @@ if grid_mode:
             if st.checkbox(f"misfit · {cell.confidence:.0%}", key=f"misfit_{cell.item_id}"):
                 misfits.append(cell.item_id)
     n_accept = len(cells) - len(misfits)
-    if st.button(f"Accept {n_accept} as {plain(grid_class)}", type="primary", key="grid_accept", disabled=n_accept == 0):
+    if st.button(f"Accept {count(n_accept, 'item')} as {plain(grid_class)}", type="primary", key="grid_accept", disabled=n_accept == 0):
         batch = session.accept_grid([c.item_id for c in cells], misfits, grid_class)
-        _record(batch, f"Accepted {n_accept} items as {grid_class}")
+        _record(batch, f"Accepted {count(n_accept, 'item')} as {grid_class}")
         for c in cells:
             ss.pop(f"misfit_{c.item_id}", None)
         st.rerun()
@@ -163,6 +163,7 @@ if current is None:
     ss.current_strategy = strategy
 
 card = session.card(current)
+ss[CARD_ROUND] = card.round_id  # the sidebar redraws the page once a newer round lands
 suggestion = card.pseudo_label
 left, right = st.columns([3, 4])
 with left:
@@ -186,19 +187,24 @@ with right:
             st.caption(f"The backbone's ImageNet guess: {card.hint[0]} ({card.hint[1]:.0%})")
 
     shown = (current, card.uri, card.round_id)  # what a key press on this run's buttons acts on
-    a = st.columns(4)
-    a[0].button(f"Accept {plain(suggestion or '')}".strip(), type="primary", key="accept", shortcut="Enter",
-                disabled=suggestion is None, on_click=_act, args=(shown, suggestion, "accept_suggestion"))
-    a[1].button("Skip / unsure", key="skip", shortcut="S", on_click=_act, args=(shown, None, "manual"))
-    a[2].button("Next", key="next", shortcut="N", on_click=_pass, args=(current,))
-    a[3].button("Undo", key="undo", shortcut="Ctrl+Z", on_click=_undo)
+    # Accept has a row of its own, so that a long class name never truncates it; the rest share one.
+    st.button(f"Accept {plain(suggestion or '')}".strip(), type="primary", key="accept", shortcut="Enter",
+              disabled=suggestion is None, on_click=_act, args=(shown, suggestion, "accept_suggestion"),
+              width="stretch")
+    a = st.columns(3)
+    a[0].button("Skip / unsure", key="skip", shortcut="S", on_click=_act, args=(shown, None, "manual"),
+                width="stretch")
+    a[1].button("Next", key="next", shortcut="N", on_click=_pass, args=(current,), width="stretch")
+    a[2].button("Undo", key="undo", shortcut="Ctrl+Z", on_click=_undo, width="stretch")
 
     if classes:
-        st.write("Pick a class")
-        bcols = st.columns(min(len(classes), 5) or 1)
-        for k, name in enumerate(classes[:9]):
-            bcols[k % len(bcols)].button(f"{k + 1} · {plain(name)}", key=f"class_{k + 1}", shortcut=str(k + 1),
-                                         on_click=_act, args=(shown, name, "manual"))
+        # Every class keeps its key for the project's life (creation order); thirty have one, the rest the box below.
+        keyed = [(key, name) for key, name in session.class_keys() if key is not None]
+        bcols = st.columns(min(len(keyed), 4) or 1)
+        for k, (key, name) in enumerate(keyed):
+            bcols[k % len(bcols)].button(f"{key_label(key)} · {plain(name)}", key=f"class_{key}", shortcut=key,
+                                         on_click=_act, args=(shown, name, "manual"),
+                                         help=f"Label as {plain(name)} (key {key_label(key)})", width="stretch")
     f = st.columns([3, 1])
     chosen = f[0].selectbox("Any class (type to search)", classes, index=None, key="typeahead",
                             placeholder="Start typing a class name")

@@ -11,7 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from labeling.session import COLOR_BY, NO_VALUE, ProjectError, parse_item_ids
+from labeling.session import COLOR_BY, DASH, NO_VALUE, ProjectError, count, plan_bulk
 from app_pages.common import done, get_session, plain
 
 MAX_GRID = 60
@@ -27,13 +27,16 @@ def _figure(frame, color_by: str) -> go.Figure:
     hover = ("%{customdata[1]}<br>label: %{customdata[2]}<br>pseudo-label: %{customdata[3]}"
              "<br>confidence: %{customdata[4]}<extra></extra>")
 
+    def text(values):
+        return [DASH if v is None or v != v else html.escape(str(v)) for v in values]  # v != v: NaN
+
     def custom(df):
         return np.column_stack([
             df["item_id"].to_numpy(),
-            [html.escape(str(u)) for u in df["uri"]],
-            [html.escape(str(v)) if v is not None else "—" for v in df["label"]],
-            [html.escape(str(v)) if v is not None else "—" for v in df["pseudo_label"]],
-            ["—" if np.isnan(c) else f"{c:.2f}" for c in df["confidence"]],
+            text(df["uri"]),
+            text(df["label"]),
+            text(df["pseudo_label"]),
+            [DASH if np.isnan(c) else f"{c:.2f}" for c in df["confidence"]],
         ])
 
     fig = go.Figure()
@@ -44,12 +47,10 @@ def _figure(frame, color_by: str) -> go.Figure:
                     "colorbar": {"title": {"text": frame.attrs.get("disagreement") or "score"}}},
             name="items"))
     else:
-        cats = sorted(frame["color"].unique(), key=lambda c: (c == NO_VALUE, c))
-        for cat in cats:
+        # One colour per class for the project's life; items without a value first, so they lie underneath.
+        for cat, colour in frame.attrs["colors"].items():
             df = frame[frame["color"] == cat]
-            marker = {"size": 6}
-            if cat == NO_VALUE:
-                marker["color"] = "lightgrey"
+            marker = {"size": 5 if cat == NO_VALUE else 6, "color": colour}
             fig.add_trace(go.Scattergl(x=df["x"], y=df["y"], mode="markers", customdata=custom(df),
                                        hovertemplate=hover, marker=marker, name=html.escape(cat)))
     fig.update_layout(height=620, margin={"l": 10, "r": 10, "t": 10, "b": 10}, dragmode="lasso",
@@ -100,37 +101,61 @@ def _watch_build(builder, method: str) -> None:
 
 
 def _label_panel(ids: list[int]) -> None:
+    """The selection, what its items carry now, and one batch that labels them: no class is chosen for
+    the person, a person's labels stay unless "overwrite" is ticked, and single items can be left out."""
     names = session.class_names()
-    st.subheader(f"{len(ids)} selected")
-    shown = session.map.thumbnails(ids[:MAX_GRID])
+    rows = session.map.selection(ids)
+    st.subheader(f"{count(len(rows), 'item')} selected")
+    shown = session.map.thumbnails([r.item_id for r in rows[:MAX_GRID]])
     for start in range(0, len(shown), GRID_COLUMNS):
         cols = st.columns(GRID_COLUMNS)
-        for col, (item_id, path, _uri) in zip(cols, shown[start:start + GRID_COLUMNS]):
-            col.image(str(path), caption=f"#{item_id}", width="stretch")
-    if st.button("Clear selection", key="map_clear_selection"):
-        st.session_state.pop("map_selection", None)
-        st.rerun()
-    if len(ids) > MAX_GRID:
-        st.caption(f"Showing {MAX_GRID} of {len(ids)}; all {len(ids)} are labeled by the button below.")
+        for col, (_item_id, path, uri) in zip(cols, shown[start:start + GRID_COLUMNS]):
+            col.image(str(path), caption=uri.rsplit("/", 1)[-1], width="stretch")
+    if len(rows) > MAX_GRID:
+        st.caption(f"Showing {MAX_GRID} of {len(rows)}; the label below applies to all {len(rows)}.")
+    st.dataframe([{"file": r.name, "id": r.item_id, "label now": r.label or ("skipped" if r.source else DASH),
+                   "by": r.annotator or DASH, "source": r.source or DASH} for r in rows],
+                 hide_index=True, width="stretch", height=min(38 + 35 * len(rows), 250), placeholder=DASH)
+    name_of = {r.item_id: f"{r.name} (#{r.item_id})" for r in rows}
+    leave_out = st.multiselect("Leave out", list(name_of), format_func=name_of.get, key="map_leave_out",
+                               placeholder="Items to drop from this selection")
+    n_people = sum(1 for r in rows if r.label is not None and r.item_id not in leave_out)
+    overwrite = False
+    if n_people:
+        overwrite = st.checkbox(f"Overwrite the {count(n_people, 'label')} people gave", key="map_overwrite",
+                                help="Unticked, items that already have a label keep it.")
+    plan = plan_bulk(rows, overwrite=overwrite, leave_out=leave_out)
     c1, c2, c3 = st.columns([2, 2, 2])
-    choice = c1.selectbox("Class", [*names, NEW_CLASS], key="map_class")
+    choice = c1.selectbox("Class", [*names, NEW_CLASS], index=None, key="map_class", placeholder="Choose a class")
     new_name = ""
     if choice == NEW_CLASS:
         new_name = c2.text_input("New class name", key="map_new_class")
-    label = new_name.strip() if choice == NEW_CLASS else choice
+    label = new_name.strip() if choice == NEW_CLASS else (choice or "")
     with c3:
         st.write("")
-        clicked = st.button(f"Label {len(ids)} selected items", key="map_label_button", type="primary",
-                            disabled=not label)
+        what = f"Label {count(len(plan.to_label), 'item')}" + (f" as {label}" if label else "")
+        clicked = st.button(what, key="map_label_button", type="primary", disabled=not label or not plan.to_label)
+    if plan.kept:
+        st.caption(f"{count(len(plan.kept), 'item')} already labeled by a person will keep {'its' if len(plan.kept) == 1 else 'their'} label.")
+    c = st.columns([1, 5])
+    if c[0].button("Clear selection", key="map_clear_selection"):
+        _clear_selection()
+        st.rerun()
     if clicked:
         try:
-            batch = session.map.label(ids, label)
-        except (ValueError, LookupError) as exc:
+            result = session.map.label(ids, label, overwrite=overwrite, leave_out=leave_out)
+        except (ValueError, LookupError, PermissionError) as exc:
             st.error(str(exc))
         else:
-            st.session_state["map_last_batch"] = {"batch": batch, "n": len(ids), "label": label}
-            st.session_state.pop("map_selection", None)
+            st.session_state["map_last_batch"] = {"batch": result.batch_id, "n": len(result.labeled),
+                                                  "label": label, "kept": len(result.kept)}
+            _clear_selection()
             st.rerun()  # redraw with the new labels and classes
+
+
+def _clear_selection() -> None:
+    for key in ("map_selection", "map_leave_out", "map_overwrite", "map_class", "map_new_class"):
+        st.session_state.pop(key, None)
 
 
 def _last_batch() -> None:
@@ -138,7 +163,8 @@ def _last_batch() -> None:
     if not last:
         return
     c1, c2 = st.columns([5, 1])
-    c1.success(f"Labeled {last['n']} items as {plain(last['label'])} (one batch).")
+    kept = f"; {count(last['kept'], 'item')} kept a person's label" if last.get("kept") else ""
+    c1.success(f"Labeled {count(last['n'], 'item')} as {plain(last['label'])} (one batch){kept}.")
     if c2.button("Undo", key="map_undo_button"):
         try:
             items = get_session().undo(last["batch"])
@@ -180,12 +206,12 @@ st.caption(f"{len(frame)} items · {n_labeled} labeled · lasso or box-select po
 event = st.plotly_chart(_figure(frame, color_by), on_select="rerun", selection_mode=("points", "box", "lasso"),
                         key="map_chart")
 
-with st.expander("Select by id"):
-    typed = st.text_input("Item ids (comma-separated)", key="map_select_ids")
+with st.expander("Select by id or file name"):
+    typed = st.text_input("Item ids, file names or paths (comma-separated)", key="map_select_ids")
 selected: list[int] = []
 if typed.strip():
     try:
-        selected = parse_item_ids(typed)
+        selected = session.map.resolve(typed)
     except ValueError as exc:
         st.error(str(exc))
 else:
@@ -198,7 +224,7 @@ else:
         selected = st.session_state.get("map_selection", [])
 
 if st.session_state.pop("map_undone", None) is not None:
-    st.info("Undone: those items are unlabeled again.")
+    st.info("Undone: those items are back to what they were before the batch.")
 if selected:
     _label_panel(selected)
 else:

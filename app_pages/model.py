@@ -4,7 +4,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from labeling.session import Candidate
+from labeling.session import DASH, Candidate, count
 from app_pages.common import get_session, get_worker
 
 AUDIT_N = 12
@@ -20,7 +20,7 @@ def _accept(candidates: list[Candidate], round_id: int) -> None:
         return
     st.session_state["aa_batch"] = done.batch_id
     note = f" ({len(done.skipped)} left out: decided meanwhile)" if done.skipped else ""
-    st.session_state["aa_message"] = ("success", f"Accepted {len(done.item_ids)} items as one batch{note}.")
+    st.session_state["aa_message"] = ("success", f"Accepted {count(len(done.item_ids), 'item')} as one batch{note}.")
     st.session_state["aa_checked"] = False
 
 
@@ -31,7 +31,9 @@ def _undo(batch_id: str) -> None:
     except LookupError as exc:
         st.session_state["aa_message"] = ("error", str(exc))
     else:
-        st.session_state["aa_message"] = ("info", f"Undone: {len(items)} items are unlabeled again.")
+        # auto-accept only ever labels unlabeled items, so its undo leaves them unlabeled
+        verb = "is" if len(items) == 1 else "are"
+        st.session_state["aa_message"] = ("info", f"Undone: {count(len(items), 'item')} {verb} unlabeled again.")
     st.session_state.pop("aa_batch", None)
 
 
@@ -98,7 +100,7 @@ history = model.round_history()
 st.dataframe(history.iloc[::-1], key="model_history", hide_index=True,
              column_config={"cv_accuracy": st.column_config.NumberColumn("CV accuracy", format="percent"),
                             "ece": st.column_config.NumberColumn("ECE", format="%.3f"),
-                            "seconds": st.column_config.NumberColumn("seconds", format="%.1f")})
+                            "seconds": st.column_config.NumberColumn("seconds", format="%.1f")}, placeholder=DASH)
 
 # ---- quality on human labels -----------------------------------------------------------------
 st.subheader("Per-class precision and recall")
@@ -110,7 +112,7 @@ else:
     left, right = st.columns(2)
     left.dataframe(per_class.drop(columns=["class_id"]), key="model_per_class", hide_index=True,
                    column_config={"precision": st.column_config.NumberColumn(format="percent"),
-                                  "recall": st.column_config.NumberColumn(format="percent")})
+                                  "recall": st.column_config.NumberColumn(format="percent")}, placeholder=DASH)
     bars = go.Figure([go.Bar(name="precision", x=per_class["class"], y=per_class["precision"]),
                       go.Bar(name="recall", x=per_class["class"], y=per_class["recall"])])
     bars.update_layout(barmode="group", yaxis_range=[0, 1], height=320, margin=dict(t=10, b=10))
@@ -150,7 +152,7 @@ else:
                                 "support": st.column_config.NumberColumn("held-out above"),
                                 "precision": st.column_config.NumberColumn("held-out precision", format="percent"),
                                 "lower": st.column_config.NumberColumn("95 % lower", format="percent"),
-                                "upper": st.column_config.NumberColumn("95 % upper", format="percent")})
+                                "upper": st.column_config.NumberColumn("95 % upper", format="percent")}, placeholder=DASH)
     a, b = st.columns(2)
     a.metric("Would be accepted", len(plan.candidates))
     b.metric("Precision at least", _pct(plan.estimated_precision),
@@ -173,7 +175,7 @@ else:
                 shown = card["confidence"] if card.get("calibrated") is None else card["calibrated"]
                 st.text(f"{card['class']} · {shown:.0%}")
         checked = st.checkbox("I checked the audit sample", key="aa_checked")
-        st.button(f"Accept {len(plan.candidates)} items as one batch", key="aa_accept", type="primary",
+        st.button(f"Accept {count(len(plan.candidates), 'item')} as one batch", key="aa_accept", type="primary",
                   disabled=not checked, on_click=_accept, args=(plan.candidates, plan.round_id))
     else:
         st.caption("No unlabeled item clears its class threshold at this target.")

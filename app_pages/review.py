@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from labeling.session import AuthError
+from labeling.session import DASH, AuthError, count, vote_standing
 from app_pages.common import done, get_session, plain
 
 PAGE = 12
@@ -53,7 +53,7 @@ def _agreement() -> None:
         st.subheader("Cohen's kappa per pair")
         st.dataframe([{"annotator": p["a"], "other": p["b"], "shared items": p["items"],
                        "kappa": round(p["kappa"], 3), "raw agreement": round(p["agreement"], 3)}
-                      for p in stats["pairwise_kappa"]], hide_index=True)
+                      for p in stats["pairwise_kappa"]], hide_index=True, placeholder=DASH)
     people = [{"annotator": w, "agreement with the others": a["agreement"], "items": a["items"]}
               for w, a in stats["agreement_with_consensus"].items()]
     c = st.columns(2)
@@ -83,7 +83,7 @@ tabs = st.tabs(["Disagreements", "Suspected errors", "Audits", "Agreement", "Bat
 
 with tabs[0]:
     conflicts = review.disagreements()
-    st.caption(f"{len(conflicts)} item(s) where annotators disagree and no reviewer has settled it, "
+    st.caption(f"{count(len(conflicts), 'item')} where annotators disagree and no reviewer has settled it, "
                "most contested first. Settling writes an adjudication that overrides the votes.")
     for d in conflicts[:PAGE]:
         c = st.columns([1, 3, 2])
@@ -91,7 +91,7 @@ with tabs[0]:
             _thumb(d)
         with c[1]:
             st.text(" · ".join(f"{u}: {cls} ({src})" for u, cls, src in d["votes"]))
-            st.caption(f"Majority now: {plain(d['current'])}")
+            st.caption(plain(vote_standing(d["tally"], d["current"])))
         with c[2]:
             for cls in sorted(d["tally"]):
                 st.button(f"Settle as {plain(cls)}", key=f"settle_{d['item_id']}_{cls}", on_click=_settle,
@@ -112,7 +112,7 @@ with tabs[0]:
         if result.annotator_weight:
             st.dataframe([{"annotator": a, "agreement": round(result.annotator_agreement[a], 3),
                            "weight": round(w, 3)} for a, w in sorted(result.annotator_weight.items())],
-                         hide_index=True)
+                         hide_index=True, placeholder=DASH)
             st.caption(f"Model weight {result.model_weight:.2f}; {len(differs)} item(s) differ from the majority.")
 
         def _apply() -> None:
@@ -126,7 +126,7 @@ with tabs[0]:
 
 with tabs[1]:
     suspects = review.suspected_errors()
-    st.caption(f"{len(suspects)} human label(s) contradicted by a confident held-out ensemble prediction and "
+    st.caption(f"{count(len(suspects), 'human label')} contradicted by a confident held-out ensemble prediction and "
                "by the item's labeled neighbours (confident learning with leave-one-out kNN), most likely first.")
     pages = max(1, -(-len(suspects) // PAGE))
     at = min(int(ss.get("suspects_page", 0)), pages - 1)
@@ -185,7 +185,7 @@ with tabs[2]:
     precision = review.source_precision()
     if precision:
         st.subheader("Measured precision by source")
-        st.dataframe([{"source": s, **v} for s, v in precision.items()], hide_index=True)
+        st.dataframe([{"source": s, **v} for s, v in precision.items()], hide_index=True, placeholder=DASH)
 
 with tabs[3]:
     _agreement()
@@ -195,13 +195,13 @@ with tabs[4]:
     for b in session.batches(limit=30):
         c = st.columns([4, 1])
         state = "undone" if b["undone"] else "live"
-        c[0].text(f"{b['created_at']:%Y-%m-%d %H:%M:%S} · {b['user']} · {b['source']} · {b['items']} item(s) · "
+        c[0].text(f"{b['created_at']:%Y-%m-%d %H:%M:%S} · {b['user']} · {b['source']} · {count(b['items'], 'item')} · "
                   f"{b['classes']} · {state}")
         if not b["undone"]:
             def _undo(batch=b["batch_id"]) -> None:
                 try:
                     n = len(get_session().undo(batch))
-                    ss.review_flash = f"Undid {n} label(s)"
+                    ss.review_flash = f"Undid {count(n, 'label')}: each item is back to what it was before"
                 except (AuthError, LookupError) as exc:
                     ss.review_flash = f"Not undone: {exc}"
             c[1].button("Undo", key=f"undo_batch_{b['batch_id']}", on_click=_undo)

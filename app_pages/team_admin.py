@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from labeling.session import ROLES, AuthError, Session
+from labeling.session import DASH, ROLES, AuthError, Session
 
 
 def render(session: Session) -> None:
@@ -26,7 +26,7 @@ def render(session: Session) -> None:
     people = session.users()
     if people:
         st.dataframe([{k: p[k] for k in ("name", "role", "disabled", "locked", "created_at") if k in p}
-                      for p in people], hide_index=True)
+                      for p in people], hide_index=True, placeholder=DASH)
     else:
         st.caption("No accounts yet. Add an admin first, then switch to team mode.")
     with st.form("add_user", clear_on_submit=True):

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import duckdb
 
+from labeling.views.words import count
+
 LOG = logging.getLogger("labeling")
 
 EXPECTED_ERRORS = (ValueError, LookupError, FileNotFoundError, PermissionError, duckdb.Error, OSError)
@@ -128,7 +130,7 @@ def cmd_label(a) -> int:
         out = LabelingService(a.dir).label_table(rows, user=a.user)
     except InvalidName as exc:
         raise ValueError(f"{a.csv} {exc}") from exc
-    _print(out, a.format, f"labeled {out['labeled']} items" + "".join(f"\n  {p}" for p in out["problems"]))
+    _print(out, a.format, f"labeled {count(out['labeled'], 'item')}" + "".join(f"\n  {p}" for p in out["problems"]))
     return 0 if not out["problems"] or out["labeled"] else 1
 
 
@@ -141,10 +143,22 @@ def cmd_import_labels(a) -> int:
     return 0 if out["labeled"] or not out["rows"] else 1
 
 
+OWNER = "owner"
+"""The name the command line records when it acts as the project owner on someone else's work."""
+
+
 def cmd_undo(a) -> int:
     from labeling.service import LabelingService
-    items = LabelingService(a.dir).undo(a.batch, user=a.user, role="admin")  # the project owner
-    _print({"undone_items": items}, a.format, f"undid {len(items)} labels")
+    service = LabelingService(a.dir)
+    owners = service.batch_owners(a.batch) if a.batch else {a.user}
+    # The command line is the project owner: undoing another person's batch is recorded as the owner's
+    # act, not as if --user had done it (--user picks whose newest batch to undo).
+    actor = a.user if owners <= {a.user} else OWNER
+    items = service.undo(a.batch, user=actor if a.batch else a.user, role="admin")
+    text = f"undid {count(len(items), 'label')}"
+    if actor != a.user:
+        text += f" of {', '.join(sorted(owners))}'s batch as the project owner (recorded as {OWNER!r})"
+    _print({"undone_items": items, "recorded_as": actor, "batch_owners": sorted(owners)}, a.format, text)
     return 0
 
 
@@ -187,54 +201,6 @@ def cmd_export(a) -> int:
     return 0
 
 
-def cmd_user(a) -> int:
-    from labeling.team import auth
-    from labeling.project import Project
-    project = Project(a.dir)
-    if a.action == "add":
-        _user_add(a, project)
-    elif a.action == "list":
-        users = auth.list_users(project)
-        _print(users, a.format, "\n".join(
-            f"{u['name']:<20} {u['role']:<10} {'disabled' if u['disabled'] else ''}"
-            f"{' locked' if u.get('locked') else ''}".rstrip() for u in users) or "no users")
-    elif a.action == "set-role":
-        auth.set_role(project, a.name, a.role, by=None)
-        _print({"name": a.name, "role": a.role}, a.format, f"{a.name} is now a {a.role}")
-    elif a.action in ("disable", "enable"):
-        auth.set_disabled(project, a.name, a.action == "disable", by=None)
-        _print({"name": a.name, "disabled": a.action == "disable"}, a.format, f"{a.name}: {a.action}d")
-    elif a.action == "unlock":
-        if not a.name:
-            raise ValueError("usage: user DIR unlock NAME")
-        cleared = auth.unlock(project, a.name, by=None)
-        _print({"name": a.name, "unlocked": cleared}, a.format,
-               f"{a.name}: unlocked" if cleared else f"{a.name} had no failed sign-ins")
-    elif a.action == "mode":
-        _user_mode(a, project)
-    return 0
-
-
-def _user_add(a, project) -> None:
-    import getpass
-
-    from labeling.team import auth
-    password = sys.stdin.readline().rstrip("\n") if a.password_stdin else getpass.getpass(f"Password for {a.name}: ")
-    auth.add_user(project, a.name, password, role=a.role, by=None)
-    _print({"added": a.name, "role": a.role}, a.format, f"added {a.name} ({a.role})")
-
-
-def _user_mode(a, project) -> None:
-    from labeling.team import auth
-    if a.name not in ("local", "team"):
-        raise ValueError("usage: user DIR mode local|team")
-    admins = [u for u in auth.list_users(project) if u["role"] == "admin" and not u["disabled"]]
-    if a.name == "team" and not admins:
-        raise ValueError("team mode needs an admin first: python -m labeling user DIR add NAME --role admin")
-    project.set_setting("auth_mode", a.name)
-    _print({"mode": a.name}, a.format, f"project mode: {a.name}")
-
-
 def cmd_check(a) -> int:
     from labeling.data.check import check_project
     from labeling.project import Project
@@ -260,39 +226,6 @@ def cmd_simulate(a) -> int:
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=2))
     _print(res, a.format, format_table(res))
-    return 0
-
-
-def cmd_auto_accept(a) -> int:
-    from labeling.service import LabelingService
-    from labeling.views.model_report import accept_batch, auto_accept_plan
-    if not 0.0 < a.target < 1.0:
-        raise ValueError(f"--target must lie in (0, 1); got {a.target}")
-    service = LabelingService(a.dir)
-    plan = auto_accept_plan(service, target_precision=a.target, min_support=a.min_held_out)
-    if plan is None:
-        raise LookupError("no round with cross-validated human labels yet: label some items and run train")
-    out = plan.to_dict()
-    accepted = None
-    if not a.dry_run:
-        if not plan.candidates:
-            raise ValueError(f"nothing to accept at target {a.target}: no unlabeled item clears its class threshold")
-        accepted = accept_batch(service, plan.candidates, user=a.user, model_round=plan.round_id)
-        out.update(batch_id=accepted.batch_id, accepted=accepted.item_ids, skipped=accepted.skipped)
-    out["dry_run"] = bool(a.dry_run)
-    text = plan.to_text()
-    if accepted is not None:
-        text += (f"\naccepted {len(accepted.item_ids)} items as batch {accepted.batch_id} "
-                 f"(undo: python -m labeling undo DIR --user NAME --batch {accepted.batch_id})")
-    _print(out, a.format, text)
-    return 0
-
-
-def cmd_suspects(a) -> int:
-    from labeling.service import LabelingService
-    from labeling.team.review import SUSPECT_KEYS, format_suspects, suspected_errors
-    rows = suspected_errors(LabelingService(a.dir), limit=a.limit)
-    _print([{k: r.get(k) for k in SUSPECT_KEYS} for r in rows], a.format, format_suspects(rows))
     return 0
 
 
@@ -440,16 +373,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "NAME.events.EXT)")
     s.set_defaults(func=cmd_export, format="table")
 
-    s = sub.add_parser("user", help="manage people: add, list, set-role, disable, enable, unlock (after too many "
-                                    "failed sign-ins), mode local|team")
-    s.add_argument("dir")
-    s.add_argument("action", choices=("add", "list", "set-role", "disable", "enable", "unlock", "mode"))
-    s.add_argument("name", nargs="?", help="user name (for mode: local or team)")
-    s.add_argument("role", nargs="?", default="annotator", choices=("annotator", "reviewer", "admin"))
-    s.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    _fmt_arg(s)
-    s.set_defaults(func=cmd_user)
-
     s = sub.add_parser("check", help="verify a project; --repair rebuilds what the images allow")
     s.add_argument("dir")
     s.add_argument("--repair", action="store_true")
@@ -474,22 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     _fmt_arg(s)
     s.set_defaults(func=cmd_simulate)
 
-    s = sub.add_parser("auto-accept", help="accept the confident pseudo-labels the Model page would accept, as one "
-                                           "undoable batch (--dry-run: list them with thresholds and bounds)")
-    s.add_argument("dir")
-    s.add_argument("--target", type=float, default=0.95, help="target precision in (0, 1) (default 0.95)")
-    s.add_argument("--dry-run", action="store_true", help="list the candidates, write nothing")
-    s.add_argument("--user", default="auto-accept", help="the name stored with the accepted labels")
-    s.add_argument("--min-held-out", type=int, default=5,
-                   help="fewest held-out labels predicted as a class for it to get a threshold (default 5)")
-    _fmt_arg(s)
-    s.set_defaults(func=cmd_auto_accept)
-
-    s = sub.add_parser("suspects", help="human labels that the model and the neighbours contradict, most likely first")
-    s.add_argument("dir")
-    s.add_argument("--limit", type=int, help="at most this many (default: all)")
-    _fmt_arg(s)
-    s.set_defaults(func=cmd_suspects)
+    from labeling import cli_team
+    cli_team.register(sub)
 
     s = sub.add_parser("serve", help="open the labeling app on a project")
     s.add_argument("dir")

@@ -432,6 +432,11 @@ class LabelingService:
             labels_q.append_events(con, events, user=user, source=source, batch_id=batch_id, model_round=model_round)
         return batch_id
 
+    def batch_owners(self, batch_id: str) -> set[str]:
+        """Who wrote the events of a batch (empty for an unknown batch)."""
+        with self.project.db.session() as con:
+            return labels_q.batch_owners(con, batch_id)
+
     def undo(self, batch_id: str | None = None, *, user: str, role: str = "annotator") -> list[int]:
         """Undo a batch (default: the user's newest live batch); returns the items it touched.
 

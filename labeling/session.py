@@ -19,12 +19,14 @@ from labeling.service import QUEUE_STRATEGIES, LabelingService, QueueItem, Unkno
 from labeling.team import auth
 from labeling.team.auth import AuthError, Identity
 from labeling.views.data_admin import DEFAULT_EXPORT_NAMES
-from labeling.views.cards import RELEASE_FOCUS_HTML, neighbour_strip_html
+from labeling.views.cards import RELEASE_FOCUS_HTML, card_is_stale, class_keys, key_label, neighbour_strip_html
+from labeling.views.bulk import plan_bulk
 from labeling.views.projection import COLOR_BY, NO_VALUE
+from labeling.views.words import DASH, cell, cells, count, vote_standing
 from labeling.data.export import FORMATS
 
 __all__ = ["AuthError", "Candidate", "CurrentLabel", "GridCell", "Identity", "ItemCard", "LabelingService", "Neighbour",
-           "QUEUE_STRATEGIES", "QueueItem", "neighbour_strip_html", "RELEASE_FOCUS_HTML", "ROLES", "COLOR_BY", "DEFAULT_EXPORT_NAMES", "FORMATS", "NO_VALUE", "ProjectError", "parse_item_ids", "RetrainWorker", "RoundInfo", "Session", "UnknownClass"]
+           "QUEUE_STRATEGIES", "QueueItem", "DASH", "cell", "cells", "count", "vote_standing", "neighbour_strip_html", "key_label", "card_is_stale", "RELEASE_FOCUS_HTML", "ROLES", "COLOR_BY", "DEFAULT_EXPORT_NAMES", "FORMATS", "NO_VALUE", "ProjectError", "plan_bulk", "RetrainWorker", "RoundInfo", "Session", "UnknownClass"]
 
 ROLES = auth.ROLES
 
@@ -84,7 +86,13 @@ class Session:
 
     # ---- reading -------------------------------------------------------------------------
     def class_names(self) -> list[str]:
-        return sorted(self.service.class_names().values())
+        """The active classes in the order they were created (a class keeps its place, and its key on the
+        Label page, when classes are added)."""
+        return list(self.service.class_names().values())
+
+    def class_keys(self) -> list[tuple[str | None, str]]:
+        """``(key, name)`` of every class for the Label page (:func:`labeling.views.cards.class_keys`)."""
+        return class_keys(self.class_names())
 
     def current_round(self) -> RoundInfo | None:
         got = self.service.predictions()
@@ -237,17 +245,24 @@ class MapView:
 
         return thumbnails(self.session.service, item_ids)
 
-    def label(self, item_ids: Sequence[int], label: str) -> str:
-        from labeling.views.projection import label_selection
+    def selection(self, item_ids: Sequence[int]):
+        """The selected items with the labels they carry now, as this person may see them."""
+        from labeling.views.bulk import selection_rows
 
-        return label_selection(self.session.service, item_ids, label, user=self.session.who.name)
+        return selection_rows(self.session.service, item_ids, user=self.session.name)
 
+    def resolve(self, text: str) -> list[int]:
+        """Items typed as ids, file names or paths (:func:`labeling.views.bulk.resolve_selection`)."""
+        from labeling.views.bulk import resolve_selection
 
-def parse_item_ids(text: str) -> list[int]:
-    from labeling.views.projection import parse_item_ids as parse
+        return resolve_selection(self.session.service, text)
 
-    return parse(text)
+    def label(self, item_ids: Sequence[int], label: str, *, overwrite: bool = False, leave_out: Sequence[int] = ()):
+        """One ``lasso`` batch; a person's labels are left alone unless ``overwrite`` (a ``BulkResult``)."""
+        from labeling.views.bulk import label_selection
 
+        return label_selection(self.session.service, item_ids, label, user=self.session.who.name,
+                               overwrite=overwrite, leave_out=leave_out)
 
 
 class ModelView:

@@ -105,6 +105,23 @@ def id_for_uri(con: duckdb.DuckDBPyConnection, uris: Sequence[str]) -> dict[str,
     return {u: int(i) for u, i in rows}
 
 
+def ids_by_name(con: duckdb.DuckDBPyConnection, names: Sequence[str]) -> dict[str, list[int]]:
+    """For each name, the ids of the readable items whose path in the project is that name, or else whose
+    file name is (several when different folders hold the same file name)."""
+    names = [str(n) for n in names]
+    if not names:
+        return {}
+    rows = con.execute(
+        "SELECT id, uri, string_split(uri, '/')[-1] AS base FROM items "
+        "WHERE status = 'ok' AND (list_contains(?, uri) OR list_contains(?, string_split(uri, '/')[-1])) "
+        "ORDER BY id", [names, names]).fetchall()
+    out: dict[str, list[int]] = {}
+    for name in names:
+        exact = [int(i) for i, uri, _ in rows if uri == name]
+        out[name] = exact or [int(i) for i, _, base in rows if base == name]
+    return out
+
+
 def skipped_items(con: duckdb.DuckDBPyConnection) -> list[SkippedItem]:
     """(uri, status, reason) of every item that is not usable."""
     return list(map(SkippedItem._make, con.execute(

@@ -24,6 +24,14 @@ def load_animal_mnist() -> tuple[np.ndarray, np.ndarray, list[str]]:
         return z["images"], z["labels"], [str(c) for c in z["classes"]]
 
 
+def demo_classes() -> list[str]:
+    """The demo's ten animal names, in the data set's order (their keys 1-9 and 0 on the Label page)."""
+    if not ASSET.exists():
+        raise FileNotFoundError(f"bundled data set missing: {ASSET}")
+    with np.load(ASSET) as z:
+        return [str(c) for c in z["classes"]]
+
+
 def write_images(dest: Path, *, limit: int = DEFAULT_LIMIT, seed: int = 0, class_folders: bool = False) -> list[tuple[Path, str]]:
     """Write a class-balanced sample of Animal-MNIST as PNGs; returns (path, true class)."""
     images, labels, classes = load_animal_mnist()
@@ -46,7 +54,7 @@ def write_images(dest: Path, *, limit: int = DEFAULT_LIMIT, seed: int = 0, class
 def create_demo(root: str | Path, *, limit: int = DEFAULT_LIMIT, device: str = "auto", train: bool = True,
                 progress: bool | Callable[[int, int], None] = True) -> dict:
     """Create (or complete) the demo project in ``root``: images, import, embed, first round."""
-    from labeling.data.importer import import_folder
+    from labeling.data.importer import declare_classes, import_folder
     from labeling.embed.pipeline import embed_project
     from labeling.project import Project
     from labeling.model.rounds import train_round
@@ -60,6 +68,7 @@ def create_demo(root: str | Path, *, limit: int = DEFAULT_LIMIT, device: str = "
         for path, name in written:
             w.writerow([path.relative_to(project.root).as_posix(), name])
     summary = import_folder(project, project.root / "images", progress=progress)
+    declare_classes(project, demo_classes(), user="demo")  # the first key press labels: 1-9 and 0 are the ten animals
     emb = embed_project(project, device=device, progress=progress)
     round_id = train_round(project, device=device) if train else None
     return {"root": str(project.root), "imported": summary.added, "embedded": emb, "round_id": round_id}

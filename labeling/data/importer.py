@@ -296,3 +296,26 @@ def relative_or_str(project: Project, path: Path) -> str:
         return relative_uri(project.root, path)
     except ValueError:
         return str(path)
+
+
+def parse_class_list(text: str) -> list[str]:
+    """``"cat, dog,bird"`` → ``["cat", "dog", "bird"]``: commas or new lines, blanks dropped, first
+    occurrence kept; every name checked as a class name (one-line :class:`ValueError` naming it)."""
+    out: list[str] = []
+    for raw in str(text).replace("\n", ",").split(","):
+        name = raw.strip()
+        if name and name not in out:
+            labels_q.check_class_name(name)
+            out.append(name)
+    return out
+
+
+def declare_classes(project: Project, names: Sequence[str], *, user: str = "import") -> dict:
+    """Create the classes a project labels with, before any label, in the order given (their keys on the
+    Label page follow it); names that exist already are kept as they are. Returns the names created and
+    the names already there."""
+    names = [labels_q.check_class_name(str(n).strip()) for n in names]
+    with project.db.session() as con:
+        before = {c.name for c in labels_q.classes(con)}
+        labels_q.ensure_classes(con, names, user=user)
+    return {"created": [n for n in names if n not in before], "existing": [n for n in names if n in before]}

@@ -328,6 +328,12 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
     n = len(pv.item_ids)
     if n == 0:
         raise ValueError("no embedded items: import images and run embed first")
+    # A round speaks of the classes that have labels: a class declared up front (the demo's ten animals,
+    # import --classes, the Data page) joins once its first label does, so it never dilutes the heads'
+    # softmax, starves the cross-validation's fold count or shows up on a card as a 0 % suggestion.
+    has_labels = set(np.asarray(lab_classes, np.int64).tolist())
+    if len(has_labels & {c for c, _ in classes}) >= 2:
+        classes = [(c, name) for c, name in classes if c in has_labels]
     class_ids = np.array([c for c, _ in classes], dtype=np.int64)
     class_names = [name for _, name in classes]
     labels = _label_rows(pv.item_ids, np.asarray(lab_items, np.int64), np.asarray(lab_classes, np.int64), class_ids)

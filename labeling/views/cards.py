@@ -67,3 +67,27 @@ def neighbour_strip_html(neighbours: Sequence[Neighbour], candidates: Iterable[i
                      f'<img src="{thumb_uri(n.thumb)}" alt="{text}" style="width:100%;border-radius:4px">'
                      f'<figcaption style="text-align:center;opacity:0.7">{text}</figcaption></figure>')
     return f'<div class="quorum-neighbours" style="{STRIP_CSS.format(cols=int(columns))}">{"".join(cells)}</div>'
+
+
+CLASS_KEYS = "1234567890qwetyuiopdfghjklxvbm"
+"""The keys that label with a class, in order: the digits, then letters the Label page and the browser
+leave free (not A, S, N: accept the neighbourhood, skip, next; not Z: undo; not C, R: the framework's
+own). Thirty classes have a key; every class past them stays reachable through the type-ahead box."""
+
+
+def class_keys(names: Sequence[str]) -> list[tuple[str | None, str]]:
+    """``(key, name)`` for every class, in the order given (the project's creation order, so a class keeps
+    its key when classes are added); ``None`` for the classes past :data:`CLASS_KEYS`."""
+    return [(CLASS_KEYS[k] if k < len(CLASS_KEYS) else None, name) for k, name in enumerate(names)]
+
+
+def key_label(key: str) -> str:
+    """How a key reads on a button: digits as they are, letters in capitals."""
+    return key.upper()
+
+
+def card_is_stale(card_round: int | None, newest_round: int | None, refreshed_for: int | None) -> bool:
+    """Whether the Label page should redraw its pinned card because a newer round landed: the card shows
+    ``card_round``'s suggestion, ``newest_round`` is in use now, and ``refreshed_for`` is the round a
+    redraw was last asked for (once per round, so a card that cannot catch up never loops)."""
+    return newest_round is not None and newest_round != card_round and newest_round != refreshed_for

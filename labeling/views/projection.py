@@ -8,7 +8,6 @@ waits for it. The layouts themselves live in :mod:`labeling.views.layouts`.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pandas as pd
 
 from labeling.embed.pipeline import load_vectors
 from labeling.service import LabelingService
+from labeling.views.colors import category_colors
 from labeling.views.layouts import Layout, MapBuilder, ProjectionCache, pca_2d
 from storage import items as items_q
 from storage import labels as labels_q
@@ -31,24 +31,6 @@ DISAGREEMENT_SCORES = ("bald", "margin", "typicality")
 """Round scores used as the map's disagreement, first present wins (typicality before any labels)."""
 NO_VALUE = "(none)"
 """The colour category of items without a label, pseudo-label or annotator."""
-SOURCE = "lasso"
-
-
-# ---- layouts -------------------------------------------------------------------------------
-
-
-
-
-
-
-# ---- cache ---------------------------------------------------------------------------------
-
-
-# ---- background UMAP -----------------------------------------------------------------------
-
-
-
-
 
 
 def get_layout(
@@ -152,7 +134,9 @@ def map_frame(
         ``pseudo_label`` is None before a round with labels; ``confidence`` and ``disagreement``
         are NaN for items the newest round did not score. ``color`` is categorical text
         (``NO_VALUE`` for None) except for disagreement, where it is the score (higher = the model
-        is less sure). ``frame.attrs["disagreement"]`` names the score used (or None).
+        is less sure). ``frame.attrs["disagreement"]`` names the score used (or None);
+        ``frame.attrs["colors"]`` maps each category to its colour in drawing order (no value first,
+        then classes in creation order), the same colour for a class in every mode and every round.
 
     Raises
     ------
@@ -188,6 +172,8 @@ def map_frame(
         frame["color"] = frame["disagreement"]
     else:
         frame["color"] = frame[color_by].fillna(NO_VALUE).astype(str)
+        frame.attrs["colors"] = category_colors(frame["color"], {n: i for i, n in names.items()}, none=NO_VALUE,
+                                                by_class=color_by != "annotator")
     frame.attrs["disagreement"] = score_name
     return frame
 
@@ -206,48 +192,3 @@ def thumbnails(service: LabelingService, item_ids: Sequence[int]) -> list[tuple[
         path = thumb if thumb is not None and thumb.exists() else project.resolve_uri(it["uri"])
         out.append((int(i), path, it["uri"]))
     return out
-
-
-_ID_SPLIT = re.compile(r"[\s,;]+")
-
-
-def parse_item_ids(text: str) -> list[int]:
-    """Item ids typed as text (``"3, 7 12"``), in order, without repeats.
-
-    Raises
-    ------
-    ValueError
-        When a token is not a whole number.
-    """
-    out: list[int] = []
-    for token in _ID_SPLIT.split(text.strip()):
-        if not token:
-            continue
-        if not token.isdigit():
-            raise ValueError(f"{token!r} is not an item id (a whole number)")
-        if int(token) not in out:
-            out.append(int(token))
-    return out
-
-
-def label_selection(service: LabelingService, item_ids: Sequence[int], label: str, *, user: str) -> str:
-    """Label every selected item ``label`` as one batch with source ``"lasso"``; returns the batch id.
-
-    The class is created when it is new. Repeated ids are labeled once.
-
-    Raises
-    ------
-    ValueError
-        When nothing is selected or the label is blank.
-    LookupError
-        When an item id is unknown or unreadable (nothing is written).
-    """
-    ids = list(dict.fromkeys(int(i) for i in item_ids))
-    if not ids:
-        raise ValueError("select at least one item")
-    name = (label or "").strip()
-    if not name:
-        raise ValueError("a class name is required")
-    got = service.predictions()
-    model_round = None if got is None else int(got[0]["id"])
-    return service.label(ids, name, user=user, source=SOURCE, model_round=model_round)

@@ -52,7 +52,7 @@ def test_accept_stores_event_and_queue_advances_then_undo_restores(trained_proje
 def test_number_key_class_skip_and_next(trained_project, app_env):
     service = LabelingService(trained_project)
     at = _app(trained_project, app_env)
-    classes = sorted(service.class_names().values())
+    classes = list(service.class_names().values())  # creation order: the keys never move
     item = service.queue(1)[0].item_id
     at.button(key="class_3").click().run()
     assert service.current_labels()[item][0] == classes[2]
@@ -272,3 +272,18 @@ def test_a_page_that_ends_early_still_draws_its_sidebar(trained_project, app_env
     assert at.button(key="grid_accept") is not None
     assert [t.key for t in at.sidebar.text_input] == ["user_input"]
     assert any("items labeled" in c.value for c in at.sidebar.caption)
+
+
+def test_class_keys_stay_put_when_a_class_is_added_and_the_eleventh_has_a_key(trained_project, app_env):
+    service = LabelingService(trained_project)
+    at = _app(trained_project, app_env)
+    names = list(service.class_names().values())
+    assert len(names) == 10
+    shown = {k: at.button(key=f"class_{k}").label for k in "1234567890"}
+    assert shown == {k: f"{k} · {plain_name}" for k, plain_name in zip("1234567890", names)}
+    at.text_input(key="new_class").input("aardvark").run()  # sorts first by name; must not take key 1
+    assert {k: at.button(key=f"class_{k}").label for k in "1234567890"} == shown
+    assert at.button(key="class_q").label == "Q · aardvark"
+    item = service.queue(1)[0].item_id
+    at.button(key="class_q").click().run()
+    assert service.current_labels()[item][0] == "aardvark"

@@ -54,10 +54,12 @@ def test_map_page__label_selection_as_one_batch_then_undo(map_page, demo_project
     ids = [int(i) for i in load_vectors(LabelingService(demo_project).project).item_ids[:5]]
     at = map_page
     at.text_input(key="map_select_ids").input(", ".join(map(str, ids))).run()
-    assert any("5 selected" in el.value for el in at.subheader)
-    assert at.selectbox(key="map_class").value == "New class…"
-    at.text_input(key="map_new_class").input("zebra").run()
-    assert at.button(key="map_label_button").label == "Label 5 selected items"
+    assert any("5 items selected" in el.value for el in at.subheader)
+    assert at.selectbox(key="map_class").value is None  # no class is chosen for the person
+    assert at.button(key="map_label_button").disabled
+    at.selectbox(key="map_class").select("New class…").run()
+    at.text_input(key="map_new_class").input("okapi").run()
+    assert at.button(key="map_label_button").label == "Label 5 items as okapi"
     at.button(key="map_label_button").click().run()
     assert not at.exception, at.exception
 
@@ -65,12 +67,45 @@ def test_map_page__label_selection_as_one_batch_then_undo(map_page, demo_project
     assert sorted(e[1] for e in events) == sorted(ids)
     assert len({e[6] for e in events}) == 1  # one batch
     assert {e[5] for e in events} == {"lasso"} and {e[4] for e in events} == {"mapper"}
-    assert _current(demo_project) == {i: "zebra" for i in ids}
-    assert any("Labeled 5 items as zebra" in el.value for el in at.success)
-    assert "zebra" in at.selectbox(key="map_class").options  # the new class is offered next time
+    assert _current(demo_project) == {i: "okapi" for i in ids}
+    assert any("Labeled 5 items as okapi" in el.value for el in at.success)
+    assert "okapi" in at.selectbox(key="map_class").options  # the new class is offered next time
 
     at.button(key="map_undo_button").click().run()
     assert not at.exception, at.exception
     assert _current(demo_project) == {}
-    assert any("unlabeled again" in el.value for el in at.info)
+    assert any("back to what they were" in el.value for el in at.info)
     assert not at.success
+
+
+def test_map_page__a_persons_label_stays_unless_overwrite_and_items_can_be_left_out(map_page, demo_project):
+    """Select by file name an item a person labeled elephant: a bulk "bear" leaves it alone, the table
+    shows its label, an item left out is not touched, and only "overwrite" changes a person's label."""
+    service = LabelingService(demo_project)
+    ids = [int(i) for i in load_vectors(service.project).item_ids[:4]]
+    service.label([ids[0]], "elephant", user="alice")
+    from labeling.views.bulk import selection_rows
+
+    first = selection_rows(service, [ids[0]])[0]
+    at = map_page
+    at.text_input(key="map_select_ids").input(", ".join([first.name, *map(str, ids[1:])])).run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert table.set_index("id").loc[ids[0], "label now"] == "elephant"
+    assert table.set_index("id").loc[ids[0], "by"] == "alice"
+    assert at.checkbox(key="map_overwrite").value is False
+    at.multiselect(key="map_leave_out").select(ids[3]).run()
+    at.selectbox(key="map_class").select("bear").run()
+    assert at.button(key="map_label_button").label == "Label 2 items as bear"
+    at.button(key="map_label_button").click().run()
+    assert not at.exception, at.exception
+    current = _current(demo_project)
+    assert current == {ids[0]: "elephant", ids[1]: "bear", ids[2]: "bear"}
+    assert any("1 item kept a person's label" in el.value for el in at.success)
+
+    at.text_input(key="map_select_ids").set_value("").run()
+    at.text_input(key="map_select_ids").input(str(ids[0])).run()
+    at.checkbox(key="map_overwrite").check().run()
+    at.selectbox(key="map_class").select("bear").run()
+    at.button(key="map_label_button").click().run()
+    assert _current(demo_project)[ids[0]] == "bear"

@@ -34,7 +34,10 @@ def _label_truth(service, truth, n, *, user="alice"):
 def test_demo_builds_a_cold_start_round(demo_project):
     service = LabelingService(demo_project)
     summary = service.summary()
-    assert summary["items"] == 200 and summary["labels"] == 0 and summary["classes"] == []
+    from labeling.data.demo import demo_classes
+
+    assert summary["items"] == 200 and summary["labels"] == 0
+    assert summary["classes"] == demo_classes()  # declared up front: the first key press labels
     rnd, pred = service.predictions()
     assert rnd["status"] == "finished" and pred.phase == "typicality"
     queue = service.queue(20)

@@ -59,3 +59,12 @@ def test_pages_have_no_bare_strings_that_streamlit_would_show(path):
     bare = [n.lineno for n in body[1:] if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
             and isinstance(n.value.value, str)]
     assert not bare, f"{path.name}: bare strings at lines {bare} would be rendered as page text"
+
+
+@pytest.mark.parametrize("path", _modules("app_pages"), ids=lambda p: p.name)
+def test_tables_show_a_dash_for_missing_values_never_none(path):
+    """``st.dataframe`` prints a missing value as the word "None" unless it is given a placeholder."""
+    calls = [n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)
+             and isinstance(n.func, ast.Attribute) and n.func.attr == "dataframe"]
+    bare = [c.lineno for c in calls if "placeholder" not in {k.arg for k in c.keywords}]
+    assert not bare, f"{path.name}: tables at lines {bare} would show missing values as 'None'"

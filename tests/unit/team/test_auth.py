@@ -80,3 +80,34 @@ def test_annotators_undo_only_their_own_batches(demo_project):
     assert service.undo(alices, user="rita", role="reviewer") == [ids[0]]  # reviewers may
     bobs = service.label([ids[1]], "dog", user="bob")
     assert service.undo(bobs, user="bob", role="annotator") == [ids[1]]  # one's own: always
+
+
+def test_user_command_takes_the_role_as_the_readme_prints_it(demo_project, monkeypatch, capsys):
+    """``user DIR add alice --role annotator`` (the README's form) and the positional form agree."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password\nanother-password\n"))
+    assert main(["user", str(demo_project), "add", "alice", "--role", "reviewer", "--password-stdin"]) == 0
+    assert main(["user", str(demo_project), "add", "carl", "--password-stdin"]) == 0  # annotator by default
+    assert main(["user", str(demo_project), "set-role", "carl", "--role", "admin"]) == 0
+    assert main(["user", str(demo_project), "set-role", "carl", "reviewer", "--role", "admin"]) == 2  # two roles
+    roles = {u["name"]: u["role"] for u in auth.list_users(Project(demo_project))}
+    assert roles == {"alice": "reviewer", "carl": "admin"}
+
+
+def test_the_command_line_undoes_another_persons_batch_as_the_owner_and_says_so(demo_project, capsys):
+    """``undo DIR --user alice --batch <bob's batch>`` is the owner's act: the history records the
+    owner, not alice, and the output says whose batch it undid."""
+    from labeling.service import LabelingService
+
+    service = LabelingService(demo_project)
+    item = service.queue(1)[0].item_id
+    bobs = service.label([item], "cat", user="bob")
+    capsys.readouterr()
+    assert main(["undo", str(demo_project), "--user", "alice", "--batch", bobs]) == 0
+    out = capsys.readouterr().out
+    assert "undid 1 label of bob's batch as the project owner (recorded as 'owner')" in out
+    undo_events = [e for e in service.history(item) if e["kind"] == "undo"]
+    assert [e["user"] for e in undo_events] == ["owner"]
+    mine = service.label([item], "dog", user="alice")
+    assert main(["undo", str(demo_project), "--user", "alice", "--format", "json"]) == 0
+    assert '"recorded_as": "alice"' in capsys.readouterr().out  # one's own batch: recorded as oneself
+    assert item not in service.current_labels() and mine

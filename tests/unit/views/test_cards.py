@@ -44,3 +44,37 @@ def test_a_changed_thumbnail_is_read_again(tmp_path):
     Image.new("RGB", (16, 16), "green").save(path, "PNG")
     second = thumb_uri(path)
     assert first != second and second.startswith("data:image/png;base64,")
+
+
+def test_class_keys_follow_creation_order_so_adding_a_class_moves_no_key():
+    from labeling.views.cards import class_keys
+
+    before = dict((name, key) for key, name in class_keys(["zebra", "cat", "mole"]))
+    after = dict((name, key) for key, name in class_keys(["zebra", "cat", "mole", "aardvark"]))
+    assert before == {"zebra": "1", "cat": "2", "mole": "3"}
+    assert {n: after[n] for n in before} == before and after["aardvark"] == "4"
+
+
+def test_thirty_classes_have_distinct_keys_the_framework_accepts_and_none_the_page_uses():
+    from streamlit.elements.lib.shortcut_utils import normalize_shortcut
+
+    from labeling.views.cards import CLASS_KEYS, class_keys, key_label
+
+    keys = class_keys([f"c{k}" for k in range(32)])
+    assert [k for k, _ in keys[:10]] == list("1234567890")
+    assert keys[10] == ("q", "c10") and keys[29][0] is not None and keys[30] == (None, "c30")
+    assert len(set(CLASS_KEYS)) == len(CLASS_KEYS) == 30
+    assert not set(CLASS_KEYS) & set("asnzcr")  # accept neighbourhood, skip, next, undo; the framework's C, R
+    assert all(normalize_shortcut(k) == k for k in CLASS_KEYS)
+    assert key_label("q") == "Q" and key_label("0") == "0"
+
+
+def test_a_card_is_redrawn_once_per_newer_round():
+    from labeling.views.cards import card_is_stale
+
+    assert card_is_stale(None, 3, None)  # "No suggestion yet" while round 3 is in use
+    assert card_is_stale(2, 3, None)
+    assert not card_is_stale(3, 3, None)
+    assert not card_is_stale(2, 3, 3)  # asked once for round 3 already: no loop
+    assert card_is_stale(2, 4, 3)
+    assert not card_is_stale(None, None, None)

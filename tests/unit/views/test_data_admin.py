@@ -22,6 +22,12 @@ def service(demo_project) -> LabelingService:
     return LabelingService(demo_project)
 
 
+@pytest.fixture
+def animals(service) -> list[str]:
+    """The classes the demo declares up front (its ten animals), in creation order."""
+    return list(service.class_names().values())
+
+
 def _first_ids(service: LabelingService, n: int) -> list[int]:
     with service.project.db.session() as con:
         ids, _ = items_q.ok_items(con)
@@ -38,23 +44,25 @@ def test_add_class_stores_hostile_names_verbatim(service, name):
 
 
 @pytest.mark.parametrize("name", ["", "   ", "\t\n"])
-def test_add_class_rejects_empty(service, name):
+def test_add_class_rejects_empty(service, animals, name):
     with pytest.raises(ValueError, match="empty"):
         data_admin.add_class(service, name, user="ann")
-    assert service.class_names() == {}
+    assert list(service.class_names().values()) == animals
 
 
 def test_add_class_rejects_duplicates_also_of_merged(service):
-    data_admin.add_class(service, "cat", user="ann")
-    data_admin.add_class(service, "dog", user="ann")
+    data_admin.add_class(service, "ant", user="ann")
+    data_admin.add_class(service, "bee", user="ann")
     with pytest.raises(ValueError, match="already exists"):
-        data_admin.add_class(service, " cat ", user="ann")
-    data_admin.merge_classes(service, "cat", "dog", user="ann")
+        data_admin.add_class(service, " ant ", user="ann")
+    with pytest.raises(ValueError, match="already exists"):
+        data_admin.add_class(service, "cat", user="ann")  # declared by the demo
+    data_admin.merge_classes(service, "ant", "bee", user="ann")
     with pytest.raises(ValueError, match="merged"):
-        data_admin.add_class(service, "cat", user="ann")
+        data_admin.add_class(service, "ant", user="ann")
 
 
-def test_rename_keeps_labels_and_refuses_taken_name(service):
+def test_rename_keeps_labels_and_refuses_taken_name(service, animals):
     ids = _first_ids(service, 5)
     service.label(ids[:3], "cat", user="ann")
     service.label(ids[3:], "dog", user="bob")
@@ -67,10 +75,11 @@ def test_rename_keeps_labels_and_refuses_taken_name(service):
         data_admin.rename_class(service, "cat", "feline", user="ann")
     with pytest.raises(ValueError, match="empty"):
         data_admin.rename_class(service, "dog", "  ", user="ann")
-    assert sorted(service.class_names().values()) == ["'; DROP TABLE items; --", "dog"]
+    renamed = ["'; DROP TABLE items; --" if n == "cat" else n for n in animals]
+    assert list(service.class_names().values()) == renamed  # a rename keeps the class's place (and key)
 
 
-def test_merge_moves_labels_as_one_batch_keeps_history_and_undo_restores(service):
+def test_merge_moves_labels_as_one_batch_keeps_history_and_undo_restores(service, animals):
     ids = _first_ids(service, 6)
     service.label(ids[:4], "kitty", user="ann")
     service.label(ids[4:], "cat", user="bob")
@@ -86,7 +95,7 @@ def test_merge_moves_labels_as_one_batch_keeps_history_and_undo_restores(service
     assert {e[5] for e in new} == {"merge"} and {e[4] for e in new} == {"rev"}
     labels = service.current_labels()
     assert [labels[i][0] for i in ids] == ["cat"] * 6
-    assert list(service.class_names().values()) == ["cat"]
+    assert list(service.class_names().values()) == animals
     table = data_admin.class_table(service).set_index("class")
     assert table.loc["cat", "labels"] == 6 and table.loc["kitty", "merged_into"] == "cat"
     assert table.loc["kitty", "labels"] == 0
@@ -98,7 +107,7 @@ def test_merge_moves_labels_as_one_batch_keeps_history_and_undo_restores(service
     assert restored == ids[:4]
     labels = service.current_labels()
     assert [labels[i][0] for i in ids] == ["kitty"] * 4 + ["cat"] * 2
-    assert sorted(service.class_names().values()) == ["cat", "kitty"]
+    assert list(service.class_names().values()) == [*animals, "kitty"]
     with pytest.raises(ValueError, match="not merged"):
         data_admin.undo_merge(service, "kitty", user="rev")
 
@@ -129,7 +138,9 @@ def test_project_stats_known_numbers(service):
     service.label(ids[5:], None, user="bob")
     stats = data_admin.project_stats(service)
     assert (stats["labeled"], stats["skipped"], stats["unlabeled"]) == (5, 1, 194)
-    assert stats["per_class"].to_dict("records") == [{"class": "cat", "labels": 3}, {"class": "dog", "labels": 2}]
+    per_class = stats["per_class"].set_index("class")["labels"].to_dict()
+    assert {k: v for k, v in per_class.items() if v} == {"cat": 3, "dog": 2}
+    assert per_class["bear"] == 0 and len(per_class) == 10  # declared classes show, with no labels yet
     assert stats["by_annotator"].to_dict("records") == [{"annotator": "ann", "labels": 3},
                                                         {"annotator": "bob", "labels": 2}]
     assert dict(stats["by_source"].itertuples(index=False)) == {"manual": 3, "lasso": 2}

@@ -9,7 +9,9 @@ from conftest import two_blobs
 
 from labeling.embed.pipeline import ProjectVectors, load_vectors
 from labeling.views.layouts import MapBuilder, ProjectionCache, pca_2d, umap_2d
-from labeling.views.projection import COLOR_BY, NO_VALUE, get_layout, label_selection, map_frame, parse_item_ids
+from labeling.views.bulk import label_selection
+from labeling.views.colors import NONE_COLOR, class_color
+from labeling.views.projection import COLOR_BY, NO_VALUE, get_layout, map_frame
 from labeling.service import LabelingService
 from storage import labels as labels_q
 
@@ -143,34 +145,8 @@ def test_map_frame__columns_and_labeled_item(demo_project):
     dis = map_frame(service, xy, ids, color_by="disagreement")
     np.testing.assert_array_equal(dis["color"].to_numpy(), dis["disagreement"].to_numpy())
     assert map_frame(service, xy, ids, color_by="annotator").iloc[0]["color"] == "ann"
+    cat_id = {n: i for i, n in service.class_names().items()}["cat"]
+    assert frame.attrs["colors"] == {NO_VALUE: NONE_COLOR, "cat": class_color(cat_id)}  # unlabeled drawn first
     with pytest.raises(ValueError, match="color_by"):
         map_frame(service, xy, ids, color_by="size")
     assert set(COLOR_BY) == {"label", "pseudo_label", "disagreement", "annotator"}
-
-
-def test_label_selection__one_lasso_batch(demo_project):
-    service = LabelingService(demo_project)
-    ids = [int(i) for i in load_vectors(service.project).item_ids[:7]]
-    batch = label_selection(service, ids + ids[:2], " dog ", user="ann")
-    with service.project.db.session() as con:
-        events = [e for e in labels_q.all_events(con) if e[3] == "label"]
-    assert sorted(e[1] for e in events) == sorted(ids)  # repeats labeled once
-    assert {e[6] for e in events} == {batch}
-    assert {e[5] for e in events} == {"lasso"}
-    assert service.class_names() and "dog" in service.class_names().values()
-    with pytest.raises(ValueError):
-        label_selection(service, [], "dog", user="ann")
-    with pytest.raises(ValueError):
-        label_selection(service, ids, "  ", user="ann")
-    with pytest.raises(LookupError):
-        label_selection(service, [10**9], "dog", user="ann")
-
-
-@pytest.mark.parametrize("text, expected", [("3, 7 12", [3, 7, 12]), ("5;5,6", [5, 6]), ("  ", [])])
-def test_parse_item_ids(text, expected):
-    assert parse_item_ids(text) == expected
-
-
-def test_parse_item_ids__rejects_words():
-    with pytest.raises(ValueError, match="abc"):
-        parse_item_ids("1, abc")
