@@ -63,24 +63,57 @@ def get_worker() -> RetrainWorker | None:
 
 def signed_in() -> facade.Identity | None:
     """Who this browser session acts as, or None in team mode before sign-in. In team mode the identity
-    is re-read on every rerun, so a changed role or a disabled user takes effect at once."""
+    is re-read on every rerun, so a changed role or a disabled user takes effect at once; a browser
+    that signed in earlier presents its session cookie, which the engine checks on every rerun too."""
     service = get_service()
     if facade.mode(service) == "team":
-        ident = st.session_state.get("identity")
-        if ident is not None:
-            try:
-                ident = st.session_state["identity"] = facade.refresh(service, ident)
-            except facade.AuthError as exc:
-                st.session_state.pop("identity", None)
-                st.session_state["signin_error"] = str(exc)
-                ident = None
-        return ident
+        return _team_identity(service)
     if "user" not in st.session_state:
         st.session_state["user"] = os.environ.get(USER_ENV, "local")
     typed = str(st.session_state.get("user_input") or "").strip()
     if typed and typed != st.session_state["user"]:  # a name committed in the sidebar counts at once, even
         st.session_state["user"] = typed  # for an action of the same rerun (callbacks run before the sidebar)
     return facade.local_identity(service, st.session_state["user"])
+
+
+def _team_identity(service) -> facade.Identity | None:
+    ss = st.session_state
+    token = ss.get("session_token")
+    if token is None and ss.get("identity") is None:
+        cookie = _cookie()
+        if cookie is not None and cookie != ss.get("refused_cookie"):
+            token = cookie  # a reload, or a page opened by its URL: the browser's cookie speaks for it
+    if token is not None:
+        try:
+            ident = facade.resume_web_session(service, token)
+        except facade.AuthError as exc:
+            ss["signin_error"] = str(exc)
+            ident = None
+        if ident is None:  # expired, signed out elsewhere, disabled: back to the sign-in form
+            for key in ("session_token", "identity"):
+                ss.pop(key, None)
+            ss["refused_cookie"] = token
+            ss["clear_cookie"] = True
+            return None
+        ss["session_token"], ss["identity"] = token, ident
+        return ident
+    ident = ss.get("identity")
+    if ident is not None:
+        try:
+            ident = ss["identity"] = facade.refresh(service, ident)
+        except facade.AuthError as exc:
+            ss.pop("identity", None)
+            ss["signin_error"] = str(exc)
+            ident = None
+    return ident
+
+
+def _cookie() -> str | None:
+    """The browser's session cookie, when it sent one (HttpOnly: only the server reads it)."""
+    try:
+        return st.context.cookies.get(facade.web_cookie.COOKIE)
+    except Exception:  # outside a browser session (bare mode, some tests)
+        return None
 
 
 def identity() -> facade.Identity:
@@ -94,6 +127,8 @@ def identity() -> facade.Identity:
 
 def sign_in_page() -> None:
     """The only page a team-mode session sees before it signs in: no project data, no action."""
+    if st.session_state.pop("clear_cookie", False):  # signed out, or the cookie stands for nobody now
+        st.html(facade.web_cookie.CLEAR_COOKIE_SCRIPT, unsafe_allow_javascript=True)
     if "signin_error" in st.session_state:
         st.error(st.session_state.pop("signin_error"))
     _sign_in_form(get_service())
@@ -111,10 +146,14 @@ def _sign_in_form(service) -> None:
         password = st.text_input("Password", type="password", key="signin_password")
         if st.form_submit_button("Sign in"):
             try:
-                st.session_state["identity"] = facade.sign_in(service, name, password, client=_client_address())
-                st.rerun()
+                ident = facade.sign_in(service, name, password, client=_client_address())
             except facade.AuthError as exc:
                 st.error(str(exc))
+            else:
+                token = facade.start_web_session(service, ident)  # None on a read-only project
+                st.session_state.update(identity=ident, session_token=token, set_cookie=token)
+                st.session_state.pop("refused_cookie", None)
+                st.rerun()
 
 
 def _client_address() -> str | None:
@@ -223,8 +262,13 @@ def sidebar() -> None:
         if facade.mode(get_service()) == "team":
             ident = identity()
             st.caption(f"Signed in as **{ident.name}** ({ident.role})")
+            token = st.session_state.pop("set_cookie", None)
+            if token:  # once, right after the sign-in: the browser keeps it as an HttpOnly cookie
+                st.html(facade.web_cookie.set_cookie_script(token), unsafe_allow_javascript=True)
             if st.button("Sign out", key="sign_out"):
+                facade.end_web_session(get_service(), st.session_state.pop("session_token", None))
                 st.session_state.pop("identity", None)
+                st.session_state["clear_cookie"] = True
                 st.rerun()
         else:
             user = st.text_input("Annotator", value=current_user(), key="user_input",

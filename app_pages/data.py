@@ -37,14 +37,21 @@ def _show_import_result(result: dict) -> None:
 
 
 def _add_class() -> None:
-    """Button callback: runs before the page, so the name field can be emptied after a success."""
+    """Button callback: runs before the page, so the name field can be emptied after a success. Several
+    names separated by commas declare several classes, in that order (their keys on the Label page)."""
     name = st.session_state.get("data_new_class", "")
     try:
-        get_session().data.add_class(name)
+        if "," in name or "\n" in name:
+            got = get_session().data.add_classes(name)
+            message = f"Added {count(len(got['created']), 'class')}" + (
+                f"; {', '.join(got['existing'])} already there." if got["existing"] else ".")
+        else:
+            get_session().data.add_class(name)
+            message = f"Added class {name.strip()!r}."
     except ENGINE_ERRORS as exc:
         st.session_state["data_add_error"] = str(exc)
     else:
-        st.session_state["data_class_message"] = f"Added class {name.strip()!r}."
+        st.session_state["data_class_message"] = message
         st.session_state["data_new_class"] = ""
 
 
@@ -169,7 +176,8 @@ with tab_classes:
     merged = table.loc[table["merged_into"].notna(), "class"].tolist()
 
     st.subheader("Add")
-    st.text_input("New class", key="data_new_class")
+    st.text_input("New class", key="data_new_class", placeholder="A name, or several separated by commas",
+                  help="Classes keep their key on the Label page in the order they are added.")
     st.button("Add class", key="data_add_class", on_click=_add_class)
     if "data_add_error" in st.session_state:
         st.error(st.session_state.pop("data_add_error"))

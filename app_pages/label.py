@@ -12,6 +12,7 @@ ss.setdefault("passed", [])  # items this session moved past with "Next"
 ss.setdefault("last_batch", None)
 ss.setdefault("flash", None)
 
+GRID_COLUMNS = 6
 STRATEGY_NAMES = {"default": "Default policy", "most_confident": "Most confident first", "random": "Random"}
 
 st.title("Label")
@@ -21,7 +22,48 @@ strategy = top[0].selectbox("Order", QUEUE_STRATEGIES, key="label_strategy",
 grid_mode = top[1].toggle("Grid mode", key="label_grid_mode", help="Review many items of one suggested class at once")
 with top[2].popover("Keys"):
     st.markdown("**Enter** accept · **1–9, 0**, then **Q W E T Y …** the class shown on its button · **S** skip · "
-                "**N** next · **A** accept neighbourhood · **Ctrl+Z** undo")
+                "**N** next · **A** accept neighbourhood · **F** full size · **Ctrl+Z** undo")
+
+classes = session.class_names()
+
+
+def _jump() -> None:
+    """Callback of "Jump to": pin the chosen item (labeled or not: a person may correct a label)."""
+    chosen = ss.get("jump_to")
+    if chosen is not None:
+        ss.current_item = ss.jumped = int(chosen)
+        ss.jump_to = None
+
+
+with st.expander("Find and filter", expanded=bool(ss.get("find_text") or ss.get("filter_suggested")
+                                                  or ss.get("browse_label") or ss.get("browse_source"))):
+    ff = st.columns([3, 2, 2])
+    find_text = ff[0].text_input("Find a file", key="find_text", placeholder="Part of a file name or path, or an id")
+    suggested_filter = ff[1].selectbox("Queue: suggested as", classes, index=None, key="filter_suggested",
+                                       placeholder="Any class")
+    spread = session.disagreement_range()
+    bald_range = None
+    if spread is not None and spread[1] > spread[0]:
+        bald_range = ff[2].slider("Queue: disagreement (BALD)", spread[0], spread[1], spread, key="filter_bald",
+                                  format="%.3f")
+        if tuple(bald_range) == spread:
+            bald_range = None
+    bb = st.columns([3, 2, 2])
+    browse_label = bb[1].selectbox("Labeled as", classes, index=None, key="browse_label", placeholder="Any label")
+    browse_source = bb[2].selectbox("Label source", session.label_sources(), index=None, key="browse_source",
+                                    placeholder="Any source")
+    found = []
+    try:
+        if find_text.strip():
+            found = session.find(find_text)
+        elif browse_label is not None or browse_source is not None:
+            found = session.labeled(label=browse_label, source=browse_source)
+    except ValueError as exc:
+        st.error(str(exc))
+    if find_text.strip() or browse_label is not None or browse_source is not None:
+        names = {f.item_id: f"{f.uri.rsplit('/', 1)[-1]} · #{f.item_id} · {f.label or 'unlabeled'}" for f in found}
+        bb[0].selectbox(f"Jump to ({count(len(found), 'match', 'matches')})", list(names), index=None,
+                        key="jump_to", format_func=names.get, on_change=_jump, placeholder="Choose an item")
 
 if ss.flash:
     st.toast(ss.flash)
@@ -29,13 +71,11 @@ if ss.flash:
 if ss.pop("release_focus", False):
     st.html(RELEASE_FOCUS_HTML, unsafe_allow_javascript=True)
 
-classes = session.class_names()
-
 
 def _record(batch: str, message: str) -> None:
     ss.last_batch = batch
     ss.flash = message
-    ss.current_item = None  # move on to the next item
+    ss.current_item = ss.jumped = None  # move on to the next item
 
 
 def _undo() -> None:
@@ -60,7 +100,7 @@ def _acting():
 
 
 def _still_open(item: int) -> bool:
-    if _acting().is_open(item):
+    if item == ss.get("jumped") or _acting().is_open(item):  # an item jumped to may be relabeled on purpose
         return True
     ss.flash = SOMEONE_ELSE
     ss.current_item = None
@@ -79,8 +119,23 @@ def _act(shown: tuple, label: str | None, source: str) -> None:
     _record(batch, f"{uri} → {label or 'skipped'}")
 
 
+@st.dialog("Full size", width="large")
+def _full_size(item: int, uri: str) -> None:
+    """The item's image at full size in a plotly view: the wheel zooms, a drag pans, double-click resets."""
+    import plotly.graph_objects as go
+
+    pixels = get_session().full_image(item)
+    fig = go.Figure(go.Image(z=pixels))
+    fig.update_layout(dragmode="pan", height=min(800, max(300, pixels.shape[0] + 40)),
+                      margin={"l": 0, "r": 0, "t": 0, "b": 0}, xaxis={"visible": False},
+                      yaxis={"visible": False, "scaleanchor": "x"})
+    st.plotly_chart(fig, config={"scrollZoom": True, "displaylogo": False})
+    st.caption(f"{uri} · {pixels.shape[1]} × {pixels.shape[0]} px")
+
+
 def _pass(item: int) -> None:
     ss.passed = [*ss.passed, item]
+    ss.jumped = None
 
 
 def _add_class(shown: tuple) -> None:
@@ -117,22 +172,26 @@ if grid_mode:
         st.info(f"No unlabeled items are suggested as “{grid_class}” in the current round.")
         done()
     st.caption("Tick the misfits; everything else is accepted as one batch. Misfits go back to the queue.")
+    # A new generation of tick boxes after every accept and undo: the browser would otherwise hand back
+    # the ticks of the last grid when the same items return (Accept, then Undo).
+    gen = ss.setdefault("grid_gen", 0)
     misfits = []
-    cols = st.columns(6)
-    for k, cell in enumerate(cells):
-        with cols[k % 6]:
-            st.image(cell.thumb, width="stretch")
-            if st.checkbox(f"misfit · {cell.confidence:.0%}", key=f"misfit_{cell.item_id}"):
-                misfits.append(cell.item_id)
+    for start in range(0, len(cells), GRID_COLUMNS):  # row by row, so Tab moves along a row
+        cols = st.columns(GRID_COLUMNS)
+        for col, cell in zip(cols, cells[start:start + GRID_COLUMNS]):
+            with col:
+                st.image(cell.thumb, width="stretch")
+                if st.checkbox(f"misfit · {cell.confidence:.0%}", key=f"misfit_{gen}_{cell.item_id}"):
+                    misfits.append(cell.item_id)
     n_accept = len(cells) - len(misfits)
     if st.button(f"Accept {count(n_accept, 'item')} as {plain(grid_class)}", type="primary", key="grid_accept", disabled=n_accept == 0):
         batch = session.accept_grid([c.item_id for c in cells], misfits, grid_class)
         _record(batch, f"Accepted {count(n_accept, 'item')} as {grid_class}")
-        for c in cells:
-            ss.pop(f"misfit_{c.item_id}", None)
+        ss.grid_gen = gen + 1
         st.rerun()
     if st.button("Undo last batch", key="grid_undo", shortcut="Ctrl+Z"):
         _undo()
+        ss.grid_gen = gen + 1
         st.rerun()
     done()
 
@@ -140,12 +199,16 @@ if grid_mode:
 # The item on screen stays pinned until the person acts on it, so a new round (or a colleague's
 # label elsewhere) never swaps the item under a key press.
 current = ss.get("current_item")
-if ss.get("current_strategy") != strategy or (current is not None and (current in ss.passed
-                                                                         or not session.is_open(current))):
+narrowing = (strategy, suggested_filter, bald_range)
+if current is not None and current == ss.get("jumped"):
+    pass  # an item found and jumped to stays until the person acts on it or moves on
+elif ss.get("current_strategy") != narrowing or (current is not None and (current in ss.passed
+                                                                          or not session.is_open(current))):
     current = None
 if current is None:
     try:
-        queue = session.queue(1, strategy=strategy, exclude=ss.passed)
+        queue = session.queue(1, strategy=strategy, exclude=ss.passed, suggested=suggested_filter,
+                              disagreement=bald_range)
     except LookupError as exc:
         st.info(str(exc))
         done()
@@ -156,11 +219,14 @@ if current is None:
         if ss.passed:
             ss.passed = []
             st.rerun()
+        if suggested_filter is not None or bald_range is not None:
+            st.info("No unlabeled item matches the queue filter (Find and filter).")
+            done()
         st.success("Every item has a label. Export it from the Data page.")
         done()
     current = queue[0].item_id
     ss.current_item = current
-    ss.current_strategy = strategy
+    ss.current_strategy = narrowing
 
 card = session.card(current)
 ss[CARD_ROUND] = card.round_id  # the sidebar redraws the page once a newer round lands
@@ -168,7 +234,13 @@ suggestion = card.pseudo_label
 left, right = st.columns([3, 4])
 with left:
     st.image(card.path, width="stretch", caption=card.uri)
+    if st.button("Full size", key="full_size", shortcut="F", icon=":material/zoom_in:",
+                 help="The image at full size: scroll to zoom, drag to pan (F)"):
+        _full_size(current, card.uri)
 with right:
+    if card.current is not None:  # an item found and jumped to: its label now, which a key press replaces
+        st.info(f"Labeled {plain(card.current.label or 'skipped')} by {plain(card.current.user)} "
+                f"({card.current.source}); a class key relabels it.")
     if suggestion:
         st.subheader(f"Suggestion: {plain(suggestion)}")
         # one line, not a row of metric cards: fewer elements to send and paint on every key press

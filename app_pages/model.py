@@ -165,8 +165,9 @@ else:
                    f"{plan.interval[0]:.1%}–{plan.interval[1]:.1%}) on {plan.support} held-out human labels above "
                    f"the thresholds, of {plan.held_out} held out.")
     if plan.candidates:
-        st.caption(f"Audit sample: {min(AUDIT_N, len(plan.candidates))} of {len(plan.candidates)} proposals. "
-                   "Check them before accepting.")
+        st.caption(f"Audit sample: {min(AUDIT_N, len(plan.candidates))} of {len(plan.candidates)} proposals, every "
+                   "class and each one's least confident items (where a wrong label hides). Check them before "
+                   "accepting.")
         sample = model.audit(plan, n=AUDIT_N, seed=plan.round_id)
         grid = st.columns(AUDIT_COLUMNS)
         for k, card in enumerate(sample):

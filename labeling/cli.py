@@ -42,14 +42,20 @@ def cmd_demo(a) -> int:
 
 
 def cmd_import(a) -> int:
-    from labeling.data.importer import import_folder, import_manifest
+    from labeling.data.importer import declare_classes, import_folder, import_manifest, parse_class_list
     from labeling.project import Project
+    classes = parse_class_list(a.classes) if a.classes else []  # checked before anything is written
     project = Project(a.dir, create=True)
+    declared = declare_classes(project, classes, user="import") if classes else None
     if a.manifest:
         summary = import_manifest(project, a.manifest, progress=not a.quiet)
+    elif a.src is None and declared is not None:
+        _print(declared, a.format, f"declared {count(len(declared['created']), 'class')}"
+               + (f" ({', '.join(declared['existing'])} already there)" if declared["existing"] else ""))
+        return 0
     else:
         if a.src is None:
-            raise ValueError("give a source folder (SRC) or --manifest FILE")
+            raise ValueError("give a source folder (SRC), --manifest FILE or --classes NAMES")
         summary = import_folder(project, a.src, labels_from_folders=a.labels_from_folders, progress=not a.quiet)
     if a.embeddings:
         from labeling.embed.pipeline import import_embeddings
@@ -238,7 +244,7 @@ def cmd_serve(a) -> int:
 
     from labeling.project import Project
     Project(a.dir)  # fail early with a clear message
-    app = Path(__file__).resolve().parent.parent / "app.py"
+    app = Path(__file__).resolve().parent.parent / "asgi.py"  # the app plus its session-cookie route
     env = dict(os.environ, QUORUM_PROJECT=str(Path(a.dir).resolve()))
     # Streamlit always runs headless (no first-run prompt on the terminal); the browser is opened here.
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", a.host, "--server.port",
@@ -291,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", help="CSV or Parquet with path[,label]")
     s.add_argument("--embeddings", help="precomputed embeddings (.npy with --embedding-ids, or Parquet)")
     s.add_argument("--embedding-ids", help="ids for a .npy embedding file (.npy, .txt or .csv)")
+    s.add_argument("--classes", help="declare the classes up front, comma-separated, in the order of their keys "
+                                     "on the Label page (the first key press then labels)")
     s.add_argument("--quiet", action="store_true")
     _fmt_arg(s)
     s.set_defaults(func=cmd_import)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labeling.active.acquisition import STRATEGIES
+from labeling.active.queue_order import QUEUE_ORDERS, QUEUE_STRATEGIES, blind_first, narrowed
 from labeling.project import Project
 from labeling.results import CurrentLabel, GridCell, ItemCard, Neighbour
 from labeling.team.auth import Identity, require
@@ -20,34 +20,6 @@ from storage import rounds as rounds_q
 from storage import snapshot as snapshot_q
 
 LOG = logging.getLogger(__name__)
-
-def _order_default(p: RoundPredictions, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    return p.default_order, p.scores.get("margin", p.scores.get("typicality"))
-
-
-def _order_random(p: RoundPredictions, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.random.default_rng(seed).permutation(len(p.item_ids)), np.zeros(len(p.item_ids))
-
-
-def _order_most_confident(p: RoundPredictions, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.argsort(-p.confidence, kind="stable"), p.confidence
-
-
-def _order_by_score(name: str):
-    def order(p: RoundPredictions, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        if name not in p.scores:
-            raise ValueError(f"round {p.round_id} has no {name!r} scores (it had no labels yet)")
-        return np.argsort(-p.scores[name], kind="stable"), p.scores[name]
-
-    return order
-
-
-QUEUE_ORDERS = {"default": _order_default,
-                **{s: _order_by_score(s) for s in sorted(set(STRATEGIES) - {"random", "most_confident"})},
-                "most_confident": _order_most_confident, "random": _order_random}
-"""Queue strategy name -> ``order(round predictions, seed) -> (row order, the score shown per row)``."""
-QUEUE_STRATEGIES = tuple(QUEUE_ORDERS)
-
 
 def matching_neighbours(neighbours: Sequence[Neighbour], label: str, min_similarity: float) -> list[int]:
     """The ids of the unlabeled ``neighbours`` above ``min_similarity`` whose suggestion is ``label``:
@@ -73,19 +45,6 @@ class QueueItem:
         return {"item_id": self.item_id, "uri": self.uri, "pseudo_label": self.pseudo_label,
                 "confidence": round(float(self.confidence), 4), "score": round(float(self.score), 4),
                 "top": [{"label": n, "p": round(float(p), 4)} for n, p in self.top]}
-
-
-def _blind_first(p, order, blind: set[int], skip: set[int], n: int) -> list[int]:
-    """Rows of the overlap items awaiting this person's independent vote, in rank order (at most ``n``);
-    their items join ``skip``."""
-    if not blind:
-        return []
-    rank_of = np.empty(len(order), np.int64)
-    rank_of[np.asarray(order)] = np.arange(len(order))
-    row_of = p.row_of()
-    firsts = sorted((row_of[i] for i in blind if i in row_of and i not in skip), key=lambda r: rank_of[r])
-    skip |= {int(p.item_ids[r]) for r in firsts[:n]}
-    return [int(r) for r in firsts[:n]]
 
 
 def _queue_item(p, r: int, names: dict[int, str], info: dict, base) -> QueueItem:
@@ -179,9 +138,11 @@ class LabelingService:
     def class_names(self) -> dict[int, str]:
         return dict(self._names())
 
-    def queue(self, n: int, *, strategy: str = "default", seed: int = 0,
-              exclude: Sequence[int] = (), user: str | None = None) -> list[QueueItem]:
-        """The next ``n`` unlabeled items, most useful first, from the newest round.
+    def queue(self, n: int, *, strategy: str = "default", seed: int = 0, exclude: Sequence[int] = (),
+              user: str | None = None, suggested: str | None = None,
+              disagreement: tuple[float, float] | None = None) -> list[QueueItem]:
+        """The next ``n`` unlabeled items, most useful first, from the newest round; only those suggested
+        as ``suggested``, and only those whose disagreement (BALD) lies in ``disagreement``, when given.
 
         With ``user`` and an overlap set, overlap items others labeled but ``user`` has not voted on yet
         (and that still lack votes) come first, and items ``user`` already voted on never come back.
@@ -202,7 +163,8 @@ class LabelingService:
         skip = {int(i) for i in exclude}
         names = self._names()
         order, base = order_of(p, seed)
-        picked = _blind_first(p, order, blind, skip, n)
+        order = narrowed(p, np.asarray(order), {v: k for k, v in names.items()}, suggested, disagreement)
+        picked = blind_first(p, order, blind, skip, n)
         picked += self._open_rows(order, p.item_ids, n - len(picked), skip=skip, blind=blind)
         with self.project.db.session() as con:
             info = items_q.items_by_ids(con, [int(p.item_ids[r]) for r in picked])

@@ -17,6 +17,7 @@ from labeling.results import CurrentLabel, GridCell, ItemCard, Neighbour, RoundI
 from labeling.team.autoaccept import Candidate
 from labeling.service import QUEUE_STRATEGIES, LabelingService, QueueItem, UnknownClass, matching_neighbours
 from labeling.team import auth
+from labeling.team import web_sessions as web_cookie
 from labeling.team.auth import AuthError, Identity
 from labeling.views.data_admin import DEFAULT_EXPORT_NAMES
 from labeling.views.cards import RELEASE_FOCUS_HTML, card_is_stale, class_keys, key_label, neighbour_strip_html
@@ -26,7 +27,8 @@ from labeling.views.words import DASH, cell, cells, count, vote_standing
 from labeling.data.export import FORMATS
 
 __all__ = ["AuthError", "Candidate", "CurrentLabel", "GridCell", "Identity", "ItemCard", "LabelingService", "Neighbour",
-           "QUEUE_STRATEGIES", "QueueItem", "DASH", "cell", "cells", "count", "vote_standing", "neighbour_strip_html", "key_label", "card_is_stale", "RELEASE_FOCUS_HTML", "ROLES", "COLOR_BY", "DEFAULT_EXPORT_NAMES", "FORMATS", "NO_VALUE", "ProjectError", "plan_bulk", "RetrainWorker", "RoundInfo", "Session", "UnknownClass"]
+           "QUEUE_STRATEGIES", "QueueItem", "DASH", "cell", "cells", "count", "vote_standing", "neighbour_strip_html", "key_label", "card_is_stale", "RELEASE_FOCUS_HTML", "ROLES", "COLOR_BY", "DEFAULT_EXPORT_NAMES", "FORMATS", "NO_VALUE", "ProjectError", "plan_bulk", "RetrainWorker", "RoundInfo", "Session", "UnknownClass", "web_cookie",
+           "start_web_session", "resume_web_session", "end_web_session"]
 
 ROLES = auth.ROLES
 
@@ -102,8 +104,43 @@ class Session:
         """The id of the newest finished round: one small query, for polling."""
         return self.service.newest_round_id()
 
-    def queue(self, n: int, *, strategy: str = "default", exclude: Sequence[int] = ()) -> list[QueueItem]:
-        return self.service.queue(n, strategy=strategy, exclude=exclude, user=self.name)
+    def find(self, text: str, *, limit: int = 20):
+        """Items by file name, path or id, with their current labels (:func:`labeling.views.find.find_items`)."""
+        from labeling.views.find import find_items
+
+        return find_items(self.service, text, limit=limit, user=self.name)
+
+    def labeled(self, *, label: str | None = None, source: str | None = None, limit: int = 200):
+        """Labeled items of a class and/or source, newest first (:func:`labeling.views.find.labeled_items`)."""
+        from labeling.views.find import labeled_items
+
+        return labeled_items(self.service, label=label, source=source, limit=limit, user=self.name)
+
+    def full_image(self, item_id: int, *, max_side: int = 2048):
+        """The item's image at full size (upright RGB, at most ``max_side`` pixels a side) as an array, for
+        a zoomable view; the card itself shows a fitted copy."""
+        import numpy as np
+
+        from labeling.data.images import load_rgb
+
+        return np.asarray(load_rgb(self.card(item_id).path, max_side=max_side))
+
+    def disagreement_range(self) -> tuple[float, float] | None:
+        """The lowest and highest disagreement (BALD) of the round in use, for a queue filter; None before
+        a round has it."""
+        got = self.service.predictions()
+        bald = None if got is None else got[1].scores.get("bald")
+        return None if bald is None or len(bald) == 0 else (float(bald.min()), float(bald.max()))
+
+    def label_sources(self) -> list[str]:
+        from labeling.views.find import label_sources
+
+        return label_sources(self.service, user=self.name)
+
+    def queue(self, n: int, *, strategy: str = "default", exclude: Sequence[int] = (), suggested: str | None = None,
+              disagreement: tuple[float, float] | None = None) -> list[QueueItem]:
+        return self.service.queue(n, strategy=strategy, exclude=exclude, user=self.name, suggested=suggested,
+                                  disagreement=disagreement)
 
     def is_open(self, item_id: int) -> bool:
         return self.service.is_open(item_id, user=self.name)
@@ -210,6 +247,20 @@ def sign_in(service: LabelingService, name: str, password: str, client: str | No
 
 def local_identity(service: LabelingService, name: str) -> Identity:
     return auth.local_identity(service.project, name)
+
+
+def start_web_session(service: LabelingService, who: Identity) -> str | None:
+    """A token that keeps ``who`` signed in across reloads (:mod:`labeling.team.web_sessions`)."""
+    return web_cookie.start(service.project, who)
+
+
+def resume_web_session(service: LabelingService, token) -> Identity | None:
+    """Who a browser's session cookie stands for now, or None (raises AuthError for a disabled user)."""
+    return web_cookie.resume(service.project, token)
+
+
+def end_web_session(service: LabelingService, token) -> bool:
+    return web_cookie.end(service.project, token)
 
 
 def refresh(service: LabelingService, who: Identity) -> Identity:
@@ -414,6 +465,16 @@ class DataView:
 
     def add_class(self, name: str) -> int:
         return self._views().add_class(self.service, name, user=self.session.who.name)
+
+    def add_classes(self, text: str) -> dict:
+        """Several classes at once, typed with commas or on lines, in that order (their keys follow it):
+        ``{"created": [...], "existing": [...]}``."""
+        from labeling.data.importer import declare_classes, parse_class_list
+
+        names = parse_class_list(text)
+        if not names:
+            raise ValueError("type one or more class names, separated by commas")
+        return declare_classes(self.service.project, names, user=self.session.who.name)
 
     def rename_class(self, old: str, new: str) -> None:
         who = self.session.require("reviewer", "rename a class")

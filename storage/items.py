@@ -122,6 +122,16 @@ def ids_by_name(con: duckdb.DuckDBPyConnection, names: Sequence[str]) -> dict[st
     return out
 
 
+def search_uris(con: duckdb.DuckDBPyConnection, text: str, *, limit: int = 20) -> list[tuple[int, str]]:
+    """``(id, uri)`` of readable items whose path contains ``text`` (any case), file-name matches first."""
+    pattern = "%" + str(text).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    rows = con.execute(
+        "SELECT id, uri FROM items WHERE status = 'ok' AND uri ILIKE ? ESCAPE '\\' "
+        "ORDER BY NOT (string_split(uri, '/')[-1] ILIKE ? ESCAPE '\\'), length(uri), id LIMIT ?",
+        [pattern, pattern, int(limit)]).fetchall()
+    return [(int(i), u) for i, u in rows]
+
+
 def skipped_items(con: duckdb.DuckDBPyConnection) -> list[SkippedItem]:
     """(uri, status, reason) of every item that is not usable."""
     return list(map(SkippedItem._make, con.execute(

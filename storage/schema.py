@@ -148,6 +148,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             locked BOOLEAN NOT NULL DEFAULT false
         )""",
     ),
+    # 4: signed-in browser sessions that survive a reload. The browser holds a random token in an
+    # HttpOnly cookie; only its SHA-256 is stored. A token ends when it expires or is revoked (sign-out).
+    (
+        """CREATE TABLE web_sessions (
+            token_hash VARCHAR PRIMARY KEY,
+            user_name VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            expires_at TIMESTAMP NOT NULL,
+            revoked_at TIMESTAMP
+        )""",
+    ),
 )
 
 

@@ -93,3 +93,29 @@ def clear_failures(con: duckdb.DuckDBPyConnection, *keys: str) -> int:
                     [list(keys)]).fetchone()[0]
     con.execute("DELETE FROM sign_in_failures WHERE key IN (SELECT unnest(?::VARCHAR[]))", [list(keys)])
     return n
+
+
+# ---- signed-in browser sessions (a token's SHA-256, its user, expiry and revocation) --------------------
+
+def add_web_session(con: duckdb.DuckDBPyConnection, token_hash: str, name: str, at: float, expires: float) -> None:
+    con.execute("INSERT INTO web_sessions VALUES (?, ?, ?, ?, NULL)", [token_hash, name, _utc(at), _utc(expires)])
+
+
+def get_web_session(con: duckdb.DuckDBPyConnection, token_hash: str) -> dict | None:
+    """``{"user_name", "expires_at" (epoch seconds), "revoked"}`` of a stored token, or None."""
+    row = con.execute("SELECT user_name, expires_at, revoked_at IS NOT NULL FROM web_sessions WHERE token_hash = ?",
+                      [token_hash]).fetchone()
+    if row is None:
+        return None
+    return {"user_name": row[0], "expires_at": row[1].replace(tzinfo=timezone.utc).timestamp(), "revoked": row[2]}
+
+
+def revoke_web_sessions(con: duckdb.DuckDBPyConnection, at: float, *, token_hash: str | None = None,
+                        name: str | None = None) -> int:
+    """End one token, or every live token of ``name``; returns how many were live. Expired rows are
+    dropped on the way (nothing reads them again)."""
+    where, args = ("token_hash = ?", [token_hash]) if token_hash is not None else ("user_name = ?", [name])
+    n = con.execute(f"SELECT count(*) FROM web_sessions WHERE {where} AND revoked_at IS NULL", args).fetchone()[0]
+    con.execute(f"UPDATE web_sessions SET revoked_at = ? WHERE {where} AND revoked_at IS NULL", [_utc(at), *args])
+    con.execute("DELETE FROM web_sessions WHERE expires_at < ?", [_utc(at)])
+    return n

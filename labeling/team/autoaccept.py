@@ -218,24 +218,6 @@ def estimated_precision(candidates: Sequence[Candidate], class_precision: Mappin
     return float(np.mean(values))
 
 
-def audit_sample(candidates: Sequence[Candidate], *, n: int, rng: np.random.Generator) -> list[Candidate]:
-    """A uniform random sample of ``n`` candidates (all of them if fewer), in candidate order.
-
-    Parameters
-    ----------
-    candidates : sequence of Candidate
-    n : int >= 0
-    rng : numpy.random.Generator
-        Pass a seeded generator for a sample that stays the same across reruns.
-    """
-    if n < 0:
-        raise ValueError(f"n must be non-negative; got {n}")
-    if n >= len(candidates):
-        return list(candidates)
-    picked = np.sort(rng.choice(len(candidates), size=n, replace=False))
-    return [candidates[int(i)] for i in picked]
-
-
 # ---- honest bounds, calibration and the thresholds the product uses ----------------------------
 DEFAULT_CONFIDENCE = 0.95
 """Confidence level of the one-sided lower bound on precision."""

@@ -69,10 +69,11 @@ def neighbour_strip_html(neighbours: Sequence[Neighbour], candidates: Iterable[i
     return f'<div class="quorum-neighbours" style="{STRIP_CSS.format(cols=int(columns))}">{"".join(cells)}</div>'
 
 
-CLASS_KEYS = "1234567890qwetyuiopdfghjklxvbm"
+CLASS_KEYS = "1234567890qwetyuiopdghjklxvbm"
 """The keys that label with a class, in order: the digits, then letters the Label page and the browser
-leave free (not A, S, N: accept the neighbourhood, skip, next; not Z: undo; not C, R: the framework's
-own). Thirty classes have a key; every class past them stays reachable through the type-ahead box."""
+leave free (not A, S, N, F: accept the neighbourhood, skip, next, full-size view; not Z: undo; not C, R:
+the framework's own). Twenty-nine classes have a key; every class past them stays reachable through the
+type-ahead box."""
 
 
 def class_keys(names: Sequence[str]) -> list[tuple[str | None, str]]:

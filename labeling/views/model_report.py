@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from labeling.team import autoaccept
+from labeling.team import autoaccept, sampling
 from labeling.team.autoaccept import Candidate
 from labeling.model.rounds import RoundPredictions
 from labeling.service import LabelingService
@@ -281,7 +281,7 @@ def audit(
     list of dict with item_id, class (name), confidence, calibrated (the confidence calibrated on
     held-out labels, or None) and image (thumbnail path, or the image itself when no thumbnail was made).
     """
-    sample = autoaccept.audit_sample(plan.candidates, n=n, rng=np.random.default_rng(seed))
+    sample = sampling.audit_sample(plan.candidates, n=n, rng=np.random.default_rng(seed))
     with service.project.db.session() as con:
         info = items_q.items_by_ids(con, [c.item_id for c in sample])
     out = []

@@ -157,3 +157,13 @@ def test_embed_with_a_chosen_backbone_and_device(demo_project, monkeypatch):
     at.button(key="data_embed_button").click().run()
     assert not at.exception, at.exception
     assert any("Embedded with efficientnet_lite0 on cpu" in s.value for s in at.success)
+
+
+def test_the_data_page_adds_several_classes_at_once(demo_project, monkeypatch):
+    at = _data_page(demo_project, monkeypatch)
+    at.text_input(key="data_new_class").input("okapi, quokka, cat").run()
+    at.button(key="data_add_class").click().run()
+    assert not at.exception, at.exception
+    names = list(LabelingService(demo_project).class_names().values())
+    assert names[-2:] == ["okapi", "quokka"] and names.count("cat") == 1
+    assert any("Added 2 classes; cat already there." in t.value for t in at.toast)

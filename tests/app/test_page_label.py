@@ -123,7 +123,9 @@ def test_grid_mode_accepts_all_but_misfits(trained_project, app_env):
     cells = service.grid(cls, n=36)
     assert cells
     misfit = cells[0].item_id
-    at.checkbox(key=f"misfit_{misfit}").check().run()
+    ticks = [c for c in at.checkbox if c.key.startswith("misfit_")]
+    assert [c.key.rsplit("_", 1)[1] for c in ticks] == [str(c.item_id) for c in cells]  # row by row: Tab order
+    ticks[0].check().run()
     at.button(key="grid_accept").click().run()
     labels = service.current_labels()
     assert misfit not in labels
@@ -131,6 +133,11 @@ def test_grid_mode_accepts_all_but_misfits(trained_project, app_env):
     assert all(labels[i] == (cls, "tester", "grid") for i in accepted)
     events = _events(trained_project)
     assert len({e.batch_id for e in events if e.item_id in accepted}) == 1  # one batch
+
+    at.button(key="grid_undo").click().run()  # the accepted items come back, none of them ticked
+    assert not at.exception, at.exception
+    back = {int(c.key.rsplit("_", 1)[1]): c.value for c in at.checkbox if c.key.startswith("misfit_")}
+    assert set(accepted) <= set(back) and not any(back.values())
 
 
 def test_two_sessions_see_each_others_labels_and_share_one_worker(trained_project, app_env, monkeypatch):
@@ -287,3 +294,53 @@ def test_class_keys_stay_put_when_a_class_is_added_and_the_eleventh_has_a_key(tr
     item = service.queue(1)[0].item_id
     at.button(key="class_q").click().run()
     assert service.current_labels()[item][0] == "aardvark"
+
+
+def test_find_a_labeled_item_by_name_jump_to_it_and_correct_its_label(trained_project, app_env):
+    service = LabelingService(trained_project)
+    labeled = [i for i, (lab, who, _src) in service.current_labels().items() if who == "seed"]
+    item = labeled[0]
+    from labeling.views.find import labeled_items
+
+    uri = next(f.uri for f in labeled_items(service) if f.item_id == item)
+    before = service.current_labels()[item][0]
+    at = _app(trained_project, app_env)
+    at.text_input(key="find_text").input(uri.rsplit("/", 1)[-1]).run()
+    jump = at.selectbox(key="jump_to")
+    assert any(f"#{item} · {before}" in o for o in jump.options) and "1 match" in jump.label
+    jump.select(item).run()
+    assert not at.exception, at.exception
+    assert _shown_uri(at) == uri
+    assert any(f"Labeled {before}" in el.value for el in at.info)  # the card says what it carries now
+    names = list(service.class_names().values())
+    other = next(k for k, n in zip("1234567890", names) if n != before)
+    at.button(key=f"class_{other}").click().run()
+    assert service.current_labels()[item][0] == names["1234567890".index(other)]  # corrected on purpose
+    assert _shown_uri(at) != uri  # and the queue goes on
+
+
+def test_the_queue_filter_shows_only_items_suggested_as_one_class(trained_project, app_env):
+    service = LabelingService(trained_project)
+    cls = service.queue(1)[0].pseudo_label
+    others = [q for q in service.queue(40) if q.pseudo_label != cls]
+    at = _app(trained_project, app_env)
+    target = others[0].pseudo_label
+    at.selectbox(key="filter_suggested").select(target).run()
+    assert not at.exception, at.exception
+    assert at.subheader[0].value == f"Suggestion: {target}"
+    for _ in range(3):
+        at.button(key="accept").click().run()
+        assert at.subheader[0].value == f"Suggestion: {target}" or any("No unlabeled item" in i.value for i in at.info)
+
+
+def test_full_size_opens_the_image_in_a_zoomable_view(trained_project, app_env):
+    at = _app(trained_project, app_env)
+    shown = _shown_uri(at)
+    at.button(key="full_size").click().run()
+    assert not at.exception, at.exception
+    import json
+
+    charts = at.get("plotly_chart")
+    assert charts and json.loads(charts[0].proto.config)["scrollZoom"] is True  # the wheel zooms
+    assert json.loads(charts[0].proto.spec)["layout"]["dragmode"] == "pan"  # a drag pans
+    assert any(shown in c.value and " px" in c.value for c in at.caption)

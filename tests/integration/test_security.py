@@ -33,12 +33,20 @@ def test_the_one_script_is_a_fixed_constant_without_data():
     assert RELEASE_FOCUS_HTML == "<script>document.activeElement && document.activeElement.blur();</script>"
 
 
+SET_COOKIE = "st.html(facade.web_cookie.set_cookie_script(token), unsafe_allow_javascript=True)"
+CLEAR_COOKIE = "st.html(facade.web_cookie.CLEAR_COOKIE_SCRIPT, unsafe_allow_javascript=True)"
+"""The sign-in's two scripts: built in the engine from a checked token (letters, digits, - and _) or fixed."""
+
+
 def test_no_page_renders_raw_html():
     for path in [ROOT / "app.py", *sorted((ROOT / "app_pages").glob("*.py"))]:
         text = path.read_text(encoding="utf-8")
         if path.name == "label.py":
             assert text.count(STRIP) == 1 and text.count(FOCUS) == 1
             text = text.replace(STRIP, "").replace(FOCUS, "")
+        if path.name == "common.py":
+            assert text.count(SET_COOKIE) == 1 and text.count(CLEAR_COOKIE) == 1
+            text = text.replace(SET_COOKIE, "").replace(CLEAR_COOKIE, "")
         assert not re.search(r"unsafe_allow_html\s*=\s*True|st\.html\(|components\.v1", text), path.name
 
 

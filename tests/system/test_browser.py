@@ -93,7 +93,7 @@ def test_label_flow_in_a_real_browser(server, tmp_path):
             chart.wait_for(timeout=60_000)
             page.wait_for_timeout(2000)
             # a lasso around most of the plot area (retried: the chart may still be settling)
-            label_button = page.get_by_role("button", name="Label").filter(has_text="selected")
+            selected = page.get_by_role("heading").filter(has_text="selected")
             for _attempt in range(3):
                 box = chart.locator(".nsewdrag").first.bounding_box()
                 corners = [(0.03, 0.03), (0.97, 0.03), (0.97, 0.97), (0.03, 0.97), (0.03, 0.05)]
@@ -104,11 +104,17 @@ def test_label_flow_in_a_real_browser(server, tmp_path):
                     page.mouse.move(*pt, steps=10)
                 page.mouse.up()
                 try:
-                    label_button.first.wait_for(timeout=15_000)
+                    selected.first.wait_for(timeout=15_000)
                     break
                 except PlaywrightTimeout:
                     page.wait_for_timeout(2000)
+            selected.first.wait_for(timeout=15_000)
+            # no class is chosen for the person: the button waits for one
+            label_button = page.get_by_role("button", name=re.compile(r"^Label \d+ items? as bear$"))
+            page.locator('[data-testid="stSelectbox"]').filter(has_text="Class").first.click()
+            page.get_by_role("option", name="bear", exact=True).click()
             label_button.first.wait_for(timeout=15_000)
+            had_label = {i: v for i, v in LabelingService(root).current_labels().items() if v[0] is not None}
             before = len(_events(root))
             for _attempt in range(3):  # re-click only while nothing was stored: never a double batch
                 label_button.first.click()
@@ -121,6 +127,9 @@ def test_label_flow_in_a_real_browser(server, tmp_path):
             page.wait_for_timeout(500)
             new = _events(root)[before:]
             assert len({e[6] for e in new}) == 1 and {e[5] for e in new} == {"lasso"} and len(new) >= 1
+            assert not {e[1] for e in new} & set(had_label)  # a person's label was left alone
+            now = LabelingService(root).current_labels()
+            assert all(now[i][0] == had_label[i][0] for i in had_label)
 
             # a new round appears without a reload: the sidebar names it
             _wait(lambda: service.predictions()[0]["id"] > first_round, 90, what="the retrain worker's round")
@@ -132,6 +141,59 @@ def test_label_flow_in_a_real_browser(server, tmp_path):
             page.screenshot(path=str(tmp_path / "quorum.png"), full_page=True)  # kept with the test's files
             if os.environ.get("QUORUM_SCREENSHOT_TO"):
                 shutil.copy(tmp_path / "quorum.png", os.environ["QUORUM_SCREENSHOT_TO"])
+            browser.close()
+
+
+def test_class_keys_stay_put_and_the_tenth_and_a_new_class_label_from_the_keyboard(server):
+    """Ten declared classes: 0 labels with the tenth; a class added from the New class box takes the next
+    free key (Q) and moves no other; Q then labels with it."""
+    from playwright.sync_api import sync_playwright
+
+    url, root = server
+    service = LabelingService(root)
+    names = list(service.class_names().values())
+    assert len(names) == 10
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        try:
+            page.goto(url)
+            page.get_by_text("Suggestion:").first.wait_for(timeout=90_000)
+            page.wait_for_timeout(1000)
+
+            def keyed() -> list[str]:
+                """The class buttons' labels (without the shortcut badge the button also shows)."""
+                out = []
+                for key in "1234567890qwe":
+                    label = page.locator(f'.st-key-class_{key} button [data-testid="stMarkdownContainer"]')
+                    if label.count():
+                        out.append(label.first.inner_text().strip())
+                return out
+
+            before = keyed()
+            assert before == [f"{k} · {n}" for k, n in zip("1234567890", names)]
+            caption = page.locator('[data-testid="stImageCaption"]').first
+            shown = caption.inner_text()
+            page.keyboard.press("0")
+            _wait(lambda: service.current_labels().get(service.item_id_for_uri(shown), (None,))[0] == names[9],
+                  30, what="the tenth class's label")
+            _wait(lambda: caption.inner_text() != shown, 30, what="the next item")
+
+            shown = caption.inner_text()
+            box = page.get_by_role("textbox", name="New class")
+            box.fill("aardvark")
+            box.press("Enter")
+            _wait(lambda: service.current_labels().get(service.item_id_for_uri(shown), (None,))[0] == "aardvark",
+                  30, what="the new class's label")
+            page.get_by_role("button", name="Q · aardvark").wait_for(timeout=30_000)
+            assert keyed()[:10] == before  # no key moved
+            _wait(lambda: caption.inner_text() != shown, 30, what="the next item")
+            page.wait_for_timeout(500)
+            shown = caption.inner_text()
+            page.keyboard.press("q")
+            _wait(lambda: service.current_labels().get(service.item_id_for_uri(shown), (None,))[0] == "aardvark",
+                  30, what="Q to label with the new class")
+        finally:
             browser.close()
 
 

@@ -63,3 +63,49 @@ def test_no_page_shows_project_data_before_sign_in(team_server):
         browser.close()
     with LabelingService(root).project.db.session() as con:
         assert len(labels_q.all_events(con)) == events_before
+
+
+def test_a_signed_in_browser_stays_signed_in_across_reloads_until_it_signs_out(team_server):
+    """F5 and a page opened by its URL keep the sign-in (an HttpOnly cookie the engine checks on every
+    run); signing out ends it, and a copy of the old cookie signs nobody in."""
+    from playwright.sync_api import sync_playwright
+
+    url, _root = team_server
+    args = ["--no-sandbox", "--disable-gpu"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        page.goto(url)
+        page.get_by_role("textbox", name="Name").fill("root")
+        page.get_by_role("textbox", name="Password").fill("correct horse")
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_text("Signed in as").wait_for(timeout=60_000)
+        deadline = time.monotonic() + 30
+        while not [c for c in context.cookies() if c["name"] == "quorum_session"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        cookie = next(c for c in context.cookies() if c["name"] == "quorum_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert page.evaluate("document.cookie").find("quorum_session") < 0  # the page's scripts cannot read it
+
+        page.reload()
+        page.get_by_text("Signed in as").wait_for(timeout=60_000)
+        page.goto(f"{url}/map")
+        page.get_by_text("Colour by").first.wait_for(timeout=60_000)
+        page.get_by_text("Signed in as").wait_for(timeout=60_000)  # the sidebar is drawn after the page
+
+        page.get_by_role("button", name="Sign out").click()
+        page.get_by_role("button", name="Sign in").wait_for(timeout=60_000)
+        page.reload()
+        page.get_by_role("button", name="Sign in").wait_for(timeout=60_000)
+        time.sleep(1.0)
+        assert "Signed in as" not in page.inner_text("body")
+
+        copied = browser.new_context()  # the old cookie, replayed after the sign-out
+        copied.add_cookies([{k: cookie[k] for k in ("name", "value", "domain", "path")}])
+        other = copied.new_page()
+        other.goto(f"{url}/label")
+        other.get_by_role("button", name="Sign in").wait_for(timeout=60_000)
+        time.sleep(1.0)
+        assert "Signed in as" not in other.inner_text("body")
+        browser.close()

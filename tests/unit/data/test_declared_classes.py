@@ -41,3 +41,17 @@ def test_a_round_speaks_only_of_classes_with_labels(demo_project, truth):
     assert sorted(preds.class_names) == ["cat", "dog", "zebra"]
     assert rnd["metrics"]["n_classes"] == 3
     assert {q.pseudo_label for q in LabelingService(demo_project).queue(20)} <= {"cat", "dog", "zebra"}
+
+
+def test_import_declares_classes_in_order_and_refuses_a_bad_name_before_writing(tmp_path, capsys):
+    from labeling.cli import main
+
+    root = tmp_path / "p"
+    assert main(["import", str(root), "--classes", "zebra, ant,zebra"]) == 0
+    assert "declared 2 classes" in capsys.readouterr().out
+    assert main(["import", str(root), "--classes", "ant,bee"]) == 0
+    assert "ant already there" in capsys.readouterr().out
+    assert list(LabelingService(root).class_names().values()) == ["zebra", "ant", "bee"]
+    assert main(["import", str(root), "--classes", "cat,\x07bell"]) == 2
+    assert "cat" not in LabelingService(root).class_names().values()
+

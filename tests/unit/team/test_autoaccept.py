@@ -6,7 +6,6 @@ import pytest
 
 from labeling.team.autoaccept import (
     Candidate,
-    audit_sample,
     class_thresholds,
     estimated_precision,
     per_class_thresholds,
@@ -14,6 +13,7 @@ from labeling.team.autoaccept import (
     wilson_lower_bound,
 )
 from labeling.model.rounds import RoundPredictions
+from labeling.team.sampling import audit_sample
 
 # Class 0: ten held-out items by falling confidence; the 7th, 9th and 10th are wrong, so the
 # precision of the top k is 1, 1, 1, 1, 1, 1, 6/7, 7/8, 7/9, 7/10.
@@ -126,3 +126,20 @@ def test_audit_sample_is_a_seeded_subset_in_candidate_order():
     assert audit_sample(cands[:5], n=12, rng=np.random.default_rng(0)) == cands[:5]
     with pytest.raises(ValueError):
         audit_sample(cands, n=-1, rng=np.random.default_rng(0))
+    assert len(audit_sample(cands, n=0, rng=np.random.default_rng(0))) == 0
+
+
+def test_the_audit_sample_shows_every_class_and_each_ones_least_confident_items():
+    """300 "zebra" items at 97-99 % and one elephant among them at the threshold's edge, plus two small
+    classes: the sample of 12 holds the elephant (whatever the seed), and every class."""
+    rng = np.random.default_rng(0)
+    zebra = [Candidate(i, 9, float(c)) for i, c in enumerate(rng.uniform(0.975, 0.99, 300))]
+    zebra[137] = Candidate(137, 9, 0.970)  # the wrong one sits lowest, just above the threshold
+    small = [Candidate(1000 + i, i % 2, 0.99) for i in range(6)]
+    cands = zebra + small
+    for seed in range(20):
+        sample = audit_sample(cands, n=12, rng=np.random.default_rng(seed))
+        assert len(sample) == 12 and 137 in [c.item_id for c in sample]
+        assert {c.class_id for c in sample} == {0, 1, 9}
+    uniform_hits = sum(137 in np.random.default_rng(s).choice(len(cands), 12, replace=False) for s in range(20))
+    assert uniform_hits < 5  # what a uniform sample would have shown
