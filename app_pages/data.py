@@ -23,6 +23,8 @@ def _mib(n: int) -> str:
 def _show_import_result(result: dict) -> None:
     st.success(f"Imported {count(result['added'], 'new image')}; {count(result['already_present'], 'image')} "
                f"already in the project; {count(result['labels'], 'initial label')}.")
+    if result.get("folder"):
+        st.caption(f"Saved into `{result['folder']}` inside the project.")
     if result.get("embedded") is not None:
         st.caption(f"Embedded with {result['embedded'].get('backbone')} on {result['embedded'].get('device')}.")
     if result["skipped"]:
@@ -34,6 +36,25 @@ def _show_import_result(result: dict) -> None:
         st.dataframe(result["duplicates"], hide_index=True, key="data_import_duplicates", placeholder=DASH)
     for problem in result["problems"]:
         st.text(problem)
+
+
+def _run_import(run, embed_after: bool) -> None:
+    """Run an import (a folder, a manifest or an upload) with a progress bar, then embed what it added."""
+    import_bar = st.progress(0.0, text="Importing…")
+    try:
+        result = run(lambda done, total: import_bar.progress(done / max(total, 1), text=f"Imported {done} of {total}"))
+        import_bar.progress(1.0, text="Import done")
+        result["embedded"] = None
+        if embed_after and result["added"]:
+            embed_bar = st.progress(0.0, text="Embedding…")
+            result["embedded"] = get_session().data.run_embed(
+                progress=lambda done, total: embed_bar.progress(done / max(total, 1), text=f"Embedded {done} of {total}"))
+            embed_bar.progress(1.0, text="Embedding done")
+    except ENGINE_ERRORS as exc:
+        st.session_state.pop("data_import_result", None)
+        st.error(f"Import failed: {exc}")
+    else:
+        st.session_state["data_import_result"] = result
 
 
 def _add_class() -> None:
@@ -106,25 +127,17 @@ with tab_import:
     manifest = st.text_input("Manifest (optional)", key="data_manifest_path", placeholder="manifest.csv")
     embed_after = st.checkbox("Embed the new images afterwards", value=True, key="data_embed_after")
     if st.button("Import", key="data_import_button", type="primary"):
-        import_bar = st.progress(0.0, text="Importing…")
-        try:
-            result = data.run_import(
-                path, labels_from_folders=from_folders, manifest=manifest,
-                progress=lambda done, total: import_bar.progress(done / max(total, 1),
-                                                                 text=f"Imported {done} of {total}"))
-            import_bar.progress(1.0, text="Import done")
-            result["embedded"] = None
-            if embed_after and result["added"]:
-                embed_bar = st.progress(0.0, text="Embedding…")
-                result["embedded"] = data.run_embed(
-                    progress=lambda done, total: embed_bar.progress(done / max(total, 1),
-                                                                            text=f"Embedded {done} of {total}"))
-                embed_bar.progress(1.0, text="Embedding done")
-        except ENGINE_ERRORS as exc:
-            st.session_state.pop("data_import_result", None)
-            st.error(f"Import failed: {exc}")
-        else:
-            st.session_state["data_import_result"] = result
+        _run_import(lambda bar: data.run_import(path, labels_from_folders=from_folders, manifest=manifest,
+                                                progress=bar), embed_after)
+
+    st.subheader("Upload images")
+    uploads = st.file_uploader("Images, or zip archives of them", accept_multiple_files=True, key="data_upload",
+                               type=["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff", "zip"],
+                               help="Saved into the project's uploads/ folder and imported there, with the same "
+                                    "checks as a folder (at most 200 MiB at once)")
+    if st.button("Import uploaded files", key="data_upload_button", disabled=not uploads):
+        files = [(f.name, f.getvalue()) for f in uploads]
+        _run_import(lambda bar: data.run_upload(files, progress=bar), embed_after)
     if "data_import_result" in st.session_state:
         _show_import_result(st.session_state["data_import_result"])
 

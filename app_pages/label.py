@@ -256,7 +256,10 @@ with right:
         st.caption("The first rounds ask for typical items of distinct clusters; suggestions appear once two "
                    "classes have labels.")
         if card.hint:
-            st.caption(f"The backbone's ImageNet guess: {card.hint[0]} ({card.hint[1]:.0%})")
+            st.caption(f"The backbone's ImageNet guess: {plain(card.hint[0])} ({card.hint[1]:.0%})")
+            st.button(f"Use “{plain(card.hint[0])}” as a class", key="use_hint", shortcut="Shift+Enter",
+                      on_click=_act, args=((current, card.uri, card.round_id), card.hint[0], "manual"),
+                      help="Label this item with the ImageNet guess, as a new class (Shift+Enter)")
 
     shown = (current, card.uri, card.round_id)  # what a key press on this run's buttons acts on
     # Accept has a row of its own, so that a long class name never truncates it; the rest share one.

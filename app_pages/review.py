@@ -1,6 +1,8 @@
 """Review (reviewers and admins): conflicts, suspected label errors, audits of bulk batches, agreement, batches."""
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 
 from labeling.session import DASH, AuthError, count, vote_standing
@@ -31,8 +33,11 @@ def _settle(item_ids: list[int], label: str | None, note: str) -> None:
 
 
 def _thumb(row: dict) -> None:
-    if row.get("thumb"):
-        st.image(row["thumb"], width=96)
+    """The item's image, large enough to judge (the full image, scaled to its column; the thumbnail when
+    the file is gone)."""
+    image = row.get("image") if row.get("image") and os.path.exists(row["image"]) else row.get("thumb")
+    if image:
+        st.image(image, width="stretch")
     st.caption(row.get("uri") or f"item {row['item_id']}")
 
 
@@ -86,7 +91,7 @@ with tabs[0]:
     st.caption(f"{count(len(conflicts), 'item')} where annotators disagree and no reviewer has settled it, "
                "most contested first. Settling writes an adjudication that overrides the votes.")
     for d in conflicts[:PAGE]:
-        c = st.columns([1, 3, 2])
+        c = st.columns([2, 3, 2])
         with c[0]:
             _thumb(d)
         with c[1]:
@@ -140,7 +145,7 @@ with tabs[1]:
         nav[2].caption(f"Page {at + 1} of {pages}: suspects {at * PAGE + 1}-{min(len(suspects), (at + 1) * PAGE)} "
                        f"of {len(suspects)}. The same list: python -m labeling suspects DIR --format json")
     for s in suspects[at * PAGE:(at + 1) * PAGE]:
-        c = st.columns([1, 3, 2])
+        c = st.columns([2, 3, 2])
         with c[0]:
             _thumb(s)
         with c[1]:

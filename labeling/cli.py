@@ -249,7 +249,8 @@ def cmd_serve(a) -> int:
     # Streamlit always runs headless (no first-run prompt on the terminal); the browser is opened here.
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", a.host, "--server.port",
            str(a.port), "--browser.gatherUsageStats", "false", "--server.headless", "true",
-           "--client.toolbarMode", "minimal",  # no "Deploy" button: this is a labeling tool, not a demo
+           # no "Deploy", rerun or clear-cache: this is a labeling tool; the menu keeps the light / dark switch
+           "--client.toolbarMode", "viewer",
            # no source watcher: a project folder of 100k images would flood it (and nothing here is edited live)
            "--server.fileWatcherType", "none", "--server.runOnSave", "false",
            # no full garbage collection after every script run: with torch and the project loaded it

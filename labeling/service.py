@@ -277,7 +277,7 @@ class LabelingService:
                 if p.pseudo[row] >= 0:
                     extra["pseudo_label"] = names.get(int(p.pseudo[row]))
                     extra["confidence"] = float(p.confidence[row])
-                elif p.suggestions is not None:
+                elif p.suggestions is not None and self._hints_shown(rnd["id"], p, row):
                     extra["hint"] = (str(p.suggestions[row]), float(p.confidence[row]))
                 extra["scores"] = {k: float(v[row]) for k, v in p.scores.items()}
                 extra["top"] = [(names.get(int(c), str(c)), float(pr)) for c, pr in zip(p.top_idx[row], p.top_p[row])
@@ -288,6 +288,14 @@ class LabelingService:
         current = self.current_labels(user, [int(item_id)]).get(int(item_id))
         return ItemCard(int(item_id), info["uri"], str(self.project.resolve_uri(info["uri"])), info["width"],
                         info["height"], current=None if current is None else CurrentLabel(*current), **extra)
+
+    def _hints_shown(self, round_id: int, p: RoundPredictions, row: int) -> bool:
+        """Whether this item's ImageNet guess is meaningful enough to show (:mod:`labeling.active.coldstart`)."""
+        from labeling.active.coldstart import HINT_MIN_CONFIDENCE, hints_are_meaningful
+
+        ok = self.project.caches.get("hints_meaningful", round_id,
+                                     lambda: hints_are_meaningful(p.suggestions, p.confidence))
+        return bool(ok) and float(p.confidence[row]) >= HINT_MIN_CONFIDENCE
 
     def neighbours(self, item_id: int, *, k: int = 12, user: str | None = None) -> list[Neighbour]:
         """The k nearest items (cosine similarity) with their human label or pseudo-label.

@@ -226,3 +226,22 @@ def typical_cold_start(
         covered[c] += 1
         remaining[c] -= 1
     return picks
+
+
+HINT_MIN_CONFIDENCE = 0.5
+"""The backbone's ImageNet guess shows on a card only at this probability or above."""
+HINT_MAX_SHARE = 0.25
+"""...and only while no single ImageNet class takes more than this share of the project's confident
+guesses. Past it the backbone sees the data as something else (the demo's grey silhouettes are mostly
+"digital clock" or "corkscrew" at 99 %), and its guesses would only mislead."""
+
+
+def hints_are_meaningful(suggestions, confidence) -> bool:
+    """Whether a round's ImageNet guesses are worth showing at all (:data:`HINT_MAX_SHARE`)."""
+    if suggestions is None or len(suggestions) == 0:
+        return False
+    confident = np.asarray(suggestions)[np.asarray(confidence) >= HINT_MIN_CONFIDENCE]
+    if len(confident) == 0:
+        return False
+    _names, counts = np.unique(confident, return_counts=True)
+    return counts.max() / len(confident) <= HINT_MAX_SHARE

@@ -163,6 +163,7 @@ def attach_uris(project: Project, rows: list[dict]) -> None:
         meta = info.get(r["item_id"], {})
         r["uri"] = meta.get("uri")
         r["thumb"] = str(project.thumb_path(meta["sha256"])) if meta.get("sha256") else None
+        r["image"] = str(project.resolve_uri(meta["uri"])) if meta.get("uri") else None  # the full image
 
 
 # ---- suspected label errors ---------------------------------------------------------------------

@@ -92,3 +92,4 @@ def card_is_stale(card_round: int | None, newest_round: int | None, refreshed_fo
     ``card_round``'s suggestion, ``newest_round`` is in use now, and ``refreshed_for`` is the round a
     redraw was last asked for (once per round, so a card that cannot catch up never loops)."""
     return newest_round is not None and newest_round != card_round and newest_round != refreshed_for
+

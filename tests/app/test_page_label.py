@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from labeling.service import LabelingService
@@ -194,10 +195,9 @@ def test_a_new_round_never_swaps_the_item_under_the_person(trained_project, app_
     assert _shown_uri(at) != shown
 
 
-def test_cold_start_card_shows_the_backbone_guess(demo_project, app_env):
+def test_cold_start_card_has_nothing_to_accept(demo_project, app_env):
     at = _app(demo_project, app_env)
     assert at.subheader[0].value == "No suggestion yet"
-    assert any("ImageNet guess:" in c.value for c in at.caption)
     assert at.button(key="accept").disabled  # nothing to accept before a suggestion exists
 
 
@@ -344,3 +344,29 @@ def test_full_size_opens_the_image_in_a_zoomable_view(trained_project, app_env):
     assert charts and json.loads(charts[0].proto.config)["scrollZoom"] is True  # the wheel zooms
     assert json.loads(charts[0].proto.spec)["layout"]["dragmode"] == "pan"  # a drag pans
     assert any(shown in c.value and " px" in c.value for c in at.caption)
+
+
+def test_the_imagenet_guess_hides_on_the_demo_and_one_key_makes_a_meaningful_one_a_class(demo_project, app_env,
+                                                                                          monkeypatch):
+    """The demo's cold round guesses "digital clock" for silhouettes: no guess on the card. Where guesses
+    are meaningful, Shift+Enter ("Use ... as a class") labels the item with it."""
+    at = _app(demo_project, app_env)
+    assert at.subheader[0].value == "No suggestion yet"
+    assert not any("ImageNet guess" in c.value for c in at.caption)
+    with pytest.raises(KeyError):
+        at.button(key="use_hint")
+
+    from labeling.active import coldstart
+
+    monkeypatch.setattr(coldstart, "HINT_MAX_SHARE", 1.0)
+    monkeypatch.setattr(coldstart, "HINT_MIN_CONFIDENCE", 0.0)
+    import streamlit as st
+
+    st.cache_resource.clear()  # a fresh server: the project's caches (and the gate kept there) start empty
+    at = _app(demo_project, app_env)
+    service = LabelingService(demo_project)
+    item = service.item_id_for_uri(_shown_uri(at))
+    guess = service.item_card(item).hint[0]
+    assert at.button(key="use_hint").label == f"Use “{guess}” as a class"
+    at.button(key="use_hint").click().run()
+    assert service.current_labels()[item][0] == guess

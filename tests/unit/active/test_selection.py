@@ -313,3 +313,18 @@ def test_default_policy_rejects_bad_labels(three_class_pool):
             n_classes=3,
             rng=np.random.default_rng(0),
         )
+
+
+def test_imagenet_guesses_show_only_where_the_backbone_sees_its_own_world():
+    """Photo-like data spreads its confident guesses over many ImageNet classes; the demo's silhouettes
+    pile up on "digital clock" at 99 %, and such guesses are not shown at all."""
+    import numpy as np
+
+    from labeling.active.coldstart import hints_are_meaningful
+
+    photos = np.array([f"breed {k % 12}" for k in range(120)])
+    assert hints_are_meaningful(photos, np.full(120, 0.8))
+    silhouettes = np.array(["digital clock"] * 40 + [f"thing {k}" for k in range(80)])
+    assert not hints_are_meaningful(silhouettes, np.full(120, 0.99))
+    assert not hints_are_meaningful(photos, np.full(120, 0.3))  # nothing confident enough
+    assert not hints_are_meaningful(None, None) and not hints_are_meaningful(np.array([]), np.array([]))
