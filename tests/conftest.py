@@ -1,6 +1,7 @@
 """Shared fixtures: small real projects built once per test session."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -152,6 +153,25 @@ def require_chromium() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI must run the browser test: install Debian chromium ({CHROMIUM}) and playwright")
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium) or no playwright package")
+
+
+@contextlib.contextmanager
+def served_page(root: Path, log: Path, *, width: int = 1400, height: int = 900, **server_args):
+    """``python -m labeling serve ROOT`` and one headless Chromium page on it (1400 × 900 by default);
+    yields ``(page, url)``, and stops both afterwards. ``server_args`` go to :func:`start_server`."""
+    from playwright.sync_api import sync_playwright
+
+    require_chromium()
+    srv = start_server(root, log=log, **server_args)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+            try:
+                yield browser.new_page(viewport={"width": width, "height": height}), srv.url
+            finally:
+                browser.close()
+    finally:
+        stop_server(srv)
 
 
 def free_port() -> int:

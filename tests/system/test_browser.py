@@ -12,7 +12,7 @@ import shutil
 import time
 
 import pytest
-from conftest import CHROMIUM, require_chromium, start_server, stop_server
+from conftest import CHROMIUM, require_chromium, served_page, start_server, stop_server
 
 from labeling.service import LabelingService
 from storage import labels as labels_q
@@ -196,6 +196,24 @@ def test_class_keys_stay_put_and_the_tenth_and_a_new_class_label_from_the_keyboa
                   30, what="Q to label with the new class")
         finally:
             browser.close()
+
+
+def test_the_card_shows_the_first_suggestion_when_its_round_lands_without_a_key_press(demo_project, tmp_path):
+    """A new demo project (ten declared classes, no label): 1 and 2 label the first two items at once;
+    the retrain worker's round lands while the third item is on screen, and that card shows its
+    suggestion by itself (the item keeps its place)."""
+    with served_page(demo_project, tmp_path / "server.log") as (page, url):  # the app's own retrain settings
+        page.goto(url)
+        page.get_by_text("No suggestion yet").first.wait_for(timeout=90_000)
+        page.wait_for_timeout(1000)
+        caption = page.locator('[data-testid="stImageCaption"]').first
+        for key in ("1", "2"):  # declared classes: the first key presses label
+            shown = caption.inner_text()
+            page.keyboard.press(key)
+            _wait(lambda: caption.inner_text() != shown, 30, what=f"the item after key {key}")
+        pinned = caption.inner_text()
+        page.get_by_text("Suggestion:").first.wait_for(timeout=60_000)  # no key pressed meanwhile
+        assert caption.inner_text() == pinned  # the same item, now with a suggestion
 
 
 def test_the_first_page_a_fresh_server_shows_is_the_apps_own(trained_project, tmp_path):
