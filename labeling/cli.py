@@ -281,6 +281,8 @@ def _die_with_parent() -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m labeling", description="Quorum: active-learning image labeling.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    from labeling import __version__
+    p.add_argument("--version", action="version", version=f"quorum {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("demo", help="create the Animal-MNIST demo project in DIR")

@@ -111,9 +111,12 @@ def test_label_flow_in_a_real_browser(server, tmp_path):
             selected.first.wait_for(timeout=15_000)
             # no class is chosen for the person: the button waits for one
             label_button = page.get_by_role("button", name=re.compile(r"^Label \d+ items? as bear$"))
-            page.locator('[data-testid="stSelectbox"]').filter(has_text="Class").first.locator("input").click()
-            page.keyboard.type("bear")  # typing opens the list, filtered
-            page.get_by_role("option", name="bear", exact=True).click()
+            chooser = page.locator('[data-testid="stSelectbox"]').filter(has_text="Class").first
+            chooser.scroll_into_view_if_needed()
+            chooser.locator("input").focus()
+            page.keyboard.type("bear")  # typing opens the list, filtered to the one class; Enter takes it
+            page.wait_for_timeout(300)
+            page.keyboard.press("Enter")
             label_button.first.wait_for(timeout=15_000)
             had_label = {i: v for i, v in LabelingService(root).current_labels().items() if v[0] is not None}
             before = len(_events(root))
