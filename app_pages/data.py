@@ -168,8 +168,9 @@ with tab_import:
 
     st.subheader("Import labels")
     st.caption("CSV, JSONL or Parquet with `label` and `uri`/`file_name`/`item_id`, a COCO-style classification "
-               "JSON, a Hugging Face imagefolder's `metadata.jsonl`, or an ImageFolder tree (a folder per "
-               "class), inside the project folder. Rows match "
+               "JSON, a Hugging Face imagefolder's `metadata.jsonl`, an ImageFolder tree (a folder per "
+               "class), a Label Studio export (JSON, JSON_MIN, CSV), CVAT XML, or a FiftyOne dataset folder or "
+               "CSV, inside the project folder; the format is told by the content. Rows match "
                "by path, by file content, or by a file name found once; labels keep the source `import`.")
     label_file = st.text_input("Label file", key="data_label_file", placeholder="exports/labels.coco.json")
     if st.button("Import labels", key="data_label_import_button"):
@@ -178,7 +179,7 @@ with tab_import:
         except ENGINE_ERRORS as exc:
             st.error(f"Label import failed: {exc}")
         else:
-            st.success(f"Imported {got['labeled']} of {got['rows']} rows")
+            st.success(f"Imported {count(got['labeled'], 'label')} from {count(got['rows'], 'row')}")
             for problem in got["problems"][:20]:
                 st.text(problem)
 

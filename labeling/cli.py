@@ -335,12 +335,15 @@ def build_parser() -> argparse.ArgumentParser:
     _fmt_arg(s)
     s.set_defaults(func=cmd_queue)
 
-    s = sub.add_parser("import-labels", help="import labels from CSV, JSONL, Parquet, COCO JSON, HF metadata.jsonl "
-                                             "or an ImageFolder tree")
+    s = sub.add_parser("import-labels", help="import labels from CSV, JSONL, Parquet, COCO JSON, HF metadata.jsonl, "
+                                             "an ImageFolder tree, Label Studio (JSON, JSON_MIN, CSV), CVAT XML "
+                                             "or FiftyOne (dataset folder, CSV)")
     s.add_argument("dir")
     s.add_argument("file", help="the label file (or an HF imagefolder with metadata.jsonl, or an ImageFolder tree)")
+    from labeling.data.foreign import FOREIGN_FORMATS
     s.add_argument("--label-format", default="auto",
-                   choices=("auto", "csv", "jsonl", "parquet", "coco", "hf", "imagefolder"))
+                   choices=("auto", "csv", "jsonl", "parquet", "coco", "hf", "imagefolder", *FOREIGN_FORMATS),
+                   help="auto (default): told by the content, then the name")
     s.add_argument("--user", default="import", help="the name stored with the imported labels")
     _fmt_arg(s)
     s.set_defaults(func=cmd_import_labels)

@@ -35,12 +35,13 @@ import pyarrow.parquet as pq
 from labeling.data.export import PROVENANCE
 from labeling.data.images import _hash_file
 from labeling.data.manifest import ManifestError, _iter_delimited, _one_line
+from labeling.data.foreign import FOREIGN_FORMATS, ForeignFormatError, read_foreign, sniff
 from labeling.data.scan import IMAGE_EXTENSIONS
 from labeling.project import Project
 from storage import items as items_q
 from storage import labels as labels_q
 
-LABEL_FORMATS = ("csv", "jsonl", "parquet", "coco", "hf", "imagefolder")
+LABEL_FORMATS = ("csv", "jsonl", "parquet", "coco", "hf", "imagefolder", *FOREIGN_FORMATS)
 
 PATH_ALIASES = ("file_name", "path", "file", "filename", "image")
 """Columns read as ``file_name`` (the first one present, case-insensitive)."""
@@ -299,7 +300,8 @@ def _table_columns(path: Path, header: list[str]) -> tuple[str | None, str | Non
 def _table_rows(path: Path, fmt: str) -> tuple[list[dict], list[str]]:
     header, records, problems = _read_table(path, fmt)
     id_col, uri_col, file_col, label_col = _table_columns(path, header)
-    used = {id_col, uri_col, file_col, label_col}
+    ann_col = next((c for c in header if str(c).strip().lower() == "annotator"), None)  # whose label it was
+    used = {id_col, uri_col, file_col, label_col, ann_col}
     ignored = [str(c) for c in header if c not in used and str(c).strip().lower() not in EXPORT_COLUMNS
                and str(c).strip()]
     if ignored:
@@ -310,8 +312,8 @@ def _table_rows(path: Path, fmt: str) -> tuple[list[dict], list[str]]:
         if not ok:
             problems.append(f"{where}: the label {rec.get(label_col)!r} is not text, row ignored")
             continue
-        rows.append({"item_id": _cell(rec, id_col), "uri": _cell(rec, uri_col),
-                     "file_name": _cell(rec, file_col), "label": label, "where": where})
+        rows.append({"item_id": _cell(rec, id_col), "uri": _cell(rec, uri_col), "file_name": _cell(rec, file_col),
+                     "label": label, "where": where, "annotator": _cell(rec, ann_col)})
     return rows, sorted(problems, key=_line_of)
 
 
@@ -345,7 +347,12 @@ def read_labels(path: str | Path, fmt: str = "auto") -> tuple[list[dict], list[s
     path = Path(path).expanduser()
     if not path.exists():
         raise LabelFileError(f"{path}: no such file or folder")
-    fmt = guess_format(path) if fmt == "auto" else fmt
+    try:
+        fmt = (sniff(path) or guess_format(path)) if fmt == "auto" else fmt  # by content first, then by name
+        if fmt in FOREIGN_FORMATS:
+            return read_foreign(path, fmt)
+    except (ForeignFormatError, OSError) as exc:
+        raise LabelFileError(str(exc)) from None
     if fmt not in LABEL_FORMATS:
         raise LabelFileError(f"unknown label format {fmt!r}; valid: {', '.join(LABEL_FORMATS)}")
     if fmt == "imagefolder":
@@ -420,10 +427,18 @@ class _RowMatcher:
             item = self.ok_uris.get(real.relative_to(self.root).as_posix())
         if item is None:
             if not real.is_relative_to(self.base_resolved):
-                return None, f"{where}: {file_name!r} leaves the folder of the label file, not read"
+                # a path from another machine, or outside the label file's folder: never read; its file
+                # name may still name one image of the project (the last resort of _by_path)
+                return None, (None if self._unique_name(file_name) is not None
+                              else f"{where}: {file_name!r} leaves the folder of the label file, not read")
             if real.is_file():
                 item = self.by_hash.get(_hash_file(real)[0])
         return item, None
+
+    def _unique_name(self, named: str) -> int | None:
+        """The one readable item with this file name (None when none or several have it)."""
+        matches = self.by_name.get(named.replace("\\", "/").rsplit("/", 1)[-1], [])
+        return matches[0] if len(matches) == 1 else None
 
     def _by_path(self, row: dict, where: str, named: str) -> tuple[int | None, str | None]:
         """(the item a row naming a uri or file name matches, None) or (None, problem)."""
@@ -434,8 +449,7 @@ class _RowMatcher:
             if problem is not None:
                 return None, problem
         if item is None and unusable is None:  # last: a file name found exactly once in this project
-            matches = self.by_name.get(named.replace("\\", "/").rsplit("/", 1)[-1], [])
-            item = matches[0] if len(matches) == 1 else None
+            item = self._unique_name(named)
         if item is None:
             return None, (f"{where}: {unusable}, ignored" if unusable
                           else f"{where}: no item matches {named!r}")
@@ -478,7 +492,7 @@ def resolve_rows(project: Project, rows: list[dict], base: Path, *,
             problems.append(_repeat_problem(where, named, label, seen[item]))
             continue
         seen[item] = (label, where)
-        out.append({"item_id": item, "label": str(label)})
+        out.append({"item_id": item, "label": str(label), "annotator": row.get("annotator")})
     return out, problems
 
 
@@ -491,7 +505,13 @@ def import_labels(service, path: str | Path, *, fmt: str = "auto", user: str = "
     """
     rows, problems, base = read_labels(path, fmt)
     resolved, more = resolve_rows(service.project, rows, base, source=Path(path).name)
-    result = service.label_table(resolved, user=user, source="import")
+    by_person: dict[str, list[dict]] = {}  # each row under its own annotator, ``user`` where it names none
+    for row in resolved:
+        by_person.setdefault(row.pop("annotator") or user, []).append(row)
+    result = {"labeled": 0, "problems": []}
+    for person, person_rows in by_person.items():
+        done = service.label_table(person_rows, user=person, source="import")
+        result.update(done, labeled=result["labeled"] + done["labeled"], problems=result["problems"] + done["problems"])
     result["problems"] = problems + more + result["problems"]
     result["rows"] = len(rows)
     return result
