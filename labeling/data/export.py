@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from labeling.project import Project
 from labeling.model.rounds import latest_predictions
@@ -19,6 +20,23 @@ FORMATS = ("csv", "jsonl", "parquet", "imagefolder", "coco", "hf")
 TREE_FORMATS = ("imagefolder", "hf")
 """Formats that write a folder of images (copied or linked) rather than one file."""
 PROVENANCE = ("annotator", "source", "created_at", "model_round", "n_votes", "n_agree", "adjudicated_by")
+
+
+CLASS_MAP = "classes.json"
+"""Written inside an ImageFolder export: which folder holds which class (names made safe for a folder
+can differ from the class: ``CAT`` may live in ``cat-2``). Reading the tree back uses it."""
+_TEXT, _WHOLE, _TIME = pa.string(), pa.int64(), pa.timestamp("us", tz="UTC")
+LABEL_SCHEMA = pa.schema([
+    ("item_id", _WHOLE), ("uri", _TEXT), ("label", _TEXT), ("status", _TEXT), ("annotator", _TEXT),
+    ("source", _TEXT), ("created_at", _TIME), ("model_round", _WHOLE), ("n_votes", _WHOLE), ("n_agree", _WHOLE),
+    ("adjudicated_by", _TEXT), ("event_id", _WHOLE), ("pseudo_label", _TEXT), ("confidence", pa.float64()),
+    ("round_id", _WHOLE)])
+"""The label table's columns and types, the same in every export (a column with no value yet keeps its
+type, so two exports taken at different times concatenate); times are UTC timestamps."""
+HISTORY_SCHEMA = pa.schema([
+    ("event_id", _WHOLE), ("item_id", _WHOLE), ("uri", _TEXT), ("kind", _TEXT), ("label", _TEXT), ("user", _TEXT),
+    ("source", _TEXT), ("batch_id", _TEXT), ("revokes", _TEXT), ("model_round", _WHOLE), ("created_at", _TIME),
+    ("undone", pa.bool_())])
 
 
 class ExportError(ValueError):
@@ -51,7 +69,7 @@ def _label_row(item_id: int, uri: str, s: labels_q.Provenance | None, names: dic
     return {"item_id": item_id, "uri": uri, "label": label,
             "status": "labeled" if label else ("skipped" if s is not None else "unlabeled"),
             "annotator": s.user_name if s else None, "source": s.source if s else None,
-            "created_at": str(s.created_at) if s else None, "model_round": s.model_round if s else None,
+            "created_at": s.created_at if s else None, "model_round": s.model_round if s else None,
             "n_votes": s.n_votes if s else None, "n_agree": s.n_agree if s else None,
             "adjudicated_by": s.user_name if s and s.source == "adjudication" else None,
             "event_id": s.event_id if s else None, "pseudo_label": pseudo.get(item_id),
@@ -67,10 +85,16 @@ def label_table(project: Project) -> pd.DataFrame:
     pseudo, conf, round_id = _pseudo_labels(project, names)
     rows = [_label_row(item_id, uri, state.get(item_id), names, pseudo, conf, round_id)
             for item_id, uri in zip(ids.tolist(), uris)]
-    frame = pd.DataFrame(rows)
-    for col in ("model_round", "n_votes", "n_agree", "event_id", "round_id"):
-        if col in frame:
-            frame[col] = frame[col].astype("Int64")  # whole numbers, with gaps
+    return _typed(pd.DataFrame(rows, columns=LABEL_SCHEMA.names), LABEL_SCHEMA)
+
+
+def _typed(frame: pd.DataFrame, schema: pa.Schema) -> pd.DataFrame:
+    """Whole numbers with gaps as ``Int64``, times as UTC timestamps (stored naive in UTC), the rest as is."""
+    for field in schema:
+        if field.type == _WHOLE:
+            frame[field.name] = frame[field.name].astype("Int64")
+        elif field.type == _TIME:
+            frame[field.name] = pd.to_datetime(frame[field.name], utc=True)
     return frame
 
 
@@ -139,9 +163,12 @@ def _move_into_place(tmp: Path, out: Path) -> None:
 
 
 def _plain_value(v):
-    """A JSON-ready value: missing values as None, numpy scalars as Python numbers."""
+    """A JSON-ready value: missing values as None, numpy scalars as Python numbers, times as ISO 8601 with
+    their zone."""
     if v is None or (not isinstance(v, (list, dict, str)) and pd.isna(v)):
         return None
+    if isinstance(v, pd.Timestamp):
+        return v.isoformat()
     return v.item() if hasattr(v, "item") else v
 
 
@@ -187,15 +214,14 @@ def history_table(project: Project) -> pd.DataFrame:
         [{"event_id": e.id, "item_id": e.item_id, "uri": uri_of.get(e.item_id), "kind": e.kind,
           "label": names.get(e.class_id) if e.class_id is not None else None, "user": e.user_name,
           "source": e.source, "batch_id": e.batch_id, "revokes": e.revokes, "model_round": e.model_round,
-          "created_at": str(e.created_at), "undone": e.batch_id in revoked} for e in events],
-        columns=["event_id", "item_id", "uri", "kind", "label", "user", "source", "batch_id", "revokes",
-                 "model_round", "created_at", "undone"])
-    frame["model_round"] = frame["model_round"].astype("Int64")
-    return frame
+          "created_at": e.created_at, "undone": e.batch_id in revoked} for e in events],
+        columns=HISTORY_SCHEMA.names)
+    return _typed(frame, HISTORY_SCHEMA)
 
 
 def _write_table(table: pd.DataFrame, out: Path, kind: str) -> None:
-    """Write a table as csv, jsonl or parquet under a temporary name, then rename it into place."""
+    """Write a table as csv, jsonl or parquet under a temporary name, then rename it into place; Parquet
+    with the table's fixed schema (:data:`LABEL_SCHEMA`, :data:`HISTORY_SCHEMA`)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _partial(out)
     try:
@@ -206,7 +232,10 @@ def _write_table(table: pd.DataFrame, out: Path, kind: str) -> None:
                 for rec in _records(table):
                     fh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
         else:
-            table.to_parquet(tmp, index=False)
+            import pyarrow.parquet as pq
+
+            schema = LABEL_SCHEMA if list(table.columns) == LABEL_SCHEMA.names else HISTORY_SCHEMA
+            pq.write_table(pa.Table.from_pandas(table, schema=schema, preserve_index=False), tmp)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -248,6 +277,8 @@ def _fill_tree(project: Project, fmt: str, table: pd.DataFrame, out: Path, link:
     notes: list[str] = []
     if fmt == "imagefolder":
         folders, notes = _class_folders(table["label"], out)
+        (out / CLASS_MAP).write_text(json.dumps({"folders": {f.name: label for label, f in sorted(folders.items())}},
+                                                ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         for row in table.itertuples():
             folder = folders[row.label]
             folder.mkdir(exist_ok=True)
@@ -274,13 +305,16 @@ def _export_coco(project: Project, table: pd.DataFrame, out: Path) -> None:
     doc = {"info": {"description": f"Quorum labels of {project.root.name}", "project": project.root.name,
                     "version": "1.0", "date_created": pd.Timestamp.now(tz="UTC").isoformat(),
                     "round_id": _plain_value(table["round_id"].iloc[0]) if len(table) else None},
-           "categories": [{"id": cat_id[c], "name": c} for c in categories],
+           "licenses": [],
+           "categories": [{"id": cat_id[c], "name": c, "supercategory": ""} for c in categories],
            "images": [{"id": int(r["item_id"]), "file_name": r["uri"], "uri": r["uri"],
                        "width": sizes[int(r["item_id"])]["width"], "height": sizes[int(r["item_id"])]["height"],
                        "pseudo_label": r["pseudo_label"], "confidence": r["confidence"]}
                       for r in _records(table)],
+           # a whole-image box, so that COCO tools (pycocotools) load it; the label is the category
            "annotations": [{"id": k, "image_id": int(r["item_id"]), "category_id": cat_id[r["label"]],
-                            **{c: r[c] for c in PROVENANCE}, "event_id": r["event_id"]}
+                            **_whole_image(sizes[int(r["item_id"])]), **{c: r[c] for c in PROVENANCE},
+                            "event_id": r["event_id"]}
                            for k, r in enumerate(_records(table), start=1)]}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _partial(out)
@@ -289,6 +323,11 @@ def _export_coco(project: Project, table: pd.DataFrame, out: Path) -> None:
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _whole_image(size: dict) -> dict:
+    w, h = int(size["width"] or 0), int(size["height"] or 0)
+    return {"bbox": [0, 0, w, h], "area": w * h, "iscrowd": 0}
 
 
 def refuse_project_files(project: Project, out: Path) -> None:

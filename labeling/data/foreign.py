@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from labeling.data.scan import IMAGE_EXTENSIONS
 
 FOREIGN_FORMATS = ("labelstudio", "labelstudio-csv", "cvat", "fiftyone", "fiftyone-csv")
 LS_META = frozenset({"id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time", "agreement"})
@@ -110,6 +113,29 @@ def _choice(value: object) -> tuple[str | None, str | None]:
             return None, f"{len(value)} choices ({', '.join(map(str, value))}); one class per image here"
         value = value[0] if value else None
     return (str(value) if value is not None and str(value).strip() else None), None
+
+
+def read_tree(folder: Path) -> tuple[list[dict], list[str]]:
+    """Rows of an ImageFolder tree: ``<class>/.../<image>``; hidden files and folders are skipped. A
+    ``classes.json`` that Quorum's export writes beside the class folders names each folder's class."""
+    rows: list[dict] = []
+    problems: list[str] = []
+    class_of = {}
+    if (folder / "classes.json").is_file():
+        doc = _json(folder / "classes.json")
+        class_of = doc.get("folders", {}) if isinstance(doc, dict) else {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            rel = (Path(dirpath) / name).relative_to(folder)
+            if len(rel.parts) < 2:
+                problems.append(f"{rel.as_posix()}: not inside a class folder, ignored")
+                continue
+            rows.append({"item_id": None, "uri": None, "file_name": rel.as_posix(),
+                         "label": str(class_of.get(rel.parts[0], rel.parts[0])), "where": rel.as_posix()})
+    return rows, problems
 
 
 # ---- Label Studio ------------------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -35,8 +34,7 @@ import pyarrow.parquet as pq
 from labeling.data.export import PROVENANCE
 from labeling.data.images import _hash_file
 from labeling.data.manifest import ManifestError, _iter_delimited, _one_line
-from labeling.data.foreign import FOREIGN_FORMATS, ForeignFormatError, read_foreign, sniff
-from labeling.data.scan import IMAGE_EXTENSIONS
+from labeling.data.foreign import FOREIGN_FORMATS, ForeignFormatError, read_foreign, read_tree, sniff
 from labeling.project import Project
 from storage import items as items_q
 from storage import labels as labels_q
@@ -57,7 +55,8 @@ HF_METADATA = ("metadata.jsonl", "metadata.csv")
 _COCO_KEYS = frozenset({"info", "licenses", "images", "categories", "annotations"})
 _COCO_IMAGE_KEYS = frozenset({"id", "file_name", "uri", "width", "height", "license", "flickr_url", "coco_url",
                               "date_captured", "pseudo_label", "confidence"})
-_COCO_ANNOTATION_KEYS = frozenset({"id", "image_id", "category_id", "event_id", *PROVENANCE})
+_COCO_ANNOTATION_KEYS = frozenset({"id", "image_id", "category_id", "event_id", "bbox", "area", "iscrowd",
+                                   *PROVENANCE})
 
 
 class LabelFileError(ValueError):
@@ -212,7 +211,7 @@ def _coco_annotations(annotations: list, images: dict[object, dict], categories:
             problems.append(f"{where}: category_id {ann.get('category_id')!r} is not among the categories, ignored")
             continue
         rows.append({"item_id": None, "uri": _text(image.get("uri")), "file_name": _text(image.get("file_name")),
-                     "label": label, "where": where})
+                     "label": label, "where": where, "annotator": _text(ann.get("annotator"))})
     if unknown:
         problems.insert(0, f"ignored annotation fields: {', '.join(map(repr, sorted(unknown)))}")
     return rows
@@ -234,24 +233,6 @@ def _read_coco(path: Path) -> tuple[list[dict], list[str]]:
     categories = _coco_categories(doc["categories"], problems)
     images = _coco_images(doc["images"], problems)
     rows = _coco_annotations(doc["annotations"], images, categories, problems)
-    return rows, problems
-
-
-def _read_tree(folder: Path) -> tuple[list[dict], list[str]]:
-    """Rows of an ImageFolder tree: ``<class>/.../<image>``; hidden files and folders are skipped."""
-    rows: list[dict] = []
-    problems: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            rel = (Path(dirpath) / name).relative_to(folder)
-            if len(rel.parts) < 2:
-                problems.append(f"{rel.as_posix()}: not inside a class folder, ignored")
-                continue
-            rows.append({"item_id": None, "uri": None, "file_name": rel.as_posix(), "label": rel.parts[0],
-                         "where": rel.as_posix()})
     return rows, problems
 
 
@@ -358,7 +339,7 @@ def read_labels(path: str | Path, fmt: str = "auto") -> tuple[list[dict], list[s
     if fmt == "imagefolder":
         if not path.is_dir():
             raise LabelFileError(f"{path}: an imagefolder is a folder of class folders")
-        return (*_read_tree(path), path)
+        return (*read_tree(path), path)
     if path.is_dir():
         if fmt != "hf":
             raise LabelFileError(f"{path}: is a folder, not a {fmt} file")

@@ -286,14 +286,14 @@ def test_coco_problems_name_the_annotation_and_the_rest_is_imported(fresh, tmp_p
     a, b = _fresh_uris(fresh)[:2]
     doc = {"images": [{"id": 1, "file_name": a}, {"id": 2, "file_name": b}, {"id": 2, "file_name": a}],
            "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
-           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]},
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[0, 0, 1, 1]]},
                            {"id": 2, "image_id": 3, "category_id": 1},
                            {"id": 3, "image_id": 2, "category_id": 9},
                            {"id": 4, "image_id": 2, "category_id": 2}]}
     (fresh / "coco.json").write_text(json.dumps(doc))
     result = import_labels(LabelingService(fresh), fresh / "coco.json")
     assert result["labeled"] == 2
-    assert result["problems"] == ["ignored annotation fields: 'bbox'",
+    assert result["problems"] == ["ignored annotation fields: 'segmentation'",
                                   "image 3: id 2 repeats an earlier image, ignored",
                                   "annotation 2: image_id 3 is not among the images, ignored",
                                   "annotation 3: category_id 9 is not among the categories, ignored"]
