@@ -90,3 +90,16 @@ def test_the_command_line_says_its_version(capsys):
 
     declared = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]["version"]
     assert labeling.__version__ == declared  # the installed package's own version
+
+
+def test_the_readme_python_example_runs_as_printed(demo_project, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    block = re.search(r"### From Python.*?```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    assert block, "the README's Python example"
+    shutil.copytree(demo_project, tmp_path / "demo-project")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block.group(1), "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 6 and out[-1].split()[1] == "0"  # five queue items, then the version and 0 labels
+    assert (tmp_path / "labels.parquet").exists()
