@@ -244,7 +244,8 @@ def cmd_serve(a) -> int:
 
     from labeling.project import Project
     Project(a.dir)  # fail early with a clear message
-    app = Path(__file__).resolve().parent.parent / "asgi.py"  # the app plus its session-cookie route
+    from labeling.paths import install_root
+    app = install_root() / "asgi.py"  # the app plus its session-cookie route (source tree or installed copy)
     env = dict(os.environ, QUORUM_PROJECT=str(Path(a.dir).resolve()))
     # Streamlit always runs headless (no first-run prompt on the terminal); the browser is opened here.
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", a.host, "--server.port",

@@ -11,24 +11,30 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ASSET = Path(__file__).resolve().parents[2] / "assets" / "animal_mnist.npz"
+ASSET_NAME = "animal_mnist.npz"
 DEFAULT_LIMIT = 3000
 """Images in the demo: enough for a meaningful queue, embedded in well under a minute on 2 cores."""
 
 
+def asset() -> Path:
+    """The bundled Animal-MNIST file (in the source tree's ``assets/``, or the installed copy)."""
+    from labeling.paths import install_root
+
+    path = install_root() / "assets" / ASSET_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"bundled data set missing: {path}")
+    return path
+
+
 def load_animal_mnist() -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(images (N, 28, 28) uint8, labels (N,), class names) from the bundled asset."""
-    if not ASSET.exists():
-        raise FileNotFoundError(f"bundled data set missing: {ASSET}")
-    with np.load(ASSET) as z:
+    with np.load(asset()) as z:
         return z["images"], z["labels"], [str(c) for c in z["classes"]]
 
 
 def demo_classes() -> list[str]:
     """The demo's ten animal names, in the data set's order (their keys 1-9 and 0 on the Label page)."""
-    if not ASSET.exists():
-        raise FileNotFoundError(f"bundled data set missing: {ASSET}")
-    with np.load(ASSET) as z:
+    with np.load(asset()) as z:
         return [str(c) for c in z["classes"]]
 
 

@@ -18,6 +18,8 @@ def _readme_commands() -> list[str]:
     found = []
     for block in re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S):
         found += [line.split("  #")[0].strip() for line in block.splitlines() if "python -m labeling" in line]
+        found += ["python -m labeling" + line.strip()[len("quorum"):] for line in block.splitlines()
+                  if line.startswith("quorum ")]  # the installed command takes the same arguments
     found += re.findall(r"(?<!`)`([^`\n]*python -m labeling[^`\n]*)`(?!`)", text)
     return list(dict.fromkeys(c for c in found if c))
 
