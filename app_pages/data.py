@@ -243,9 +243,9 @@ with tab_export:
                         help="A plain file or folder name. Exports are written to the exports/ folder inside "
                              "the project, and offered as a download.")
     labeled_only = st.checkbox("Labeled items only", key="data_export_labeled_only",
-                               help="ImageFolder, COCO and Hugging Face exports always hold labeled items only.")
+                               help="ImageFolder, COCO, Hugging Face and FiftyOne exports always hold labeled items only.")
     link = st.checkbox("Link the images instead of copying them", key="data_export_link",
-                       disabled=fmt not in ("imagefolder", "hf"))
+                       disabled=fmt not in ("imagefolder", "hf", "fiftyone"))
     overwrite = st.checkbox("Replace an earlier export of that name", key="data_export_overwrite")
     if st.button("Export", key="data_export_button", type="primary"):
         try:

@@ -376,8 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="export labels")
     s.add_argument("dir")
     s.add_argument("--format", dest="export_format", required=True,
-                   choices=("csv", "jsonl", "parquet", "imagefolder", "coco", "hf"),
-                   help="coco: COCO-style classification JSON; hf: Hugging Face imagefolder (images + metadata.jsonl)")
+                   choices=("csv", "jsonl", "parquet", "imagefolder", "coco", "hf", "fiftyone"),
+                   help="coco: COCO-style classification JSON; hf: Hugging Face imagefolder (images + metadata.jsonl); "
+                        "fiftyone: FiftyOneImageClassificationDataset (data/ + labels.json)")
     s.add_argument("--out", required=True)
     s.add_argument("--labeled-only", action="store_true")
     s.add_argument("--link", action="store_true", help="imagefolder/hf: link the images instead of copying them")

@@ -16,8 +16,8 @@ from storage import classes_admin as admin_q
 from storage import items as items_q
 from storage import labels as labels_q
 
-FORMATS = ("csv", "jsonl", "parquet", "imagefolder", "coco", "hf")
-TREE_FORMATS = ("imagefolder", "hf")
+FORMATS = ("csv", "jsonl", "parquet", "imagefolder", "coco", "hf", "fiftyone")
+TREE_FORMATS = ("imagefolder", "hf", "fiftyone")
 """Formats that write a folder of images (copied or linked) rather than one file."""
 PROVENANCE = ("annotator", "source", "created_at", "model_round", "n_votes", "n_agree", "adjudicated_by")
 
@@ -284,6 +284,17 @@ def _fill_tree(project: Project, fmt: str, table: pd.DataFrame, out: Path, link:
             folder.mkdir(exist_ok=True)
             src = project.resolve_uri(row.uri)
             place(src, folder / f"{row.item_id}_{safe_name(src.name)}")
+    elif fmt == "fiftyone":  # FiftyOneImageClassificationDataset: data/<id>.<ext> and labels.json
+        (out / "data").mkdir()
+        classes = sorted(set(table["label"]))
+        labels = {}
+        for row in table.itertuples():
+            src = project.resolve_uri(row.uri)
+            stem = f"{row.item_id:08d}"
+            place(src, out / "data" / f"{stem}{src.suffix.lower()}")
+            labels[stem] = classes.index(row.label)
+        (out / "labels.json").write_text(json.dumps({"classes": classes, "labels": labels}, ensure_ascii=False),
+                                         encoding="utf-8")
     else:
         with open(out / "metadata.jsonl", "w", encoding="utf-8") as fh:
             for rec in _records(table):
@@ -366,7 +377,7 @@ def export(project: Project, fmt: str, out: str | Path, *, labeled_only: bool = 
         if fmt not in TREE_FORMATS:
             _refuse_existing(history_path(fmt, out), overwrite)
     table = label_table(project)
-    if labeled_only or fmt in ("imagefolder", "coco", "hf"):
+    if labeled_only or fmt in ("imagefolder", "coco", "hf", "fiftyone"):
         table = table[table["label"].notna()]
     result: dict = {"format": fmt, "out": str(out), "rows": int(len(table))}
     if fmt in TREE_FORMATS:

@@ -51,7 +51,8 @@ FILE_FORMATS = ("csv", "jsonl", "parquet", "coco")
 EXPORTS_DIR = "exports"
 """The one folder, inside the project, that exports from a browser are written to."""
 DEFAULT_EXPORT_NAMES = {"csv": "labels.csv", "jsonl": "labels.jsonl", "parquet": "labels.parquet",
-                        "imagefolder": "imagefolder", "coco": "labels.coco.json", "hf": "hf-imagefolder"}
+                        "imagefolder": "imagefolder", "coco": "labels.coco.json", "hf": "hf-imagefolder",
+                        "fiftyone": "fiftyone-dataset"}
 """Suggested export names (inside :data:`EXPORTS_DIR`)."""
 _EXPORT_NAME = re.compile(r"[\w][\w\-. ]{0,99}")
 

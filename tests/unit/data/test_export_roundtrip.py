@@ -101,3 +101,24 @@ def _uris(service) -> dict[str, str]:
     with service.project.db.session() as con:
         info = items_q.items_by_ids(con, list(current))
     return {info[i]["uri"]: lab for i, (lab, _w, _s) in current.items()}
+
+
+def test_a_fiftyone_dataset_export_reads_back_as_fiftyone(demo_project, truth, tmp_path):
+    service = LabelingService(demo_project)
+    given = _some_labels(service, truth)
+    out = demo_project / "exports" / "fo"
+    result = export(service.project, "fiftyone", out)
+    doc = json.loads((out / "labels.json").read_text())
+    assert result["rows"] == len(given) and len(doc["labels"]) == len(given)
+    assert all((out / "data").glob(f"{stem}.*") for stem in doc["labels"])  # every sample has its image
+    assert sorted(doc["classes"]) == doc["classes"] and all(isinstance(v, int) for v in doc["labels"].values())
+
+    from conftest import copy_project
+
+    copy = tmp_path / "copy"
+    copy_project(demo_project, copy)
+    again = LabelingService(copy)
+    for batch in {b["batch_id"] for b in again.batches()}:
+        again.undo(batch, user="ann")
+    assert import_labels(again, copy / "exports" / "fo")["labeled"] == len(given)
+    assert _uris(again) == given
