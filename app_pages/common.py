@@ -5,6 +5,7 @@ Only layout lives here and in the pages; every decision is made in ``labeling/``
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import time
 from datetime import datetime, timezone
@@ -33,6 +34,15 @@ def _open(root: str, start_worker: bool) -> tuple[LabelingService, RetrainWorker
     # the garbage collector's scans, so a collection during a key press costs milliseconds, not 250 ms.
     gc.freeze()
     return opened
+
+
+def warm_start() -> None:
+    """Open the project and start its retrain worker before any page asks (called as the server starts):
+    the first rounds then find the training process ready. A failure is left for the first page to show."""
+    try:
+        _open(project_root(), os.environ.get("QUORUM_WORKER", "1") != "0")
+    except Exception as exc:  # noqa: BLE001  the page opening it again shows the one-line error
+        logging.getLogger("quorum").warning("the project did not open at server start: %s", exc)
 
 
 class PageDone(Exception):
