@@ -281,7 +281,7 @@ async def _open_session(browser, url: str, name: str, order: str):
 async def _drive(root: Path, work: Path, truth: dict, classes: list[str], p: dict) -> dict:
     from playwright.async_api import async_playwright
 
-    keys = {c: str(k + 1) for k, c in enumerate(classes)}  # the page's keys follow the sorted class names
+    keys = {c: str(k + 1) for k, c in enumerate(classes)}  # keys follow creation order (sorted, in build_project)
     out: dict = {"log": []}
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
