@@ -58,15 +58,9 @@ def test_coco_loads_in_pycocotools_and_comes_back_the_same(demo_project, truth, 
                for a in coco.loadAnns(coco.getAnnIds())}
     assert by_file == given
 
-    copy = tmp_path / "copy"  # a copy whose labels are all undone, then the export imported back
-    from conftest import copy_project
-
-    copy_project(demo_project, copy)
-    again = LabelingService(copy)
-    for batch in {b["batch_id"] for b in again.batches()}:
-        again.undo(batch, user="ann")
-    assert again.current_labels() == {}
-    assert import_labels(again, copy / "exports" / "labels.coco.json", user="someone")["labeled"] == len(given)
+    again = _emptied_copy(demo_project, tmp_path)
+    back = import_labels(again, again.project.root / "exports" / "labels.coco.json", user="someone")
+    assert back["labeled"] == len(given)
     assert _uris(again) == given
     assert {who for _lab, who, _src in again.current_labels().values()} == {"ann"}  # the annotator came back
 
@@ -83,14 +77,8 @@ def test_an_imagefolder_export_keeps_class_names_that_folders_cannot_hold(demo_p
     tv = datasets.ImageFolder(str(out))  # torchvision reads the class folders (and skips classes.json)
     assert len(tv) == len(given) and {folder_map[c] for c in tv.classes} == set(given.values())
 
-    copy = tmp_path / "copy"
-    from conftest import copy_project
-
-    copy_project(demo_project, copy)
-    again = LabelingService(copy)
-    for batch in {b["batch_id"] for b in again.batches()}:
-        again.undo(batch, user="ann")
-    assert import_labels(again, copy / "exports" / "tree")["labeled"] == len(given)
+    again = _emptied_copy(demo_project, tmp_path)
+    assert import_labels(again, again.project.root / "exports" / "tree")["labeled"] == len(given)
     assert _uris(again) == given  # "CAT", "cat" and "a/b" again, not their folder names
 
 
@@ -113,12 +101,19 @@ def test_a_fiftyone_dataset_export_reads_back_as_fiftyone(demo_project, truth, t
     assert all((out / "data").glob(f"{stem}.*") for stem in doc["labels"])  # every sample has its image
     assert sorted(doc["classes"]) == doc["classes"] and all(isinstance(v, int) for v in doc["labels"].values())
 
+    again = _emptied_copy(demo_project, tmp_path)
+    assert import_labels(again, again.project.root / "exports" / "fo")["labeled"] == len(given)
+    assert _uris(again) == given
+
+
+def _emptied_copy(root, tmp_path) -> LabelingService:
+    """A copy of the project (its exports/ included) whose labels are all undone."""
     from conftest import copy_project
 
     copy = tmp_path / "copy"
-    copy_project(demo_project, copy)
+    copy_project(root, copy)
     again = LabelingService(copy)
     for batch in {b["batch_id"] for b in again.batches()}:
         again.undo(batch, user="ann")
-    assert import_labels(again, copy / "exports" / "fo")["labeled"] == len(given)
-    assert _uris(again) == given
+    assert again.current_labels() == {}
+    return again
