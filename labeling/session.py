@@ -23,11 +23,11 @@ from labeling.views.data_admin import DEFAULT_EXPORT_NAMES
 from labeling.views.cards import RELEASE_FOCUS_HTML, card_is_stale, class_keys, key_label, neighbour_strip_html
 from labeling.views.bulk import plan_bulk
 from labeling.views.projection import COLOR_BY, NO_VALUE
-from labeling.views.words import DASH, cell, cells, count, vote_standing
+from labeling.views.words import DASH, count, vote_standing
 from labeling.data.export import FORMATS
 
 __all__ = ["AuthError", "Candidate", "CurrentLabel", "GridCell", "Identity", "ItemCard", "LabelingService", "Neighbour",
-           "QUEUE_STRATEGIES", "QueueItem", "DASH", "cell", "cells", "count", "vote_standing", "neighbour_strip_html", "key_label", "card_is_stale", "RELEASE_FOCUS_HTML", "ROLES", "COLOR_BY", "DEFAULT_EXPORT_NAMES", "FORMATS", "NO_VALUE", "ProjectError", "plan_bulk", "RetrainWorker", "RoundInfo", "Session", "UnknownClass", "web_cookie",
+           "QUEUE_STRATEGIES", "QueueItem", "DASH", "count", "vote_standing", "neighbour_strip_html", "key_label", "card_is_stale", "RELEASE_FOCUS_HTML", "ROLES", "COLOR_BY", "DEFAULT_EXPORT_NAMES", "FORMATS", "NO_VALUE", "ProjectError", "plan_bulk", "RetrainWorker", "RoundInfo", "Session", "UnknownClass", "web_cookie",
            "start_web_session", "resume_web_session", "end_web_session"]
 
 ROLES = auth.ROLES
@@ -137,7 +137,7 @@ class Session:
     def label_sources(self) -> list[str]:
         from labeling.views.find import label_sources
 
-        return label_sources(self.service, user=self.name)
+        return label_sources()
 
     def queue(self, n: int, *, strategy: str = "default", exclude: Sequence[int] = (), suggested: str | None = None,
               disagreement: tuple[float, float] | None = None) -> list[QueueItem]:

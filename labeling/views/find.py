@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 from labeling.service import LabelingService
 from storage import items as items_q
+from storage import labels as labels_q
 
 MAX_QUERY = 200
 """The longest search text taken (a file path rarely needs more)."""
@@ -57,9 +58,10 @@ def labeled_items(service: LabelingService, *, label: str | None = None, source:
     return [Found(i, info[i]["uri"], lab, src) for i, lab, src in picked[:limit] if i in info]
 
 
-def label_sources(service: LabelingService, *, user: str | None = None) -> list[str]:
-    """The sources the project's current labels came from, for a filter."""
-    return sorted({src for lab, _who, src in service.current_labels(user=user).values() if lab is not None})
+def label_sources() -> list[str]:
+    """Every source a label can have, for a filter (a constant: the Label page draws the filter on every
+    key press, and reading every label to list the sources in use would cost a full read each time)."""
+    return sorted(labels_q.SOURCES)
 
 
 def _with_labels(service: LabelingService, hits: list[tuple[int, str]], user: str | None) -> list[Found]:

@@ -1,10 +1,9 @@
 """Words the pages and the command line print: counts with the right plural, empty values as a dash."""
 from __future__ import annotations
 
-import math
-
 DASH = "—"
-"""What a table cell shows for a value that is not there (never the literal ``None`` or ``nan``)."""
+"""What a table cell shows for a value that is not there (never the literal ``None`` or ``nan``): every
+page's tables pass it to ``st.dataframe(placeholder=...)``."""
 
 _IRREGULAR = {"person": "people", "batch": "batches", "class": "classes"}
 
@@ -14,18 +13,6 @@ def count(n: int, word: str, plural: str | None = None) -> str:
     if n == 1:
         return f"1 {word}"
     return f"{n:,} {plural or _IRREGULAR.get(word) or word + 's'}"
-
-
-def cell(value) -> object:
-    """A table value as a person should read it: ``None`` and NaN become a dash, the rest is kept."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return DASH
-    return value
-
-
-def cells(rows: list[dict]) -> list[dict]:
-    """Every value of a list of table rows through :func:`cell`."""
-    return [{k: cell(v) for k, v in row.items()} for row in rows]
 
 
 def vote_standing(tally: dict[str, int], current: str | None) -> str:

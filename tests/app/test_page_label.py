@@ -276,7 +276,7 @@ def test_a_page_that_ends_early_still_draws_its_sidebar(trained_project, app_env
     assert [t.key for t in at.sidebar.text_input] == ["user_input"]
     at.toggle(key="label_grid_mode").set_value(True).run()
     assert not at.exception, at.exception
-    assert at.button(key="grid_accept") is not None
+    assert at.button(key="grid_accept").label.startswith("Accept ")  # the grid, not the card
     assert [t.key for t in at.sidebar.text_input] == ["user_input"]
     assert any("items labeled" in c.value for c in at.sidebar.caption)
 
@@ -331,6 +331,8 @@ def test_the_queue_filter_shows_only_items_suggested_as_one_class(trained_projec
     for _ in range(3):
         at.button(key="accept").click().run()
         assert at.subheader[0].value == f"Suggestion: {target}" or any("No unlabeled item" in i.value for i in at.info)
+    accepted = [e for e in _events(trained_project) if e.source == "accept_suggestion"]
+    assert len(accepted) == 3 and {service.class_names()[e.class_id] for e in accepted} == {target}
 
 
 def test_full_size_opens_the_image_in_a_zoomable_view(trained_project, app_env):

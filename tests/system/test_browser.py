@@ -112,11 +112,17 @@ def test_label_flow_in_a_real_browser(server, tmp_path):
             # no class is chosen for the person: the button waits for one
             label_button = page.get_by_role("button", name=re.compile(r"^Label \d+ items? as bear$"))
             chooser = page.locator('[data-testid="stSelectbox"]').filter(has_text="Class").first
-            chooser.scroll_into_view_if_needed()
-            chooser.locator("input").focus()
-            page.keyboard.type("bear")  # typing opens the list, filtered to the one class; Enter takes it
-            page.wait_for_timeout(300)
-            page.keyboard.press("Enter")
+            for _attempt in range(3):  # the page may rerun under the keys (a round landing): try again
+                chooser.scroll_into_view_if_needed()
+                chooser.locator("input").focus()
+                page.keyboard.type("bear")  # typing opens the list, filtered to the one class; Enter takes it
+                try:
+                    page.get_by_role("option", name="bear", exact=True).wait_for(timeout=5_000)
+                    page.keyboard.press("Enter")
+                    label_button.first.wait_for(timeout=10_000)
+                    break
+                except PlaywrightTimeout:
+                    page.keyboard.press("Escape")
             label_button.first.wait_for(timeout=15_000)
             had_label = {i: v for i, v in LabelingService(root).current_labels().items() if v[0] is not None}
             before = len(_events(root))

@@ -29,7 +29,7 @@ def test_labeled_items_by_class_and_source_newest_first(trained_project):
     zebras = labeled_items(service, label="zebra")
     assert zebras[0].item_id == item and all(f.label == "zebra" for f in zebras)
     assert [f.item_id for f in labeled_items(service, source="lasso")] == [item]
-    assert "lasso" in label_sources(service) and "manual" in label_sources(service)
+    assert "lasso" in label_sources() and "manual" in label_sources()
 
 
 def test_the_queue_narrows_to_a_suggested_class_and_a_disagreement_range(trained_project):

@@ -1,6 +1,4 @@
-import math
-
-from labeling.views.words import DASH, cell, cells, count
+from labeling.views.words import count
 
 
 def test_count_uses_the_singular_for_one_and_the_plural_otherwise():
@@ -12,13 +10,6 @@ def test_count_uses_the_singular_for_one_and_the_plural_otherwise():
     assert count(2, "batch") == "2 batches"
     assert count(12345, "label") == "12,345 labels"
     assert count(2, "box", "boxen") == "2 boxen"
-
-
-def test_missing_values_read_as_a_dash():
-    assert cell(None) == DASH
-    assert cell(math.nan) == DASH
-    assert cell(0) == 0 and cell("") == "" and cell(0.5) == 0.5
-    assert cells([{"a": None, "b": 1}]) == [{"a": DASH, "b": 1}]
 
 
 def test_a_tie_is_called_a_tie_and_a_majority_says_its_count():
