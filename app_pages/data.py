@@ -6,7 +6,7 @@ import streamlit as st
 
 from labeling.session import DASH, DEFAULT_EXPORT_NAMES, FORMATS, count
 from app_pages import team_admin
-from app_pages.common import get_session
+from app_pages.common import get_session, get_worker
 
 ENGINE_ERRORS = (ValueError, LookupError, OSError)
 # What the engine raises for a request it cannot carry out; anything else is a bug and surfaces.
@@ -180,6 +180,31 @@ with tab_import:
             st.error(f"Label import failed: {exc}")
         else:
             st.success(f"Imported {count(got['labeled'], 'label')} from {count(got['rows'], 'row')}")
+            for problem in got["problems"][:20]:
+                st.text(problem)
+
+    st.subheader("Import predictions")
+    st.caption("Your own model's output as suggestions, never as labels: CSV, JSONL or Parquet with the image "
+               "(`file_name`, `filepath` or `uri`) and either `label` + `score` or one `prob_<class>` column per "
+               "class, or Label Studio predictions. The model joins the next rounds as an ensemble member "
+               "(weigh it or turn it off on the Model page), and where it disagrees with the heads the queue "
+               "asks first.")
+    pred_file = st.file_uploader("Predictions file", type=["csv", "tsv", "jsonl", "parquet", "json"],
+                                 key="data_pred_upload")
+    pred_name = st.text_input("Model name", key="data_pred_name", placeholder="from the file (optional)",
+                              max_chars=64)
+    if st.button("Import predictions", key="data_pred_button", disabled=pred_file is None):
+        try:
+            got = data.run_prediction_import(pred_file.name, pred_file.getvalue(), model=pred_name.strip())
+        except ENGINE_ERRORS as exc:
+            st.error(f"Prediction import failed: {exc}")
+        else:
+            worker = get_worker()
+            if worker is not None:
+                worker.trigger()
+            new = f"; new classes: {', '.join(got['new_classes'])}" if got["new_classes"] else ""
+            st.success(f"Imported the predictions of “{got['model']}” for {count(got['items'], 'image')}{new}. "
+                       "The next round uses them.")
             for problem in got["problems"][:20]:
                 st.text(problem)
 

@@ -251,6 +251,8 @@ with right:
         if card.votes:
             votes = ", ".join(f"{m}: {plain(v)}" for m, v in card.votes)
             st.caption(f"Votes of round {card.round_id}: {votes}")
+        for model, cls, p in card.models:  # people's own models, imported as predictions
+            st.caption(f"Model “{plain(model)}” suggests {plain(cls)} ({p:.0%})")
     else:
         st.subheader("No suggestion yet")
         st.caption("The first rounds ask for typical items of distinct clusters; suggestions appear once two "

@@ -95,6 +95,32 @@ else:
     controls[3].caption(f"State: {s.state} · {s.rounds_trained} rounds trained here"
                         + (f" · {s.pending_events} new events" if s.pending_events else ""))
 
+imported = model.imported_models()
+if imported:
+    st.subheader("Imported models")
+    st.caption("Your own models' predictions (Data page, or `import-predictions`) join each round as ensemble "
+               "members. Auto: the share is learned from the model's accuracy on the human labels, which it never "
+               "saw, against the heads' cross-validated accuracy; a number fixes it; off leaves the model out.")
+    st.dataframe(imported, key="model_imported", hide_index=True, placeholder=DASH,
+                 column_order=("model", "weight", "share", "accuracy", "checked_on", "items", "classes", "source",
+                               "imported_by"),
+                 column_config={"share": st.column_config.NumberColumn("share in the newest round", format="percent"),
+                                "accuracy": st.column_config.NumberColumn("accuracy on human labels", format="percent"),
+                                "checked_on": st.column_config.NumberColumn("labels checked on")})
+    w = st.columns([2, 2, 2, 1])
+    chosen = w[0].selectbox("Model", [m["model"] for m in imported], key="model_weigh_name")
+    how = w[1].radio("Weight", ["auto", "fixed", "off"], key="model_weigh_how", horizontal=True)
+    share = w[2].slider("Fixed share", 0.0, 1.0, 0.5, 0.05, key="model_weigh_share", disabled=how != "fixed")
+    if w[3].button("Apply", key="model_weigh_apply", disabled=how is None):
+        try:
+            model.set_model_weight(chosen, share if how == "fixed" else how)
+        except (ValueError, LookupError, PermissionError) as exc:
+            st.error(str(exc))
+        else:
+            if worker is not None:
+                worker.trigger()
+            st.success(f"“{chosen}”: weight {share if how == 'fixed' else how}; the next round uses it.")
+
 st.subheader("Round history")
 history = model.round_history()
 st.dataframe(history.iloc[::-1], key="model_history", hide_index=True,

@@ -413,8 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     _fmt_arg(s)
     s.set_defaults(func=cmd_simulate)
 
-    from labeling import cli_team
+    from labeling import cli_models, cli_team
     cli_team.register(sub)
+    cli_models.register(sub)
 
     s = sub.add_parser("serve", help="open the labeling app on a project")
     s.add_argument("dir")

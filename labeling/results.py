@@ -39,6 +39,8 @@ class ItemCard:
     weights: list[float] = field(default_factory=list)
     """Each member's share of the mean that ``pseudo_label``, ``confidence`` and ``top`` read."""
     current: CurrentLabel | None = None
+    models: list[tuple[str, str, float]] = field(default_factory=list)
+    """(model name, the class it suggests, its probability) of each imported model that predicted this item."""
 
 
 @dataclass(frozen=True)

@@ -285,6 +285,9 @@ class LabelingService:
                 extra["votes"] = [(m, names.get(int(v), str(v))) for m, v in zip(p.member_names, p.votes[:, row])]
                 if p.member_weights is not None:
                     extra["weights"] = [float(w) for w in p.member_weights]
+                if p.model_names:
+                    extra["models"] = [(m, names.get(int(t), str(t)), float(pr)) for m, t, pr in
+                                       zip(p.model_names, p.model_top[:, row], p.model_p[:, row]) if t >= 0]
         current = self.current_labels(user, [int(item_id)]).get(int(item_id))
         return ItemCard(int(item_id), info["uri"], str(self.project.resolve_uri(info["uri"])), info["width"],
                         info["height"], current=None if current is None else CurrentLabel(*current), **extra)

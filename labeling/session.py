@@ -364,6 +364,19 @@ class ModelView:
 
         return model_report.accept_batch(self.service, candidates, user=self.session.who.name, model_round=model_round)
 
+    def imported_models(self) -> list[dict]:
+        """People's own models (``import-predictions``): setting, share and accuracy in the newest round."""
+        from labeling.data.predictions import models_table
+
+        return models_table(self.service.project)
+
+    def set_model_weight(self, name: str, weight: str | float) -> dict:
+        """``auto``, ``off`` or a fixed share in [0, 1] for an imported model; reviewers."""
+        from labeling.data.predictions import set_model_weight
+
+        self.session.require("reviewer", "weigh an imported model")
+        return set_model_weight(self.service.project, name, weight)
+
 
 class ReviewView:
     """The Review page (reviewers and admins; every read checks the role): ``Session.review``."""

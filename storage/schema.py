@@ -159,6 +159,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             revoked_at TIMESTAMP
         )""",
     ),
+    # 5: predictions of people's own models (``import-predictions``). One row per model: its predictions
+    # file under ``.quorum/models/``, and how it joins a round's ensemble: ``weight`` NULL means the share is
+    # learned from the human labels each round, a number in [0, 1] is a fixed share; ``enabled`` false
+    # leaves it out. ``changed_at`` tells the retrain worker a round is due.
+    (
+        """CREATE TABLE external_models (
+            name VARCHAR PRIMARY KEY,
+            file VARCHAR NOT NULL,
+            n_items INTEGER NOT NULL,
+            n_classes INTEGER NOT NULL,
+            source VARCHAR NOT NULL,
+            imported_by VARCHAR NOT NULL,
+            imported_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            weight DOUBLE,
+            enabled BOOLEAN NOT NULL DEFAULT true,
+            changed_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+        )""",
+    ),
 )
 
 

@@ -8,23 +8,25 @@ start marks ``discarded``; the previous finished round stays in use.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 
 from labeling.active import coldstart, selection
+from labeling.model import external
 from labeling.device import pick_device
 from labeling.model.ensemble import EnsembleConfig, FeatureScaler
-from labeling.model.learner import LearnerConfig, fit_predict, with_fixed_blend
+from labeling.model.learner import LearnerConfig, Prediction, fit_predict, with_fixed_blend
 from labeling.embed.pipeline import knn_graph_cached, vector_source, vectors_of
 from labeling.project import Project
+from labeling.model.round_files import (RoundPredictions, cv_file, load_predictions, save_cv,  # noqa: F401
+                                        save_predictions)
 from labeling.team.review import pending_overlap
+from storage import external_models as models_q
 from storage import labels as labels_q
 from storage import rounds as rounds_q
 from storage.vectors import VectorStore
@@ -36,38 +38,6 @@ DEFAULT_BATCH = 200
 """Items ordered by the default policy's diverse batch; the rest follow by blended score."""
 CV_MAX_LABELS = 3000
 """Cross-validation uses at most this many human labels (subsampled, stratified), to bound its cost."""
-
-
-@dataclass
-class RoundPredictions:
-    round_id: int
-    item_ids: np.ndarray  # (N,)
-    class_ids: np.ndarray  # (C,)
-    class_names: list[str]
-    pseudo: np.ndarray  # (N,) class id, -1 when the round had no labels
-    confidence: np.ndarray  # (N,)
-    top_idx: np.ndarray  # (N, 3) class ids
-    top_p: np.ndarray  # (N, 3)
-    votes: np.ndarray  # (M, N) class id voted by each member
-    member_names: list[str]
-    scores: dict[str, np.ndarray]
-    default_order: np.ndarray  # (N,) row positions, default policy first
-    phase: str
-    suggestions: np.ndarray | None = None  # (N,) str: backbone ImageNet proposals before any label
-    cv: dict[str, np.ndarray] = field(default_factory=dict)
-    """Cross-validated outputs on human labels, one entry per held-out item (empty without CV):
-    ``item_ids`` (n,), ``confidence`` (n,), ``predicted`` (n,) class id, ``true`` (n,) class id."""
-    member_weights: np.ndarray | None = None
-    """(M,) each member's share of the mean that ``pseudo``, ``confidence``, ``top_p`` and every score
-    read (absent in older rounds and before the first labels)."""
-
-    def row_of(self) -> dict[int, int]:
-        """item_id -> row, built once per loaded round (the label page asks on every rerun)."""
-        index = self.__dict__.get("_row_index")
-        if index is None:
-            index = {int(i): r for r, i in enumerate(self.item_ids.tolist())}
-            self.__dict__["_row_index"] = index
-        return index
 
 
 CV_FOLDS = 5
@@ -108,7 +78,9 @@ def _assign_folds(labels: np.ndarray, folds: int, rng: np.random.Generator) -> n
 
 
 def cross_validate(x, labels, n_classes, graph, config: LearnerConfig, device, *, seed: int = 0,
-                   should_stop: Callable[[], bool] | None = None) -> tuple[dict, dict[str, np.ndarray]] | None:
+                   should_stop: Callable[[], bool] | None = None,
+                   blend: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+                   ) -> tuple[dict, dict[str, np.ndarray]] | None:
     """Cross-validated accuracy and expected calibration error of the learner on human labels, and the
     held-out outputs: rows, confidence, predicted and true column. None when ``should_stop`` (asked
     before each fold) said so: the caller has newer labels to train on.
@@ -126,7 +98,7 @@ def cross_validate(x, labels, n_classes, graph, config: LearnerConfig, device, *
         labeled = np.sort(rng.choice(labeled, CV_MAX_LABELS, replace=False))
     folds = cv_fold_count(np.bincount(labels[labeled], minlength=n_classes))
     assign = _assign_folds(labels[labeled], folds, rng)
-    conf_all, rows_all, pred_all, trained = [], [], [], []
+    conf_all, rows_all, pred_all, trained, alone = [], [], [], [], []
     for f in range(folds):
         if should_stop is not None and should_stop():
             return None
@@ -136,6 +108,9 @@ def cross_validate(x, labels, n_classes, graph, config: LearnerConfig, device, *
         if not len(held) or (masked >= 0).sum() == 0:
             continue
         mean = fit_predict(x, masked, n_classes, graph=graph, config=config, device=device).mean[held]
+        alone.append(mean.argmax(axis=1))
+        if blend is not None:  # imported models join the held-out mean as they join the round's
+            mean = blend(mean, held)
         conf_all.append(mean.max(axis=1))
         rows_all.append(held)
         pred_all.append(mean.argmax(axis=1))
@@ -145,9 +120,11 @@ def cross_validate(x, labels, n_classes, graph, config: LearnerConfig, device, *
     predicted = np.concatenate(pred_all).astype(np.int64)
     correct = predicted == labels[rows]
     outputs = {"rows": rows, "confidence": conf.astype(np.float32), "predicted": predicted, "true": labels[rows]}
-    return ({"cv_accuracy": float(correct.mean()), "ece": expected_calibration_error(conf, correct),
-             "cv_folds": folds, "cv_labels": int(len(labeled)), "cv_train_labels": float(np.mean(trained))},
-            outputs)
+    figures = {"cv_accuracy": float(correct.mean()), "ece": expected_calibration_error(conf, correct),
+               "cv_folds": folds, "cv_labels": int(len(labeled)), "cv_train_labels": float(np.mean(trained))}
+    if blend is not None:  # the learner's own accuracy: what an imported model's learned share is measured against
+        figures["learner_cv_accuracy"] = float((np.concatenate(alone) == labels[rows]).mean())
+    return figures, outputs
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, *, n_bins: int = 15) -> float:
@@ -181,13 +158,21 @@ class PendingCV:
     seed: int
     item_ids: np.ndarray
     class_ids: np.ndarray
+    models: list = field(default_factory=list)
+    """Imported models in the round (:class:`labeling.model.external.Member`) and their shares."""
+    model_shares: np.ndarray | None = None
+
+    def _blend(self):
+        if not self.models:
+            return None
+        return lambda mean, rows: external.blend_held_out(mean, rows, self.models, self.model_shares)
 
     def compute(self, project: Project, *, should_stop: Callable[[], bool] | None = None) -> dict | None:
         """Cross-validate, write the held-out outputs beside the round's file and return the figures
         (no database); None when ``should_stop`` interrupted."""
         t0 = time.perf_counter()
         got = cross_validate(self.x, self.labels, self.n_classes, self.graph, self.config, self.device,
-                             seed=self.seed, should_stop=should_stop)
+                             seed=self.seed, should_stop=should_stop, blend=self._blend())
         if got is None:
             return None
         metrics, held = got
@@ -226,6 +211,11 @@ class RoundStart:
     vector_dim: int
     item_ids: np.ndarray
     uris: list[str]
+    models: list[dict] = field(default_factory=list)
+    """Imported models (rows of ``external_models``) that join the round."""
+    learner_accuracy: float | None = None
+    """The previous round's cross-validated accuracy of the learner alone: what a model's learned share is
+    measured against."""
 
 
 def train_round(
@@ -283,11 +273,15 @@ def start_round(project: Project, config: LearnerConfig) -> RoundStart:
             lab_items, lab_classes = lab_items[keep], lab_classes[keep]
         last_event = labels_q.last_event_id(con)
         backbone = rounds_q.get_setting(con, "backbone") or ""
+        models = [m for m in models_q.list_models(con) if m["enabled"]]
+        previous = rounds_q.latest_finished(con)
         round_id = rounds_q.start_round(
             con, n_labels=len(lab_items), last_event_id=last_event, backbone=backbone,
             vector_version=version, head_config=config.to_dict())
+    figures = previous["metrics"] if previous else {}
+    learner_accuracy = figures.get("learner_cv_accuracy", figures.get("cv_accuracy"))
     return RoundStart(round_id, list(classes), np.asarray(lab_items, np.int64), np.asarray(lab_classes, np.int64),
-                      key, dim, ids, uris)
+                      key, dim, ids, uris, models, learner_accuracy)
 
 
 def compute_round(project: Project, start: RoundStart, *, config: LearnerConfig | None = None, device: str = "auto",
@@ -298,8 +292,7 @@ def compute_round(project: Project, start: RoundStart, *, config: LearnerConfig 
     config = config or LearnerConfig(ensemble=EnsembleConfig(seed=seed))
     t0 = time.perf_counter()
     pv = vectors_of(project, start.vector_key, start.vector_dim, start.item_ids, start.uris)
-    preds, metrics, pending = _compute(project, pv, start.classes, start.lab_items, start.lab_classes, config,
-                                       pick_device(device), cv=cv, seed=seed)
+    preds, metrics, pending = _compute(project, pv, start, config, pick_device(device), cv=cv, seed=seed)
     preds.round_id = start.round_id
     save_predictions(preds, project.round_file(start.round_id))
     metrics["seconds"] = round(time.perf_counter() - t0, 3)
@@ -324,10 +317,11 @@ def fail_round(project: Project, round_id: int, error: BaseException | str) -> N
         rounds_q.fail_round(con, round_id, error=text)
 
 
-def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: bool, seed: int):
+def _compute(project, pv, start: RoundStart, config, dev, *, cv: bool, seed: int):
     n = len(pv.item_ids)
     if n == 0:
         raise ValueError("no embedded items: import images and run embed first")
+    classes, lab_items, lab_classes = start.classes, start.lab_items, start.lab_classes
     # A round speaks of the classes that have labels: a class declared up front (the demo's ten animals,
     # import --classes, the Data page) joins once its first label does, so it never dilutes the heads'
     # softmax, starves the cross-validation's fold count or shows up on a card as a 0 % suggestion.
@@ -343,14 +337,34 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
     metrics: dict = {"n_items": n, "n_labels": int((labels >= 0).sum()), "n_classes": c}
     pending: PendingCV | None = None
     labeled_classes = np.unique(labels[labels >= 0])
+    models = external.load_members(start.models, project.data_dir / "models", pv.item_ids, class_ids)
     suggestions = None
     if len(labeled_classes) < 2:  # cold start: the backbone's own proposals, from the raw vectors
         suggestions, cold_confidence = _imagenet_suggestions(pv)
     # The round's vectors are its own copy: scale them in place, so a round holds one N x D matrix.
     x = FeatureScaler.fit(pv.vectors).transform(pv.vectors, out=pv.vectors)
+    pred, covered = None, np.ones(n, dtype=bool)
     if len(labeled_classes) >= 2:
-        pred = fit_predict(x, labels, c, graph=graph, config=config, device=dev)
-        probs = pred.probs
+        learner = fit_predict(x, labels, c, graph=graph, config=config, device=dev)
+        pred = learner
+        if models:  # people's own models join as members (labeling.model.external)
+            model_shares, metrics["models"] = external.shares(models, labels, c, start.learner_accuracy)
+            pred = Prediction(*external.join(learner.probs, learner.member_names, learner.weights, models,
+                                             model_shares), knn_power=learner.knn_power)
+        counts = np.bincount(labels[labels >= 0], minlength=c)
+        if "knn-propagation" in pred.member_names:
+            metrics.update(knn_weight=float(pred.weights[pred.member_names.index("knn-propagation")]),
+                           knn_sharpen=pred.knn_power)
+        if cv and (counts >= 2).sum() >= 2:
+            pending = PendingCV(-1, x, labels, c, graph, with_fixed_blend(config, learner), dev, seed, pv.item_ids,
+                                class_ids, models, model_shares if models else None)
+        elif cv:
+            metrics.update(cv_accuracy=None, ece=None, cv_note="needs two labels in each of two classes")
+    elif models:  # no learner yet: the imported models alone suggest
+        probs, names, weights, covered = external.alone(models)
+        pred = Prediction(probs, names, weights)
+        metrics["models"] = [{"model": m.name, "share": round(float(w), 4)} for m, w in zip(models, weights)]
+    if pred is not None:
         mean = pred.mean
         scores = pred.scores()  # the weighted distribution the card shows
         order_idx = np.argsort(-mean, axis=1)[:, :TOP_K]
@@ -360,37 +374,32 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
             pad = TOP_K - top_idx.shape[1]
             top_idx = np.pad(top_idx, ((0, 0), (0, pad)), constant_values=-1)
             top_p = np.pad(top_p, ((0, 0), (0, pad)))
-        pseudo = class_ids[mean.argmax(axis=1)]
-        confidence = mean.max(axis=1)
-        votes = class_ids[probs.argmax(axis=2)].astype(np.int64)
+        pseudo = np.where(covered, class_ids[mean.argmax(axis=1)], -1)
+        confidence = np.where(covered, mean.max(axis=1), 0.0)
+        top_idx[~covered] = -1
+        top_p[~covered] = 0.0
+        votes = class_ids[pred.probs.argmax(axis=2)].astype(np.int64)
         members = pred.member_names
         member_weights = np.asarray(pred.weights, np.float32)
+    if len(labeled_classes) >= 2:
         batch, phase = selection.default_policy(
-            probs, x, min(DEFAULT_BATCH, int((labels < 0).sum())), labels=labels, n_classes=c, rng=rng,
+            pred.probs, x, min(DEFAULT_BATCH, int((labels < 0).sum())), labels=labels, n_classes=c, rng=rng,
             exclude=labels >= 0, knn_sims=graph[0], scores=scores, weights=pred.weights)
-        counts = np.bincount(labels[labels >= 0], minlength=c)
-        if "knn-propagation" in members:
-            metrics.update(knn_weight=float(member_weights[members.index("knn-propagation")]),
-                           knn_sharpen=pred.knn_power)
-        if cv and (counts >= 2).sum() >= 2:
-            pending = PendingCV(-1, x, labels, c, graph, with_fixed_blend(config, pred), dev, seed, pv.item_ids,
-                                class_ids)
-        elif cv:
-            metrics.update(cv_accuracy=None, ece=None, cv_note="needs two labels in each of two classes")
     else:
-        scores = {"typicality": coldstart.typicality(x, knn_sims=graph[0])}
-        pseudo = np.full(n, -1, dtype=np.int64)
-        confidence = np.zeros(n, dtype=np.float32)
-        top_idx = np.full((n, TOP_K), -1, dtype=np.int64)
-        top_p = np.zeros((n, TOP_K), dtype=np.float32)
-        votes = np.zeros((0, n), dtype=np.int64)
-        members = []
-        member_weights = None
+        if pred is None:
+            scores = {}
+            pseudo = np.full(n, -1, dtype=np.int64)
+            top_idx = np.full((n, TOP_K), -1, dtype=np.int64)
+            top_p = np.zeros((n, TOP_K), dtype=np.float32)
+            votes = np.zeros((0, n), dtype=np.int64)
+            members = []
+            member_weights = None
+            confidence = cold_confidence
+        scores["typicality"] = coldstart.typicality(x, knn_sims=graph[0])
         batch, phase = selection.default_policy(
             None, x, min(DEFAULT_BATCH, int((labels < 0).sum())), labels=labels, n_classes=max(c, 1), rng=rng,
             exclude=labels >= 0, knn_sims=graph[0])
         metrics["note"] = "cold start: fewer than two classes labeled, items ordered by typicality"
-        confidence = cold_confidence
     metrics["phase"] = phase
     rest_score = scores.get("margin", scores.get("typicality"))
     in_batch = np.zeros(n, dtype=bool)
@@ -398,10 +407,12 @@ def _compute(project, pv, classes, lab_items, lab_classes, config, dev, *, cv: b
     rest = np.flatnonzero(~in_batch)
     rest = rest[np.argsort(-rest_score[rest], kind="stable")]
     default_order = np.concatenate([np.asarray(batch, dtype=np.int64), rest])
+    model_names, model_top, model_p = external.card_arrays(models, class_ids)
     preds = RoundPredictions(-1, pv.item_ids, class_ids, class_names, pseudo, confidence.astype(np.float32),
                              top_idx, top_p.astype(np.float32), votes, members,
                              {k: np.asarray(v, np.float32) for k, v in scores.items()}, default_order, phase,
-                             suggestions=suggestions, member_weights=member_weights)
+                             suggestions=suggestions if pred is None else None, member_weights=member_weights,
+                             model_names=model_names, model_top=model_top, model_p=model_p)
     return preds, metrics, pending
 
 
@@ -442,50 +453,6 @@ def _imagenet_suggestions(pv, *, chunk_size: int = 65_536) -> tuple[np.ndarray |
         best[s:s + chunk_size] = p.argmax(axis=1)
         conf[s:s + chunk_size] = p.max(axis=1)
     return np.array(names, dtype=str)[best], conf
-
-
-def save_predictions(p: RoundPredictions, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    arrays = {f"score__{k}": v for k, v in p.scores.items()}
-    arrays.update({f"cv__{k}": v for k, v in p.cv.items()})
-    with open(tmp, "wb") as fh:
-        np.savez(fh, round_id=p.round_id, item_ids=p.item_ids, class_ids=p.class_ids,
-                 class_names=np.array(p.class_names, dtype=str), pseudo=p.pseudo, confidence=p.confidence,
-                 top_idx=p.top_idx, top_p=p.top_p, votes=p.votes, member_names=np.array(p.member_names, dtype=str),
-                 default_order=p.default_order, phase=p.phase,
-                 **({} if p.suggestions is None else {"suggestions": np.asarray(p.suggestions, dtype=str)}),
-                 **({} if p.member_weights is None else {"member_weights": p.member_weights}), **arrays)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def cv_file(round_path: Path) -> Path:
-    """Where a round's held-out outputs go, once cross-validated: ``round-<id>.cv.npz``."""
-    return round_path.with_name(f"{round_path.stem}.cv.npz")
-
-
-def save_cv(cv: dict[str, np.ndarray], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **cv)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def load_predictions(path: Path) -> RoundPredictions:
-    with np.load(path) as z:  # no pickles: plain arrays only
-        scores = {k[len("score__"):]: z[k] for k in z.files if k.startswith("score__")}
-        cv = {k[len("cv__"):]: z[k] for k in z.files if k.startswith("cv__")}  # rounds before deferred CV
-        if not cv and cv_file(path).is_file():
-            with np.load(cv_file(path)) as held:
-                cv = {k: held[k] for k in held.files}
-        return RoundPredictions(int(z["round_id"]), z["item_ids"], z["class_ids"], [str(s) for s in z["class_names"]],
-                                z["pseudo"], z["confidence"], z["top_idx"], z["top_p"], z["votes"],
-                                [str(s) for s in z["member_names"]], scores, z["default_order"], str(z["phase"]),
-                                cv=cv, suggestions=z["suggestions"] if "suggestions" in z.files else None,
-                                member_weights=z["member_weights"] if "member_weights" in z.files else None)
 
 
 def latest_predictions(project: Project) -> tuple[dict, RoundPredictions] | None:

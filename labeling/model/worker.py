@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Protocol
 
 from labeling.project import Project
+from storage import external_models as models_q
 from storage import labels as labels_q
 from storage import rounds as rounds_q
 
@@ -238,6 +239,9 @@ class RetrainWorker:
         with self.project.db.session() as con:
             trained, n_labels = rounds_q.trained_through(con)
             last_event = labels_q.last_event_id(con)
+            models_changed = models_q.changed_since_last_round(con)  # predictions imported or re-weighed
+        if models_changed:  # a round is due without new labels
+            self._forced = True
         return (last_event + 1 if trained is None else last_event - trained), n_labels
 
     def _due(self, pending: int, n_labels: int, now: float) -> bool:

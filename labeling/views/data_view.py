@@ -96,6 +96,14 @@ class DataView:
         who = self.session.require("admin", "import labels")
         return self._views().run_label_import(self.service, path, user=who.name)
 
+    def run_prediction_import(self, file_name: str, data: bytes, *, model: str | None = None) -> dict:
+        """A model's predictions, uploaded from the browser, as suggestions for the next rounds; admins."""
+        from labeling.data.predictions import import_predictions, save_upload
+
+        who = self.session.require("admin", "import predictions")
+        path = save_upload(self.service.project, file_name, data)
+        return import_predictions(self.service.project, path, name=model or None, user=who.name)
+
     def run_export(self, fmt: str, name: str, *, labeled_only: bool = False, link: bool = False,
                    overwrite: bool = False) -> dict:
         """Export to ``exports/<name>`` inside the project (a plain name, never a server path)."""

@@ -218,3 +218,17 @@ def test_default_trainer_trains_in_a_child_process_with_the_workers_settings(ser
     assert (worker.train.device, worker.train.cv) == ("cpu", False)
     in_thread = RetrainWorker(service.project, device="cpu", cv=True, process=False)
     assert isinstance(in_thread.train, RoundTrainer) and (in_thread.train.device, in_thread.train.cv) == ("cpu", True)
+
+
+def test_imported_or_reweighed_predictions_make_a_round_due_without_new_labels(service):
+    from storage import external_models as models_q
+
+    worker = _worker(service)
+    assert worker.step() == "idle"
+    with service.project.db.session() as con:
+        models_q.record(con, name="mine", file="mine.npz", n_items=1, n_classes=2, source="p.csv", user="ann")
+    assert worker.step() == "trained"
+    assert worker.step() == "idle"  # the round started after the import: nothing more is due
+    with service.project.db.session() as con:
+        models_q.set_weight(con, "mine", weight=None, enabled=False)
+    assert worker.step() == "trained"
