@@ -216,7 +216,7 @@ def sidebar_status() -> None:
     newer round is in use (one fragment per session polls, reading only what changed since)."""
     service = get_service()
     summary = service.summary()
-    newest = summary["round"]["id"] if summary["round"] else None
+    newest = summary["round"]["round_id"] if summary["round"] else None
     _refresh_stale_card(newest)  # first: the app's rerun draws this fragment again, toast included
     _toast_new_round(newest)
     st.caption(f"Project **{os.path.basename(summary['root'])}**")
@@ -225,7 +225,7 @@ def sidebar_status() -> None:
         st.write("No model round yet")
     else:
         acc = rnd["metrics"].get("cv_accuracy")
-        st.write(f"Round **{rnd['id']}** · {rnd['labels']} labels · finished {ago(rnd['finished_dt'])}")
+        st.write(f"Round **{rnd['round_id']}** · {rnd['labels']} labels · finished {ago(rnd['finished_at'])}")
         if acc is not None:
             st.caption(f"cross-validated accuracy {acc:.1%}")
     st.caption(f"{summary['labels']} of {summary['items']} items labeled")
@@ -236,8 +236,8 @@ def sidebar_status() -> None:
         if s.last_error:
             st.warning(f"Last round failed: {s.last_error}")
     failed = [r for r in service.rounds(newest=3) if r["status"] == "failed"]
-    if failed and (rnd is None or failed[-1]["id"] > rnd["id"]):
-        st.warning(f"Round {failed[-1]['id']} failed; round {rnd['id'] if rnd else '—'} stays in use.")
+    if failed and (rnd is None or failed[-1]["id"] > rnd["round_id"]):
+        st.warning(f"Round {failed[-1]['id']} failed; round {rnd['round_id'] if rnd else '—'} stays in use.")
 
 
 CARD_ROUND = "card_round"

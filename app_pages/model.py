@@ -58,7 +58,7 @@ if rnd is None:
     st.info("No model round has finished yet.")
 else:
     m = rnd["metrics"]
-    cols[0].metric("Round in use", rnd["id"])
+    cols[0].metric("Round in use", rnd["round_id"])
     cols[1].metric("Labels used", rnd["labels"])
     rests_on = None
     if m.get("cv_labels"):

@@ -83,6 +83,6 @@ def export(q: Session, fmt: str, out: str | os.PathLike[str], *, labeled_only: b
 
 def stats(q: Session) -> dict:
     """The project's figures: items, labels, classes, the round in use, and the team's agreement."""
-    from labeling.team.stats import project_stats
+    from labeling.team.stats import report
 
-    return {**q.service.summary(), "team": project_stats(q.service.project)}
+    return report(q.service)

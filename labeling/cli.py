@@ -21,13 +21,19 @@ LOG = logging.getLogger("labeling")
 EXPECTED_ERRORS = (ValueError, LookupError, FileNotFoundError, PermissionError, duckdb.Error, OSError)
 
 
+_RUNNING = {"command": None}
+"""The command being run (set by :func:`main`): named in its JSON output."""
+
+
 def _print(obj, fmt: str, table=None) -> None:
-    if fmt == "json":
-        print(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
-    elif table is not None:
-        print(table)
+    """A command's report: ``table`` (text) by default, or with ``--format json`` the documented envelope
+    (:mod:`labeling.cli_json`: schema version, command, result; times with their zone)."""
+    if fmt == "json" or table is None:
+        from labeling.cli_json import dumps
+
+        print(dumps(_RUNNING["command"] or "", obj))
     else:
-        print(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
+        print(table)
 
 
 def _fmt_arg(p: argparse.ArgumentParser, default: str = "table") -> None:
@@ -172,7 +178,7 @@ def cmd_rounds(a) -> int:
     from labeling.service import LabelingService
     rounds = LabelingService(a.dir).rounds()
     rows = [{"round_id": r["id"], "status": r["status"], "labels": r["n_labels"],
-             "finished_at": None if r["finished_at"] is None else str(r["finished_at"]),
+             "finished_at": r["finished_at"],
              "cv_accuracy": r["metrics"].get("cv_accuracy"), "ece": r["metrics"].get("ece"),
              "error": (r["error"] or "").splitlines()[0] if r["error"] else None} for r in rounds]
     lines = [f"{'round':>5} {'status':<10}{'labels':>7}  {'cv_acc':>7} {'ece':>6}  finished_at"]
@@ -185,16 +191,21 @@ def cmd_rounds(a) -> int:
 
 
 def cmd_stats(a) -> int:
-    from labeling.project import Project
-    from labeling.team.stats import format_text, project_stats
-    stats = project_stats(Project(a.dir))
-    _print(stats, a.format, format_text(stats))
+    from labeling.service import LabelingService
+    from labeling.team.stats import format_text, report
+    stats = report(LabelingService(a.dir))  # the same document as the Python API's stats
+    _print(stats, a.format, format_text(stats["team"]))
     return 0
 
 
 def cmd_export(a) -> int:
     from labeling.data.export import export
     from labeling.project import Project
+    if a.format not in ("table", "json"):
+        raise ValueError(f"the file format is given with --to {a.format} (--format is the output format, table or "
+                         "json, as on every command)")
+    if a.export_format is None:
+        raise ValueError("give the file format: --to csv|jsonl|parquet|imagefolder|coco|hf|fiftyone")
     out = export(Project(a.dir), a.export_format, a.out, labeled_only=a.labeled_only, link=a.link,
                  history=a.history, overwrite=a.overwrite)
     lines = [f"wrote {out['rows']} rows to {out['out']}"]
@@ -375,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("export", help="export labels")
     s.add_argument("dir")
-    s.add_argument("--format", dest="export_format", required=True,
+    s.add_argument("--to", dest="export_format",
                    choices=("csv", "jsonl", "parquet", "imagefolder", "coco", "hf", "fiftyone"),
                    help="coco: COCO-style classification JSON; hf: Hugging Face imagefolder (images + metadata.jsonl); "
                         "fiftyone: FiftyOneImageClassificationDataset (data/ + labels.json)")
@@ -387,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--history", action="store_true",
                    help="also write every label event (inside a folder export: events.jsonl; beside a file: "
                         "NAME.events.EXT)")
-    s.set_defaults(func=cmd_export, format="table")
+    s.add_argument("--format", default="table", help="output format: table or json")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("check", help="verify a project; --repair rebuilds what the images allow")
     s.add_argument("dir")
@@ -429,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _RUNNING["command"] = args.command
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)

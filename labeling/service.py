@@ -211,9 +211,8 @@ class LabelingService:
         return {"root": str(self.project.root), "items": counts.get("ok", 0),
                 "unreadable": counts.get("unreadable", 0), "duplicates": counts.get("duplicate", 0),
                 "labels": snap.labeled, "classes": list(snap.names.values()),
-                "round": None if latest is None else {"id": latest["id"], "labels": latest["n_labels"],
-                                                      "finished_at": str(latest["finished_at"]),
-                                                      "finished_dt": latest["finished_at"],
+                "round": None if latest is None else {"round_id": latest["id"], "labels": latest["n_labels"],
+                                                      "finished_at": latest["finished_at"],
                                                       "metrics": latest["metrics"]}}
 
     def is_open(self, item_id: int, *, user: str | None = None) -> bool:

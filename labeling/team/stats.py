@@ -102,3 +102,9 @@ def format_text(stats: dict) -> str:
         lines += [f"  {s}: {num(v['precision'])} ({v['confirmed']}/{v['checked']} checked of {v['labels']} labels)"
                   for s, v in stats["source_precision"].items()]
     return "\n".join(lines)
+
+
+def report(service) -> dict:
+    """The project's figures as the Python API's ``stats`` and ``stats --format json`` give them: items,
+    labels, classes and the round in use, with the team's agreement under ``team``."""
+    return {**service.summary(), "team": project_stats(service.project)}

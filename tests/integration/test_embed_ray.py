@@ -56,7 +56,7 @@ def test_ray_engine_matches_local_engine_and_resumes(tmp_path, local_ray, capsys
 
     # Resumable: a second run (here through the CLI) embeds nothing; new images only are embedded.
     assert main(["embed", str(remote.root), "--engine", "ray", "--quiet", "--format", "json"]) == 0
-    again = json.loads(capsys.readouterr().out)
+    again = json.loads(capsys.readouterr().out)["result"]
     assert (again["embedded"], again["already"]) == (0, 30)
     write_images(remote.root / "more", limit=40, seed=1)
     import_folder(remote, remote.root / "more", progress=False)

@@ -236,7 +236,7 @@ def _cli(*args, cwd=ROOT):
 def test_cli_queue_label_rounds_json(demo_project, tmp_path):
     res = _cli("queue", str(demo_project), "--n", "5", "--format", "json")
     assert res.returncode == 0, res.stderr
-    rows = json.loads(res.stdout)
+    rows = json.loads(res.stdout)["result"]
     assert len(rows) == 5 and set(rows[0]) == {"item_id", "uri", "pseudo_label", "confidence", "score"}
     csv_path = tmp_path / "labels.csv"
     csv_path.write_text("uri,label\n" + "".join(f"{r['uri']},brand new class\n" for r in rows[:2]))
@@ -244,7 +244,7 @@ def test_cli_queue_label_rounds_json(demo_project, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "brand new class" in LabelingService(demo_project).class_names().values()
     res = _cli("rounds", str(demo_project), "--format", "json")
-    rounds = json.loads(res.stdout)
+    rounds = json.loads(res.stdout)["result"]
     assert set(rounds[0]) >= {"round_id", "status", "labels", "finished_at"}
 
 
@@ -259,7 +259,7 @@ def test_cli_failures_exit_nonzero_with_one_line(tmp_path):
 @pytest.mark.parametrize("target", ["quorum.duckdb", "quorum.duckdb.wal", ".quorum/labels.csv", ".quorum"])
 def test_export_refuses_the_projects_own_files(demo_project, target):
     before = (demo_project / "quorum.duckdb").read_bytes()
-    res = _cli("export", str(demo_project), "--format", "csv", "--out", str(demo_project / target))
+    res = _cli("export", str(demo_project), "--to", "csv", "--out", str(demo_project / target))
     assert res.returncode != 0
     assert "project's own files" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert (demo_project / "quorum.duckdb").read_bytes() == before
@@ -269,10 +269,10 @@ def test_export_refuses_the_projects_own_files(demo_project, target):
 def test_cli_export_refuses_an_existing_file_unless_overwrite(demo_project, tmp_path):
     out = tmp_path / "mine.csv"
     out.write_text("precious\n")
-    res = _cli("export", str(demo_project), "--format", "csv", "--out", str(out))
+    res = _cli("export", str(demo_project), "--to", "csv", "--out", str(out))
     assert res.returncode != 0 and "--overwrite" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert out.read_text() == "precious\n"
-    res = _cli("export", str(demo_project), "--format", "csv", "--out", str(out), "--overwrite")
+    res = _cli("export", str(demo_project), "--to", "csv", "--out", str(out), "--overwrite")
     assert res.returncode == 0, res.stderr
     assert len(pd.read_csv(out)) == 200
 

@@ -66,7 +66,7 @@ def test_read_only_project_reads_and_refuses_writes_in_one_line(read_only_root, 
     assert main(["stats", str(root)]) == 0
     assert capsys.readouterr().out.strip()
     out = tmp_path / "elsewhere" / "labels.csv"
-    assert main(["export", str(root), "--format", "csv", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert main(["export", str(root), "--to", "csv", "--out", str(out)]) == 0, capsys.readouterr().err
     assert "cat" in out.read_text()
     capsys.readouterr()
     labels = tmp_path / "labels.csv"

@@ -27,17 +27,17 @@ def test_cli_works_while_the_server_runs(trained_project, tmp_path):
         urllib.request.urlopen(f"{server.url}/", timeout=10).read()
         res = _cli("queue", str(trained_project), "--n", "4", "--format", "json")
         assert res.returncode == 0, res.stderr
-        rows = json.loads(res.stdout)
+        rows = json.loads(res.stdout)["result"]
         csv = tmp_path / "l.csv"
         csv.write_text("item_id,label\n" + "".join(f"{r['item_id']},{r['pseudo_label'] or 'cat'}\n" for r in rows))
         res = _cli("label", str(trained_project), "--csv", str(csv), "--user", "cli")
         assert res.returncode == 0, res.stderr
         res = _cli("train", str(trained_project), "--no-cv", "--format", "json")
         assert res.returncode == 0, res.stderr
-        trained = json.loads(res.stdout)["round_id"]
+        trained = json.loads(res.stdout)["result"]["round_id"]
         res = _cli("rounds", str(trained_project), "--format", "json")
-        assert res.returncode == 0 and trained in [r["round_id"] for r in json.loads(res.stdout)]
-        res = _cli("export", str(trained_project), "--format", "csv", "--out", str(tmp_path / "out.csv"))
+        assert res.returncode == 0 and trained in [r["round_id"] for r in json.loads(res.stdout)["result"]]
+        res = _cli("export", str(trained_project), "--to", "csv", "--out", str(tmp_path / "out.csv"))
         assert res.returncode == 0, res.stderr
         text = (tmp_path / "out.csv").read_text()
         assert sum(1 for line in text.splitlines() if ",cli," in line) == 4

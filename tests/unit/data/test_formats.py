@@ -56,7 +56,7 @@ def test_tabular_exports_carry_provenance(labeled, tmp_path):
                                       ("coco", "l.json"), ("hf", "hf")])
 def test_every_format_round_trips_into_a_project_of_the_same_images(labeled, fresh, tmp_path, fmt, name):
     out = tmp_path / name
-    assert main(["export", str(labeled), "--format", fmt, "--out", str(out)]) == 0
+    assert main(["export", str(labeled), "--to", fmt, "--out", str(out)]) == 0
     if fmt == "hf":
         meta = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
         assert all((out / m["file_name"]).is_file() and m["label"] for m in meta)
@@ -167,7 +167,7 @@ def _fresh_uris(root) -> list[str]:
 def test_imagefolder_round_trips_by_folder_names_and_by_import_labels(labeled, fresh, tmp_path):
     expected = _labels_by_content(labeled)
     tree = tmp_path / "new" / "tree"
-    assert main(["export", str(labeled), "--format", "imagefolder", "--out", str(tree)]) == 0
+    assert main(["export", str(labeled), "--to", "imagefolder", "--out", str(tree)]) == 0
     # a project made of the exported tree: labels come from the class folders
     assert main(["import", str(tmp_path / "new"), str(tree), "--labels-from-folders", "--quiet"]) == 0
     assert _labels_by_content(tmp_path / "new") == expected
@@ -182,7 +182,7 @@ def test_history_writes_every_event_beside_a_file_and_inside_a_folder(labeled, t
     item = service.queue(1)[0].item_id
     batch = service.label([item], "bird", user="zoe")
     service.undo(batch, user="zoe")
-    assert main(["export", str(labeled), "--format", "csv", "--out", str(tmp_path / "l.csv"), "--history"]) == 0
+    assert main(["export", str(labeled), "--to", "csv", "--out", str(tmp_path / "l.csv"), "--history"]) == 0
     assert "label events to" in capsys.readouterr().out
     events = pd.read_csv(tmp_path / "l.events.csv")
     with service.project.db.session() as con:
@@ -207,7 +207,7 @@ def test_refused_links_fall_back_to_copies_with_a_note(labeled, tmp_path, monkey
 
     monkeypatch.setattr(Path, "symlink_to", refuse)
     out = tmp_path / "hf"
-    assert main(["export", str(labeled), "--format", "hf", "--out", str(out), "--link"]) == 0
+    assert main(["export", str(labeled), "--to", "hf", "--out", str(out), "--link"]) == 0
     printed = capsys.readouterr().out
     assert "refused links" in printed and "copied instead" in printed
     images = [p for p in out.iterdir() if p.suffix == ".png"]

@@ -241,7 +241,7 @@ def test_stats_command_reports_sklearn_kappa_on_the_demo(demo_project):
     for item, x, y in zip(items, a, b):
         service.label([item], str(x), user="alice")
         service.label([item], str(y), user="bob")
-    stats = json.loads(_stats_cli(demo_project, "--format", "json"))
+    stats = json.loads(_stats_cli(demo_project, "--format", "json"))["result"]["team"]
     [pair] = stats["pairwise_kappa"]
     assert (pair["a"], pair["b"], pair["items"]) == ("alice", "bob", len(items))
     assert pair["kappa"] == cohen_kappa_score(a, b)
@@ -286,7 +286,7 @@ def test_two_annotators_and_a_reviewer_on_the_demo(trained_project):
     assert len(votes) >= 5 and all(review.in_overlap([i], fraction, salt)[0] for i in votes)
     items = sorted(votes)
     expected = cohen_kappa_score([votes[i]["alice"] for i in items], [votes[i]["bob"] for i in items])
-    stats = json.loads(_stats_cli(trained_project, "--format", "json"))
+    stats = json.loads(_stats_cli(trained_project, "--format", "json"))["result"]["team"]
     [pair] = [p for p in stats["pairwise_kappa"] if {p["a"], p["b"]} == {"alice", "bob"}]
     assert pair["items"] == len(items) and pair["kappa"] == pytest.approx(expected, abs=1e-12)
     conflict = next(i for i in items if votes[i]["alice"] != votes[i]["bob"])

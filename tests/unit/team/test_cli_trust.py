@@ -62,7 +62,7 @@ def _auto_events(service) -> list:
 def test_dry_run_lists_the_candidates_with_their_bounds_and_writes_nothing(labeled, capsys):
     code, out, err = _run(capsys, "auto-accept", labeled, "--target", 0.6, "--dry-run", "--format", "json")
     assert code == 0, err
-    got = json.loads(out)
+    got = json.loads(out)["result"]
     service = LabelingService(labeled)
     plan = model_report.auto_accept_plan(service, target_precision=0.6)  # the page's engine function
     assert got["dry_run"] is True and got["round_id"] == plan.round_id
@@ -89,7 +89,7 @@ def test_apply_writes_one_undoable_batch(labeled, capsys):
     plan = model_report.auto_accept_plan(service, target_precision=0.6)
     code, out, err = _run(capsys, "auto-accept", labeled, "--target", 0.6, "--user", "bot", "--format", "json")
     assert code == 0, err
-    got = json.loads(out)
+    got = json.loads(out)["result"]
     events = _auto_events(service)
     assert {e[6] for e in events} == {got["batch_id"]}  # one batch
     assert {(e[1], e[2]) for e in events} == {(c.item_id, c.class_id) for c in plan.candidates}
@@ -126,7 +126,7 @@ def test_a_project_without_a_cross_validated_round_says_so(demo_project, capsys)
 def test_suspects_lists_every_suspected_error_with_the_suggested_class(labeled, capsys):
     code, out, err = _run(capsys, "suspects", labeled, "--format", "json")
     assert code == 0, err
-    got = json.loads(out)
+    got = json.loads(out)["result"]
     service = LabelingService(labeled)
     expected = review.suspected_errors(service)
     assert [(r["item_id"], r["suggested"]) for r in got] == [(r["item_id"], r["suggested"]) for r in expected]
@@ -137,7 +137,7 @@ def test_suspects_lists_every_suspected_error_with_the_suggested_class(labeled, 
     scores = [r["score"] for r in got]
     assert scores == sorted(scores, reverse=True)  # most likely first
     code, out, _ = _run(capsys, "suspects", labeled, "--format", "json", "--limit", 1)
-    assert code == 0 and len(json.loads(out)) == min(1, len(got))
+    assert code == 0 and len(json.loads(out)["result"]) == min(1, len(got))
     code, out, _ = _run(capsys, "suspects", labeled)
     assert code == 0 and out.startswith(f"{len(got)} suspected label errors, most likely first")
     code, _, err = _run(capsys, "suspects", labeled, "--limit", -1)

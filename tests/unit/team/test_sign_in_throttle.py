@@ -140,7 +140,7 @@ def test_unlock_command(project, clock, capsys):
     assert "bob" in (line := next(ln for ln in capsys.readouterr().out.splitlines() if "bob" in ln)) \
         and "locked" in line
     assert main(["user", str(project.root), "unlock", "bob", "--format", "json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"name": "bob", "unlocked": True}
+    assert json.loads(capsys.readouterr().out)["result"] == {"name": "bob", "unlocked": True}
     assert auth.sign_in(project, "bob", PW).name == "bob"
     assert main(["user", str(project.root), "unlock", "nobody"]) == 2
     assert "no user 'nobody'" in capsys.readouterr().err
