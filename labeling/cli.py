@@ -205,7 +205,7 @@ def cmd_export(a) -> int:
         raise ValueError(f"the file format is given with --to {a.format} (--format is the output format, table or "
                          "json, as on every command)")
     if a.export_format is None:
-        raise ValueError("give the file format: --to csv|jsonl|parquet|imagefolder|coco|hf|fiftyone")
+        raise ValueError("give the file format: --to csv|jsonl|parquet|imagefolder|coco|hf|fiftyone|labelstudio")
     out = export(Project(a.dir), a.export_format, a.out, labeled_only=a.labeled_only, link=a.link,
                  history=a.history, overwrite=a.overwrite)
     lines = [f"wrote {out['rows']} rows to {out['out']}"]
@@ -214,6 +214,8 @@ def cmd_export(a) -> int:
     if "history" in out:
         lines.append(f"  wrote {out['events']} label events to {out['history']}")
     lines += [f"  note: {n}" for n in out.get("notes", [])]
+    if "label_config" in out:
+        lines.append(f"  Label Studio labeling config for these tasks: {out['label_config']}")
     _print(out, a.format, "\n".join(lines))
     return 0
 
@@ -387,9 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="export labels")
     s.add_argument("dir")
     s.add_argument("--to", dest="export_format",
-                   choices=("csv", "jsonl", "parquet", "imagefolder", "coco", "hf", "fiftyone"),
+                   choices=("csv", "jsonl", "parquet", "imagefolder", "coco", "hf", "fiftyone", "labelstudio"),
                    help="coco: COCO-style classification JSON; hf: Hugging Face imagefolder (images + metadata.jsonl); "
-                        "fiftyone: FiftyOneImageClassificationDataset (data/ + labels.json)")
+                        "fiftyone: FiftyOneImageClassificationDataset (data/ + labels.json); labelstudio: Label "
+                        "Studio tasks (labels as annotations, the newest round's suggestions as predictions)")
     s.add_argument("--out", required=True)
     s.add_argument("--labeled-only", action="store_true")
     s.add_argument("--link", action="store_true", help="imagefolder/hf: link the images instead of copying them")

@@ -57,17 +57,26 @@ def _queue_item(p, r: int, names: dict[int, str], info: dict, base) -> QueueItem
     return QueueItem(item_id, info[item_id]["uri"], pseudo, float(p.confidence[r]), float(base[r]), top)
 
 
+def _time_of(row: dict):
+    """A row's ``created_at`` when the importer parsed it into a time; text is never trusted as one."""
+    from datetime import datetime
+
+    when = row.get("created_at")
+    return when if isinstance(when, datetime) else None
+
+
 def _table_targets(rows: Sequence[dict]) -> tuple[list[tuple], list[str]]:
-    """(item_id or None, uri or None, label, line) for each row of a label table, and its problems so far."""
+    """(item_id or None, uri or None, label, line, time) for each row of a label table, and its problems so far;
+    ``created_at``, when a row has it, is a UTC time without zone (the importers parse it)."""
     by_uri, problems = [], []
     for k, row in enumerate(rows, start=2):
         if row.get("item_id") not in (None, ""):
             try:
-                by_uri.append((int(row["item_id"]), None, row.get("label"), k))
+                by_uri.append((int(row["item_id"]), None, row.get("label"), k, _time_of(row)))
             except ValueError:
                 problems.append(f"line {k}: item_id {row['item_id']!r} is not a number")
         elif row.get("uri"):
-            by_uri.append((None, str(row["uri"]), row.get("label"), k))
+            by_uri.append((None, str(row["uri"]), row.get("label"), k, _time_of(row)))
         else:
             problems.append(f"line {k}: needs a uri or an item_id")
             continue
@@ -377,11 +386,13 @@ class LabelingService:
         create_class: bool = True,
         model_round: int | None = None,
         role: str = "annotator",
+        times: Sequence | None = None,
     ) -> str:
         """Give every item ``label`` (None: skip/unsure) as one batch; returns the batch id.
 
         The events are committed before this returns: an acknowledged label is durable. Writing an
-        ``adjudication`` needs the reviewer role (``role`` is the acting session's).
+        ``adjudication`` needs the reviewer role (``role`` is the acting session's). ``times`` (one per
+        item, UTC without zone, None for now) keeps when imported labels were made.
         """
         if not user or not user.strip():
             raise ValueError("a user name is required")
@@ -400,7 +411,8 @@ class LabelingService:
                     raise UnknownClass(f"unknown class {label!r}; known: {sorted(existing)}")
                 class_id = labels_q.ensure_classes(con, [label], user=user)[label]
             kind = "label" if class_id is not None else "skip"
-            events = [labels_q.Event(int(i), class_id, kind) for i in item_ids]
+            when = list(times) if times is not None else [None] * len(item_ids)
+            events = [labels_q.Event(int(i), class_id, kind, t) for i, t in zip(item_ids, when)]
             labels_q.append_events(con, events, user=user, source=source, batch_id=batch_id, model_round=model_round)
         return batch_id
 
@@ -432,20 +444,21 @@ class LabelingService:
         whole table with :class:`storage.labels.InvalidName` before anything is written."""
         by_uri, problems = _table_targets(rows)
         with self.project.db.session() as con:
-            ids_for = items_q.id_for_uri(con, [u for _, u, _, _ in by_uri if u])
-        groups: dict[str | None, list[int]] = {}
-        for item_id, uri, label, k in by_uri:
+            ids_for = items_q.id_for_uri(con, [t[1] for t in by_uri if t[1]])
+        groups: dict[str | None, list[tuple[int, object]]] = {}
+        for item_id, uri, label, k, when in by_uri:
             if item_id is None:
                 item_id = ids_for.get(uri)
                 if item_id is None:
                     problems.append(f"line {k}: no item with uri {uri!r}")
                     continue
             label = None if label in (None, "") else str(label).strip()
-            groups.setdefault(label, []).append(item_id)
+            groups.setdefault(label, []).append((item_id, when))
         written = 0
-        for label, ids in groups.items():
+        for label, pairs in groups.items():
+            ids = [i for i, _ in pairs]
             try:
-                self.label(ids, label, user=user, source=source)
+                self.label(ids, label, user=user, source=source, times=[t for _, t in pairs])
                 written += len(ids)
             except LookupError as exc:
                 problems.append(str(exc))

@@ -27,6 +27,8 @@ class Event:
     item_id: int
     class_id: int | None  # None: skip / unsure
     kind: str = "label"
+    created_at: datetime | None = None
+    """When the decision was made (UTC, no zone), for labels imported with their time; None: now."""
 
 
 MAX_CLASS_NAME = 100
@@ -196,10 +198,12 @@ def append_events(
     if not events:
         return []
     rows = con.execute(
-        "INSERT INTO annotations (item_id, class_id, kind, user_name, source, batch_id, model_round)"
-        " SELECT unnest(?::BIGINT[]), unnest(?::INTEGER[]), unnest(?::VARCHAR[]), ?, ?, ?, ? RETURNING id",
-        [[int(e.item_id) for e in events], [None if e.class_id is None else int(e.class_id) for e in events],
-         [e.kind for e in events], user, source, batch_id, model_round],
+        "INSERT INTO annotations (item_id, class_id, kind, user_name, source, batch_id, model_round, created_at)"
+        " SELECT i, c, k, ?, ?, ?, ?, coalesce(t, current_timestamp::TIMESTAMP) FROM (SELECT unnest(?::BIGINT[]) AS i,"
+        " unnest(?::INTEGER[]) AS c, unnest(?::VARCHAR[]) AS k, unnest(?::TIMESTAMP[]) AS t) RETURNING id",
+        [user, source, batch_id, model_round, [int(e.item_id) for e in events],
+         [None if e.class_id is None else int(e.class_id) for e in events], [e.kind for e in events],
+         [e.created_at for e in events]],
     ).fetchall()
     return sorted(int(r[0]) for r in rows)
 

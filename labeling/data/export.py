@@ -16,7 +16,7 @@ from storage import classes_admin as admin_q
 from storage import items as items_q
 from storage import labels as labels_q
 
-FORMATS = ("csv", "jsonl", "parquet", "imagefolder", "coco", "hf", "fiftyone")
+FORMATS = ("csv", "jsonl", "parquet", "imagefolder", "coco", "hf", "fiftyone", "labelstudio")
 TREE_FORMATS = ("imagefolder", "hf", "fiftyone")
 """Formats that write a folder of images (copied or linked) rather than one file."""
 PROVENANCE = ("annotator", "source", "created_at", "model_round", "n_votes", "n_agree", "adjudicated_by")
@@ -384,6 +384,13 @@ def export(project: Project, fmt: str, out: str | Path, *, labeled_only: bool = 
         return {**result, **_export_tree(project, fmt, table, out, link, history)}
     if fmt == "coco":
         _export_coco(project, table, out)
+    elif fmt == "labelstudio":  # annotations + the newest round's suggestions as predictions
+        from labeling.data import export_labelstudio
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        export_labelstudio.write(table, out, _partial(out))
+        with project.db.session() as con:
+            result["label_config"] = export_labelstudio.label_config([c.name for c in labels_q.classes(con)])
     else:
         _write_table(table, out, fmt)
     if history:

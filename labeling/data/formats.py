@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from labeling.data.export import PROVENANCE
 from labeling.data.images import _hash_file
+from labeling.data.times import utc_time
 from labeling.data.manifest import ManifestError, _iter_delimited, _one_line
 from labeling.data.foreign import FOREIGN_FORMATS, ForeignFormatError, read_foreign, read_tree, sniff
 from labeling.project import Project
@@ -211,7 +212,8 @@ def _coco_annotations(annotations: list, images: dict[object, dict], categories:
             problems.append(f"{where}: category_id {ann.get('category_id')!r} is not among the categories, ignored")
             continue
         rows.append({"item_id": None, "uri": _text(image.get("uri")), "file_name": _text(image.get("file_name")),
-                     "label": label, "where": where, "annotator": _text(ann.get("annotator"))})
+                     "label": label, "where": where, "annotator": _text(ann.get("annotator")),
+                     "created_at": ann.get("created_at")})
     if unknown:
         problems.insert(0, f"ignored annotation fields: {', '.join(map(repr, sorted(unknown)))}")
     return rows
@@ -282,7 +284,8 @@ def _table_rows(path: Path, fmt: str) -> tuple[list[dict], list[str]]:
     header, records, problems = _read_table(path, fmt)
     id_col, uri_col, file_col, label_col = _table_columns(path, header)
     ann_col = next((c for c in header if str(c).strip().lower() == "annotator"), None)  # whose label it was
-    used = {id_col, uri_col, file_col, label_col, ann_col}
+    time_col = next((c for c in header if str(c).strip().lower() == "created_at"), None)  # and when
+    used = {id_col, uri_col, file_col, label_col, ann_col, time_col}
     ignored = [str(c) for c in header if c not in used and str(c).strip().lower() not in EXPORT_COLUMNS
                and str(c).strip()]
     if ignored:
@@ -294,7 +297,8 @@ def _table_rows(path: Path, fmt: str) -> tuple[list[dict], list[str]]:
             problems.append(f"{where}: the label {rec.get(label_col)!r} is not text, row ignored")
             continue
         rows.append({"item_id": _cell(rec, id_col), "uri": _cell(rec, uri_col), "file_name": _cell(rec, file_col),
-                     "label": label, "where": where, "annotator": _cell(rec, ann_col)})
+                     "label": label, "where": where, "annotator": _cell(rec, ann_col),
+                     "created_at": rec.get(time_col) if time_col else None})
     return rows, sorted(problems, key=_line_of)
 
 
@@ -473,7 +477,10 @@ def resolve_rows(project: Project, rows: list[dict], base: Path, *,
             problems.append(_repeat_problem(where, named, label, seen[item]))
             continue
         seen[item] = (label, where)
-        out.append({"item_id": item, "label": str(label), "annotator": row.get("annotator")})
+        when, bad_time = utc_time(row.get("created_at"))
+        if bad_time:
+            problems.append(f"{where}: the time {row.get('created_at')!r} is not an ISO 8601 time; the import's time kept")
+        out.append({"item_id": item, "label": str(label), "annotator": row.get("annotator"), "created_at": when})
     return out, problems
 
 
@@ -487,7 +494,7 @@ def import_labels(service, path: str | Path, *, fmt: str = "auto", user: str = "
     rows, problems, base = read_labels(path, fmt)
     resolved, more = resolve_rows(service.project, rows, base, source=Path(path).name)
     by_person: dict[str, list[dict]] = {}  # each row under its own annotator, ``user`` where it names none
-    for row in resolved:
+    for row in resolved:  # each row keeps its own time too (created_at, when the file has it)
         by_person.setdefault(row.pop("annotator") or user, []).append(row)
     result = {"labeled": 0, "problems": []}
     for person, person_rows in by_person.items():

@@ -45,14 +45,14 @@ LOG = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 """Called with ``(done, total)`` as work advances."""
 
-FILE_FORMATS = ("csv", "jsonl", "parquet", "coco")
+FILE_FORMATS = ("csv", "jsonl", "parquet", "coco", "labelstudio")
 """Export formats that produce one file (and so can be downloaded); ``imagefolder`` is a tree."""
 
 EXPORTS_DIR = "exports"
 """The one folder, inside the project, that exports from a browser are written to."""
 DEFAULT_EXPORT_NAMES = {"csv": "labels.csv", "jsonl": "labels.jsonl", "parquet": "labels.parquet",
                         "imagefolder": "imagefolder", "coco": "labels.coco.json", "hf": "hf-imagefolder",
-                        "fiftyone": "fiftyone-dataset"}
+                        "fiftyone": "fiftyone-dataset", "labelstudio": "labelstudio-tasks.json"}
 """Suggested export names (inside :data:`EXPORTS_DIR`)."""
 _EXPORT_NAME = re.compile(r"[\w][\w\-. ]{0,99}")
 

@@ -114,6 +114,79 @@ def _emptied_copy(root, tmp_path) -> LabelingService:
     copy_project(root, copy)
     again = LabelingService(copy)
     for batch in {b["batch_id"] for b in again.batches()}:
-        again.undo(batch, user="ann")
+        again.undo(batch, user="owner", role="admin")
     assert again.current_labels() == {}
     return again
+
+
+def _times(service) -> dict[str, tuple[str, object]]:
+    """uri -> (annotator, time) of each item's deciding event."""
+    from storage import items as items_q
+    from storage import labels as labels_q
+
+    with service.project.db.session() as con:
+        events = {e.item_id: e for e in labels_q.all_events(con) if e.kind == "label"}
+        info = items_q.items_by_ids(con, list(events))
+    return {info[i]["uri"]: (e.user_name, e.created_at) for i, e in events.items()}
+
+
+def _labels_by_two(service, truth):
+    """Six labels by two annotators, made at known times in the past."""
+    from datetime import datetime
+
+    rows = sorted(truth.items())[:6]
+    for k, (uri, cls) in enumerate(rows):
+        item = service.item_id_for_uri(uri)
+        service.label([item], cls, user=("ann", "bob")[k % 2], source="manual",
+                      times=[datetime(2026, 3, 1 + k, 9, 30, 15, 250000)])
+    return {u: c for u, c in rows}
+
+
+@pytest.mark.parametrize("fmt, name", [("csv", "labels.csv"), ("jsonl", "labels.jsonl"), ("parquet", "labels.parquet"),
+                                       ("coco", "labels.coco.json"), ("labelstudio", "tasks.json")])
+def test_labels_annotators_and_times_come_back_from_every_file_export(demo_project, truth, tmp_path, fmt, name):
+    service = LabelingService(demo_project)
+    given = _labels_by_two(service, truth)
+    made = _times(service)
+    export(service.project, fmt, demo_project / "exports" / name, labeled_only=True)
+    again = _emptied_copy(demo_project, tmp_path)
+    back = import_labels(again, again.project.root / "exports" / name, user="someone")
+    assert back["labeled"] == len(given), back["problems"]
+    assert _uris(again) == given
+    got = _times(again)
+    assert {u: got[u] for u in given} == {u: made[u] for u in given}  # the same people, the same moments
+
+
+def test_label_studio_tasks_carry_the_suggestions_as_predictions(trained_project, tmp_path):
+    from labeling.data.predictions import import_predictions
+
+    service = LabelingService(trained_project)
+    out = trained_project / "exports" / "tasks.json"
+    result = export(service.project, "labelstudio", out)
+    tasks = json.loads(out.read_text())
+    assert result["rows"] == len(tasks) == 200 and '<Choices name="choice" toName="image"' in result["label_config"]
+    _, preds = service.predictions()
+    unlabeled = [t for t in tasks if not t["annotations"]]
+    assert len(unlabeled) == 170 and all(t["predictions"][0]["model_version"] == f"quorum-round-{preds.round_id}"
+                                         for t in unlabeled)
+    labeled = [t for t in tasks if t["annotations"]]
+    assert {t["annotations"][0]["completed_by"]["username"] for t in labeled} == {"seed"}
+    assert all(t["data"]["image"].startswith("/data/local-files/?d=images/") for t in tasks)
+    # handed back: the predictions read as a model of their own, named by their model_version
+    got = import_predictions(service.project, out)
+    assert got["model"] == f"quorum-round-{preds.round_id}" and got["items"] == 200
+
+
+def test_a_hugging_face_export_loads_in_datasets_and_comes_back_with_annotators_and_times(demo_project, truth, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    service = LabelingService(demo_project)
+    given = _labels_by_two(service, truth)
+    made = _times(service)
+    out = demo_project / "exports" / "hf"
+    export(service.project, "hf", out)
+    ds = datasets.load_dataset("imagefolder", data_dir=str(out), split="train")
+    assert sorted(ds["label"]) == sorted(given.values()) and set(ds["annotator"]) == {"ann", "bob"}
+    again = _emptied_copy(demo_project, tmp_path)
+    assert import_labels(again, again.project.root / "exports" / "hf")["labeled"] == len(given)
+    got = _times(again)
+    assert _uris(again) == given and {u: got[u] for u in given} == {u: made[u] for u in given}

@@ -164,7 +164,7 @@ def test_command_line_imports_lists_and_weighs(trained_project):
     assert res.returncode == 0 and "imported predictions of 'resnet' for 200 images" in res.stdout
     assert "no label written" in res.stdout
     res = cli("models", str(trained_project), "resnet", "--weight", "off", "--format", "json")
-    assert res.returncode == 0 and json.loads(res.stdout)[0]["weight"] == "off"
+    assert res.returncode == 0 and json.loads(res.stdout)["result"][0]["weight"] == "off"
     res = cli("models", str(trained_project), "resnet", "--weight", "1.5")
     assert res.returncode == 2 and res.stderr.strip() == (
         "error: a model's weight is auto, off or a share in [0, 1], not '1.5'")
