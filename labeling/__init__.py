@@ -1,7 +1,7 @@
 """Quorum's engine: the labeling loop without a user interface, used by the app's pages through
 :mod:`labeling.session`, by the command line, and from Python through the functions below
-(:mod:`labeling.api`: ``open_project``, ``import_images``, ``embed_images``, ``train``, ``queue``, ``label``,
-``undo``, ``export``, ``stats``). The package may import every sub-package and ``storage``."""
+(:mod:`labeling.api`: ``open_project``, ``import_images``, ``embed_images``, ``import_predictions``, ``train``,
+``queue``, ``label``, ``undo``, ``export``, ``stats``). The package may import every sub-package and ``storage``."""
 from __future__ import annotations
 
 from importlib import metadata as _metadata
@@ -11,7 +11,8 @@ try:
 except _metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0.0.0+source"
 
-API = ("open_project", "import_images", "embed_images", "train", "queue", "label", "undo", "export", "stats")
+API = ("open_project", "import_images", "embed_images", "import_predictions", "train", "queue", "label", "undo",
+       "export", "stats")
 __all__ = ["__version__", *API]
 
 

@@ -1,7 +1,7 @@
 """Quorum from Python: open a project as someone, then import, embed, train, ask the queue, label, undo,
-export and read the figures. Every call acts as the :class:`~labeling.team.auth.Identity` the project was
-opened with and meets the same role checks as the app (``import``, ``embed``: admins; ``export``:
-reviewers; labeling and undoing one's own batches: everyone).
+export and read the figures, and bring in a model's predictions as suggestions. Every call acts as the :class:`~labeling.team.auth.Identity` the project was
+opened with and meets the same role checks as the app (``import``, ``embed``, ``import_predictions``: admins;
+``export``: reviewers; labeling and undoing one's own batches: everyone).
 
 >>> import labeling
 >>> q = labeling.open_project("demo-project", user="ada")   # local mode: the person named; team mode: a password
@@ -46,6 +46,15 @@ def import_images(q: Session, src: str | os.PathLike[str], *, labels_from_folder
 def embed_images(q: Session, *, backbone: str | None = None, device: str = "auto") -> dict:
     """Embed every item not embedded yet (resumable); admins."""
     return q.data.run_embed(backbone=backbone, device=device)
+
+
+def import_predictions(q: Session, path: str | os.PathLike[str], *, name: str | None = None) -> dict:
+    """A model's predictions (label + score, per-class probabilities, or Label Studio predictions) as
+    suggestions: the model joins the next rounds as an ensemble member; no label is written. Admins."""
+    from labeling.data.predictions import import_predictions as read_in
+
+    who = q.require("admin", "import predictions")
+    return read_in(q.service.project, path, name=name, user=who.name)
 
 
 def train(q: Session, *, device: str = "auto", cv: bool = True) -> int:

@@ -46,4 +46,10 @@ def test_roles_hold_in_the_api(demo_project, tmp_path):
         labeling.export(bob, "csv", tmp_path / "x.csv")
     with pytest.raises(PermissionError):
         labeling.embed_images(bob)
+    preds = tmp_path / "p.csv"
+    preds.write_text("file_name,label,score\nimages/animal_00000.png,cat,0.9\n", encoding="utf-8")
+    with pytest.raises(PermissionError):
+        labeling.import_predictions(bob, preds)
+    root = labeling.open_project(demo_project, user="root", password="admin-password")
+    assert labeling.import_predictions(root, preds, name="mine")["items"] == 1
     assert labeling.label(bob, [labeling.queue(bob, 1)[0].item_id], "cat")
