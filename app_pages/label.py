@@ -251,8 +251,9 @@ with right:
         if card.votes:
             votes = ", ".join(f"{m}: {plain(v)}" for m, v in card.votes)
             st.caption(f"Votes of round {card.round_id}: {votes}")
-        for model, cls, p in card.models:  # people's own models, imported as predictions
-            st.caption(f"Model “{plain(model)}” suggests {plain(cls)} ({p:.0%})")
+        if card.models:  # people's own models, imported as predictions
+            st.caption(" · ".join(f"Model “{plain(model)}” suggests {plain(cls)} ({p:.0%})"
+                                  for model, cls, p in card.models))
     else:
         st.subheader("No suggestion yet")
         st.caption("The first rounds ask for typical items of distinct clusters; suggestions appear once two "

@@ -290,7 +290,10 @@ class LabelingService:
                 extra["scores"] = {k: float(v[row]) for k, v in p.scores.items()}
                 extra["top"] = [(names.get(int(c), str(c)), float(pr)) for c, pr in zip(p.top_idx[row], p.top_p[row])
                                 if c >= 0]
-                extra["votes"] = [(m, names.get(int(v), str(v))) for m, v in zip(p.member_names, p.votes[:, row])]
+                covered = {f"model:{m}" for m, t in zip(p.model_names, p.model_top[:, row] if p.model_names else [])
+                           if t >= 0}  # an imported model that predicted nothing here has no vote to show
+                extra["votes"] = [(m, names.get(int(v), str(v))) for m, v in zip(p.member_names, p.votes[:, row])
+                                  if not m.startswith("model:") or m in covered]
                 if p.member_weights is not None:
                     extra["weights"] = [float(w) for w in p.member_weights]
                 if p.model_names:

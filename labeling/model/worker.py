@@ -141,7 +141,7 @@ class RoundTrainer:
 
 @dataclass
 class WorkerStatus:
-    state: str = "stopped"  # stopped | idle | training | paused | standby (another process owns it)
+    state: str = "stopped"  # stopped | starting | idle | training | paused | standby (another process owns it)
     rounds_trained: int = 0
     last_round: int | None = None
     last_error: str | None = None
@@ -304,6 +304,7 @@ class RetrainWorker:
         # No lower priority for this thread: it shares the pages' GIL, and a thread the scheduler
         # seldom runs while it holds the GIL stalls every page (rounds run niced in their own process).
         warm_up = getattr(self.train, "warm_up", None)
+        self.status.state = "starting"  # the training process and torch load (a few seconds)
         if warm_up is not None:
             try:
                 warm_up()

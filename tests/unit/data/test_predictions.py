@@ -192,3 +192,18 @@ def test_the_browser_upload_needs_an_admin_and_stays_in_the_projects_folder(demo
     with pytest.raises(AuthError, match="reviewer"):
         ann.model.set_model_weight("mine", "off")
     assert Session(service, sign_in(service, "rita", "correct horse")).model.set_model_weight("mine", "off")["enabled"] is False
+
+
+def test_a_model_that_predicted_nothing_for_an_item_shows_no_vote_on_its_card(trained_project):
+    service = LabelingService(trained_project)
+    (uri, cls), (other, _) = _uris(trained_project, 2)
+    f = trained_project.parent / "one.csv"
+    f.write_text(f"file_name,label,score\n{uri},{cls},0.9\n", encoding="utf-8")
+    import_predictions(service.project, f, name="one")
+    train_round(service.project, device="cpu", cv=False)
+    service = LabelingService(trained_project)
+    covered = service.item_card(service.item_id_for_uri(uri))
+    # the model names one class only, so its whole mass is on it
+    assert ("model:one", cls) in covered.votes and covered.models == [("one", cls, pytest.approx(1.0))]
+    bare = service.item_card(service.item_id_for_uri(other))
+    assert not any(m.startswith("model:") for m, _ in bare.votes) and bare.models == []
