@@ -52,15 +52,22 @@ with st.expander("Find and filter", expanded=bool(ss.get("find_text") or ss.get(
     browse_label = bb[1].selectbox("Labeled as", classes, index=None, key="browse_label", placeholder="Any label")
     browse_source = bb[2].selectbox("Label source", session.label_sources(), index=None, key="browse_source",
                                     placeholder="Any source")
+    text_query = ""
+    if session.can_search_text():
+        text_query = bb[0].text_input("Search by text", key="find_by_text", placeholder="a red car",
+                                      help="Images ranked by similarity to the text (CLIP); label them as one batch "
+                                           "on the Map page's 'Select by text'")
     found = []
     try:
         if find_text.strip():
             found = session.find(find_text)
+        elif text_query.strip():
+            found = session.find_by_text(text_query, limit=20)
         elif browse_label is not None or browse_source is not None:
             found = session.labeled(label=browse_label, source=browse_source)
     except ValueError as exc:
         st.error(str(exc))
-    if find_text.strip() or browse_label is not None or browse_source is not None:
+    if find_text.strip() or text_query.strip() or browse_label is not None or browse_source is not None:
         names = {f.item_id: f"{f.uri.rsplit('/', 1)[-1]} · #{f.item_id} · {f.label or 'unlabeled'}" for f in found}
         bb[0].selectbox(f"Jump to ({count(len(found), 'match', 'matches')})", list(names), index=None,
                         key="jump_to", format_func=names.get, on_change=_jump, placeholder="Choose an item")
@@ -252,7 +259,8 @@ with right:
             votes = ", ".join(f"{m}: {plain(v)}" for m, v in card.votes)
             st.caption(f"Votes of round {card.round_id}: {votes}")
         if card.models:  # people's own models, imported as predictions
-            st.caption(" · ".join(f"Model “{plain(model)}” suggests {plain(cls)} ({p:.0%})"
+            st.caption(" · ".join(f"Zero-shot from the class names: {plain(cls)} ({p:.0%})" if model == "zero-shot"
+                                  else f"Model “{plain(model)}” suggests {plain(cls)} ({p:.0%})"
                                   for model, cls, p in card.models))
     else:
         st.subheader("No suggestion yet")

@@ -208,10 +208,24 @@ event = st.plotly_chart(_figure(frame, color_by), on_select="rerun", selection_m
 
 with st.expander("Select by id or file name"):
     typed = st.text_input("Item ids, file names or paths (comma-separated)", key="map_select_ids")
+with st.expander("Select by text", expanded=bool(st.session_state.get("map_text_query"))):
+    if session.can_search_text():
+        tq = st.columns([4, 1])
+        text_query = tq[0].text_input("Images like", key="map_text_query", placeholder="a red car",
+                                      help="Ranked by similarity to the text (the CLIP backbone's text tower)")
+        text_n = tq[1].number_input("How many", 1, 1000, 50, key="map_text_n")
+    else:
+        text_query = ""
+        st.caption("Text search needs a CLIP backbone (Data page: embed with clip_vitb32; README: backbones).")
 selected: list[int] = []
 if typed.strip():
     try:
         selected = session.map.resolve(typed)
+    except ValueError as exc:
+        st.error(str(exc))
+elif text_query.strip():
+    try:
+        selected = [h.item_id for h in session.search_text(text_query, n=int(text_n))]
     except ValueError as exc:
         st.error(str(exc))
 else:

@@ -428,9 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
     _fmt_arg(s)
     s.set_defaults(func=cmd_simulate)
 
-    from labeling import cli_models, cli_team
+    from labeling import cli_clip, cli_models, cli_team
     cli_team.register(sub)
     cli_models.register(sub)
+    cli_clip.register(sub)
 
     s = sub.add_parser("serve", help="open the labeling app on a project")
     s.add_argument("dir")

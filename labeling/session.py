@@ -112,6 +112,24 @@ class Session:
 
         return find_items(self.service, text, limit=limit, user=self.name)
 
+    def search_text(self, query: str, *, n: int = 50):
+        """Items whose images are most like ``query`` (CLIP backbones; :func:`labeling.search.text.search`)."""
+        from labeling.search.text import search
+
+        return search(self.service.project, query, n=n)
+
+    def find_by_text(self, query: str, *, limit: int = 20):
+        """Like :meth:`find`, the items whose images are most like ``query`` (CLIP), most similar first."""
+        from labeling.views.find import find_by_text
+
+        return find_by_text(self.service, query, limit=limit, user=self.name)
+
+    def can_search_text(self) -> bool:
+        """Whether the project's backbone has a text tower (CLIP)."""
+        from labeling.embed.backbones import is_clip
+
+        return is_clip(self.service.project.setting("backbone"))
+
     def labeled(self, *, label: str | None = None, source: str | None = None, limit: int = 200):
         """Labeled items of a class and/or source, newest first (:func:`labeling.views.find.labeled_items`)."""
         from labeling.views.find import labeled_items

@@ -270,3 +270,33 @@ def stop_server(server: Server, timeout: float = 20.0) -> None:
     if server._log_fh is not None:
         server._log_fh.close()
         server._log_fh = None
+
+
+TINY_CLIP = {"embed_dim": 32,
+             "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+
+
+@pytest.fixture
+def tiny_clip(tmp_path, monkeypatch):
+    """``clip_tiny``: a 3M-parameter CLIP registered with open_clip and in the backbone registry; returns its
+    seeded random weights saved as a state-dict file (loaded the way a user's file is)."""
+    import json
+    from types import MappingProxyType
+
+    import torch
+
+    from labeling.embed import backbones, foundation
+
+    open_clip = pytest.importorskip("open_clip")
+    config = tmp_path / "quorum-tiny-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(str(config))
+    monkeypatch.setitem(foundation.CLIP, "clip_tiny", foundation.Clip("quorum-tiny-clip", "openai"))
+    spec = backbones.BackboneSpec("clip_tiny", 32, 32, "tiny CLIP (tests)", backbones._foundation("clip_tiny"),
+                                  fixed_size=True)
+    monkeypatch.setattr(backbones, "BACKBONES", MappingProxyType({**backbones.BACKBONES, "clip_tiny": spec}))
+    model = backbones.get_backbone("clip_tiny", weights="none").model.model
+    path = tmp_path / "tiny-clip.pt"
+    torch.save(model.state_dict(), path)
+    return path

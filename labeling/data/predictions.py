@@ -50,6 +50,8 @@ class PredictionFileError(ValueError):
 def check_model_name(name: str) -> str:
     """A model name as stored: letters, digits, ``-``, ``_`` and ``.``, at most 64, not starting with a dot."""
     name = str(name).strip()
+    if name == "zero-shot":
+        raise PredictionFileError("model name 'zero-shot' is the CLIP backbone's own member; choose another")
     if not NAME_RE.match(name):
         raise PredictionFileError(f"model name {name[:40]!r}: use letters, digits, '-', '_' and '.' "
                                   "(at most 64, starting with a letter or digit)")

@@ -409,6 +409,22 @@ def _torchvision_builder(name: str, strip: Callable[[nn.Module], None]) -> Calla
     return build
 
 
+def _foundation(name: str) -> Callable[[Union[str, Path], int], _Built]:
+    """The builder of a DINOv2 or CLIP backbone (:mod:`labeling.embed.foundation`), imported when used."""
+    def build(weights: Union[str, Path], size: int) -> _Built:
+        from labeling.embed import foundation
+
+        make = foundation.dinov2_builder if name in foundation.DINOV2 else foundation.clip_builder
+        return make(name)(weights, size)
+
+    return build
+
+
+def is_clip(name: str | None) -> bool:
+    """Whether backbone ``name`` has a text tower (zero-shot suggestions, text search)."""
+    return bool(name) and str(name).startswith("clip_")
+
+
 BACKBONES: Mapping[str, BackboneSpec] = MappingProxyType({
     s.name: s
     for s in (
@@ -427,6 +443,15 @@ BACKBONES: Mapping[str, BackboneSpec] = MappingProxyType({
                      _torchvision_builder("convnext_tiny", _strip_convnext)),
         BackboneSpec("vit_b_16", 768, 224, "ViT-B/16, ImageNet (torchvision); 224 px only",
                      _torchvision_builder("vit_b_16", _strip_vit), fixed_size=True),
+        BackboneSpec("dinov2_vits14", 384, 224, "DINOv2 ViT-S/14, self-supervised (timm): strong kNN and linear "
+                     "probes", _foundation("dinov2_vits14")),
+        BackboneSpec("dinov2_vitb14", 768, 224, "DINOv2 ViT-B/14, self-supervised (timm)", _foundation("dinov2_vitb14")),
+        BackboneSpec("clip_vitb32", 512, 224, "CLIP ViT-B/32, OpenAI (open_clip): zero-shot suggestions and text "
+                     "search; 224 px only", _foundation("clip_vitb32"), fixed_size=True),
+        BackboneSpec("clip_vitb16", 512, 224, "CLIP ViT-B/16, OpenAI (open_clip); 224 px only",
+                     _foundation("clip_vitb16"), fixed_size=True),
+        BackboneSpec("clip_vitb32_laion", 512, 224, "CLIP ViT-B/32, LAION-2B (open_clip); 224 px only",
+                     _foundation("clip_vitb32_laion"), fixed_size=True),
     )
 })
 """Registered backbones by name (immutable specs)."""

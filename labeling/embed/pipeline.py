@@ -49,8 +49,11 @@ def embed_project(
 
     with project.db.session() as con:  # one short transaction for what the job needs to know
         saved = rounds_q.get_setting(con, "backbone")
+        saved_weights = rounds_q.get_setting(con, "backbone_weights")
         ids, uris = items_q.ok_items(con)
     name = backbone or saved or DEFAULT_BACKBONE
+    if weights is None and name == saved and saved_weights not in (None, "default"):
+        weights = saved_weights  # the weights file this project was embedded with, remembered
     kwargs = {"weights": weights}
     if image_size:
         kwargs["image_size"] = image_size
@@ -61,8 +64,17 @@ def embed_project(
     result = embed_project_items(store, ids, paths, loaded, device=dev, batch_size=batch_size, progress=progress)
     store.compact()
     finish_embedding(project, name, loaded, _failed_ids(result))
+    with project.db.session() as con:  # the text tower (CLIP) and later runs load the same weights
+        rounds_q.set_setting(con, "backbone_weights", weights_setting(weights))
     return {"backbone": name, "fingerprint": loaded.fingerprint, "device": str(dev),
             **{k: v for k, v in (result if isinstance(result, dict) else {}).items() if k != "failed_ids"}}
+
+
+def weights_setting(weights) -> str:
+    """How a project remembers its backbone's weights: ``default``, ``none`` or the file's absolute path."""
+    if weights is None or str(weights).lower() in ("default", "none"):
+        return "default" if weights is None else str(weights).lower()
+    return str(Path(weights).expanduser().resolve())
 
 
 def resolve_uris(project: Project, uris: list[str]) -> list[Path]:

@@ -7,6 +7,7 @@ start marks ``discarded``; the previous finished round stays in use.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 import traceback
@@ -17,7 +18,8 @@ import numpy as np
 
 
 from labeling.active import coldstart, selection
-from labeling.model import external
+from labeling.model import external, zero_shot
+from labeling.embed.backbones import is_clip
 from labeling.device import pick_device
 from labeling.model.ensemble import EnsembleConfig, FeatureScaler
 from labeling.model.learner import LearnerConfig, Prediction, fit_predict, with_fixed_blend
@@ -216,6 +218,8 @@ class RoundStart:
     learner_accuracy: float | None = None
     """The previous round's cross-validated accuracy of the learner alone: what a model's learned share is
     measured against."""
+    zero_shot: dict | None = None
+    """With a CLIP backbone: ``backbone``, ``weights`` and the class ``prompts`` (:mod:`labeling.model.zero_shot`)."""
 
 
 def train_round(
@@ -275,13 +279,18 @@ def start_round(project: Project, config: LearnerConfig) -> RoundStart:
         backbone = rounds_q.get_setting(con, "backbone") or ""
         models = [m for m in models_q.list_models(con) if m["enabled"]]
         previous = rounds_q.latest_finished(con)
+        zero = None
+        if is_clip(backbone) and rounds_q.get_setting(con, "zero_shot", "on") == "on":
+            text = rounds_q.get_setting(con, zero_shot.PROMPTS_SETTING)
+            zero = {"backbone": backbone, "weights": rounds_q.get_setting(con, "backbone_weights", "default"),
+                    "prompts": json.loads(text) if text else {}}
         round_id = rounds_q.start_round(
             con, n_labels=len(lab_items), last_event_id=last_event, backbone=backbone,
             vector_version=version, head_config=config.to_dict())
     figures = previous["metrics"] if previous else {}
     learner_accuracy = figures.get("learner_cv_accuracy", figures.get("cv_accuracy"))
     return RoundStart(round_id, list(classes), np.asarray(lab_items, np.int64), np.asarray(lab_classes, np.int64),
-                      key, dim, ids, uris, models, learner_accuracy)
+                      key, dim, ids, uris, models, learner_accuracy, zero)
 
 
 def compute_round(project: Project, start: RoundStart, *, config: LearnerConfig | None = None, device: str = "auto",
@@ -338,6 +347,10 @@ def _compute(project, pv, start: RoundStart, config, dev, *, cv: bool, seed: int
     pending: PendingCV | None = None
     labeled_classes = np.unique(labels[labels >= 0])
     models = external.load_members(start.models, project.data_dir / "models", pv.item_ids, class_ids)
+    if start.zero_shot is not None and c:  # a CLIP backbone: suggestions from the class names (raw vectors)
+        zs, metrics["zero_shot"] = zero_shot.member(project, start.zero_shot["backbone"], start.zero_shot["weights"],
+                                                    start.zero_shot["prompts"], pv.vectors, class_names, labels)
+        models.append(zs)
     suggestions = None
     if len(labeled_classes) < 2:  # cold start: the backbone's own proposals, from the raw vectors
         suggestions, cold_confidence = _imagenet_suggestions(pv)

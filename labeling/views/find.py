@@ -67,3 +67,14 @@ def label_sources() -> list[str]:
 def _with_labels(service: LabelingService, hits: list[tuple[int, str]], user: str | None) -> list[Found]:
     current = service.current_labels(user=user, items=[i for i, _ in hits])
     return [Found(i, uri, *(current[i][0], current[i][2]) if i in current else (None, None)) for i, uri in hits]
+
+
+def find_by_text(service: LabelingService, text: str, *, limit: int = 20, user: str | None = None) -> list[Found]:
+    """The items whose images are most like ``text`` (a CLIP backbone's text tower), each with its current
+    label as ``user`` may see it."""
+    from labeling.search.text import search
+
+    hits = search(service.project, text, n=limit)
+    current = service.current_labels(user, [h.item_id for h in hits])
+    return [Found(h.item_id, h.uri, *(current[h.item_id][0::2] if h.item_id in current else (None, None)))
+            for h in hits]

@@ -54,7 +54,8 @@ def test_registry_lists_default_first():
     names = [s.name for s in list_backbones()]
     assert names[0] == DEFAULT_BACKBONE == "efficientnet_lite0"
     assert set(names) == {"efficientnet_lite0", "resnet18", "resnet50", "efficientnet_b0",
-                          "convnext_tiny", "vit_b_16"}
+                          "convnext_tiny", "vit_b_16", "dinov2_vits14", "dinov2_vitb14", "clip_vitb32", "clip_vitb16",
+                          "clip_vitb32_laion"}
     with pytest.raises(TypeError):
         BACKBONES["x"] = BACKBONES["resnet18"]
 
