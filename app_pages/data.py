@@ -165,6 +165,23 @@ with tab_import:
         else:
             bar.progress(1.0, text="Embedding done")
             st.success(f"Embedded with {got['backbone']} on {got['device']}")
+    with st.expander("Compare backbones on this project"):
+        st.caption("Embeds a sample of 300 images with every backbone whose weights are on this machine: effective "
+                   "rank (how many directions the features use), agreement of each one's nearest neighbours with "
+                   "the others', and, with labels, the learner's cross-validated accuracy on them. Minutes on a CPU.")
+        if st.button("Compare", key="data_compare_button"):
+            with st.spinner("Embedding a sample with each backbone…"):
+                try:
+                    st.session_state["data_compare"] = data.compare_backbones(sample=300, device=device)
+                except ENGINE_ERRORS as exc:
+                    st.error(f"Comparison failed: {exc}")
+        compared = st.session_state.get("data_compare")
+        if compared:
+            st.caption(f"{compared['sample']} images, {compared['labeled']} with a human label.")
+            st.dataframe(compared["backbones"], key="data_compare_table", hide_index=True, placeholder=DASH,
+                         column_config={"cv_accuracy": st.column_config.NumberColumn("CV accuracy", format="percent"),
+                                        "knn_agreement": st.column_config.NumberColumn("kNN agreement"),
+                                        "effective_rank": st.column_config.NumberColumn("effective rank")})
 
     st.subheader("Import labels")
     st.caption("CSV, JSONL or Parquet with `label` and `uri`/`file_name`/`item_id`, a COCO-style classification "
@@ -232,6 +249,27 @@ with tab_classes:
         else:
             st.session_state["data_class_message"] = f"Renamed {rename_from!r} to {rename_to.strip()!r}."
             st.rerun()
+
+    if data.current_backbone() and data.current_backbone().startswith("clip_"):
+        st.subheader("Zero-shot prompts")
+        st.caption("With a CLIP backbone, each class's suggestions start from how well an image matches its "
+                   "prompt. Empty: the default, “a photo of a {name}”.")
+        prompts = data.prompts()
+        st.dataframe(prompts, key="data_prompts_table", hide_index=True, placeholder=DASH)
+        pc = st.columns([1, 2])
+        prompt_class = pc[0].selectbox("Class", [p["class"] for p in prompts], key="data_prompt_class", index=None,
+                                       placeholder="Choose")
+        prompt_text = pc[1].text_input("Prompt", key="data_prompt_text", max_chars=300)
+        if st.button("Save prompt", key="data_prompt_button", disabled=prompt_class is None):
+            try:
+                data.set_prompt(prompt_class, prompt_text)
+            except ENGINE_ERRORS as exc:
+                st.error(str(exc))
+            else:
+                worker = get_worker()
+                if worker is not None:
+                    worker.trigger()  # the next round uses it
+                st.success(f"Prompt of {prompt_class!r} saved; the next round uses it.")
 
     st.subheader("Merge")
     st.caption("Every item labeled with the first class is relabeled with the second as one batch; the history "

@@ -101,6 +101,15 @@ RESULTS: dict[str, dict] = {
         "accuracy": ("float|null", "its accuracy on the human labels"),
         "checked_on": ("int|null", "how many human labels that rests on"), "items": ("int", "images it predicted"),
         "imported_at": ("time", "when it was imported")}},
+    "search": {"rows": {"item_id": ("int", "the item"), "uri": ("string", "its path"),
+                        "similarity": ("float", "cosine similarity of its image to the text")}},
+    "prompts": {"rows": {"class": ("string", "the class"), "prompt": ("string", "its zero-shot prompt"),
+                         "custom": ("bool", "set by a person (else the default)")}},
+    "compare-backbones": {"fields": {
+        "sample": ("int", "images embedded per backbone"), "labeled": ("int", "of them with a human label"),
+        "current": ("string|null", "the project's backbone"),
+        "backbones": ("list", "per backbone: backbone, status (ok or why unavailable), weights, dim, effective_rank, "
+                              "knn_agreement, cv_accuracy, seconds")}},
 }
 """The keys every output has (more may follow; `simulate` and `user` print larger documents, described in the
 README)."""

@@ -31,8 +31,9 @@ PROMPTS_SETTING = "class_prompts"
 
 
 def prompt_for(name: str, prompts: dict[str, str]) -> str:
-    """The prompt of class ``name``: the one a person set, else :data:`DEFAULT_PROMPT` with the name in it."""
-    return prompts.get(name) or DEFAULT_PROMPT.format(name=name)
+    """The prompt of class ``name``: the one a person set, else :data:`DEFAULT_PROMPT`, with ``{name}`` replaced
+    by the class name."""
+    return (prompts.get(name) or DEFAULT_PROMPT).replace("{name}", name)
 
 
 def read_prompts(project: Project) -> dict[str, str]:

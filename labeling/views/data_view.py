@@ -104,6 +104,28 @@ class DataView:
         path = save_upload(self.service.project, file_name, data)
         return import_predictions(self.service.project, path, name=model or None, user=who.name)
 
+    def compare_backbones(self, *, sample: int = 300, device: str = "auto") -> dict:
+        """Every backbone available here on a sample of the project (:mod:`labeling.embed.compare`); admins."""
+        from labeling.embed.compare import compare_backbones
+
+        self.session.require("admin", "compare backbones")
+        return compare_backbones(self.service.project, sample=sample, device=device)
+
+    def prompts(self) -> list[dict]:
+        """Each class's zero-shot prompt (CLIP backbones) and whether a person set it."""
+        from labeling.model.zero_shot import prompt_for, read_prompts
+
+        set_ = read_prompts(self.service.project)
+        return [{"class": n, "prompt": prompt_for(n, set_), "custom": n in set_}
+                for n in self.service.class_names().values()]
+
+    def set_prompt(self, class_name: str, prompt: str) -> None:
+        """Set (empty: reset) a class's zero-shot prompt; reviewers (it changes everyone's suggestions)."""
+        from labeling.model.zero_shot import set_prompt
+
+        self.session.require("reviewer", "change a zero-shot prompt")
+        set_prompt(self.service.project, class_name, prompt)
+
     def run_export(self, fmt: str, name: str, *, labeled_only: bool = False, link: bool = False,
                    overwrite: bool = False) -> dict:
         """Export to ``exports/<name>`` inside the project (a plain name, never a server path)."""

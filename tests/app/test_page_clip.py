@@ -47,3 +47,18 @@ def test_zero_shot_on_the_card_and_text_search_on_the_label_and_map_pages(clip_p
     with LabelingService(clip_project).project.db.session() as con:
         events = [e for e in labels_q.all_events(con) if e.kind == "label"]
     assert len(events) == 5 and len({e.batch_id for e in events}) == 1 and events[0].source == "lasso"
+
+
+def test_the_data_page_sets_a_zero_shot_prompt(clip_project, app_env):
+    from labeling.model.zero_shot import read_prompts
+
+    app_env(clip_project)
+    at = AppTest.from_file(APP, default_timeout=90)
+    at.run()
+    at.switch_page("app_pages/data.py").run()
+    assert not at.exception, at.exception
+    at.selectbox(key="data_prompt_class").set_value("zebra").run()
+    at.text_input(key="data_prompt_text").input("a striped {name} on grass").run()
+    at.button(key="data_prompt_button").click().run()
+    assert not at.exception, at.exception
+    assert read_prompts(LabelingService(clip_project).project) == {"zebra": "a striped {name} on grass"}

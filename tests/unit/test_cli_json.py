@@ -60,7 +60,13 @@ def test_every_documented_command_prints_its_documented_keys(trained_project, tm
         result = _run(capsys, *args)
         seen.add(args[0])
     assert result["rows"] == 200
-    assert seen == set(RESULTS) - {"demo", "import", "embed"}  # those three: tests/integration/test_cli_demo_json
+    assert main(["prompts", root, "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert problems("prompts", doc["result"]) == [] and doc["result"][0]["prompt"].startswith("a photo of a ")
+    seen.add("prompts")
+    # the others: demo, import and embed in tests/integration/test_cli_demo_json; search and compare-backbones
+    # in tests/unit/embed/test_foundation
+    assert seen == set(RESULTS) - {"demo", "import", "embed", "search", "compare-backbones"}
 
 
 def test_export_names_its_file_format_with_to_and_says_so_when_given_the_old_way(trained_project, tmp_path, capsys):

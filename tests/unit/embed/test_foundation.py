@@ -10,6 +10,7 @@ import torch
 
 from labeling.embed import backbones, foundation
 from labeling.embed.backbones import BackboneUnavailable, get_backbone
+from labeling.cli_json import problems
 from labeling.model import zero_shot
 
 def test_dinov2_loads_a_saved_state_dict_through_the_users_path(tmp_path):
@@ -67,7 +68,7 @@ def test_prompts_default_to_the_class_name_and_can_be_set_and_reset(small_projec
 
     declare_classes(small_project, ["cat", "dog"])
     assert zero_shot.prompt_for("cat", zero_shot.read_prompts(small_project)) == "a photo of a cat"
-    zero_shot.set_prompt(small_project, "cat", "a close-up photo of a cat")
+    zero_shot.set_prompt(small_project, "cat", "a close-up photo of a {name}")
     assert zero_shot.prompt_for("cat", zero_shot.read_prompts(small_project)) == "a close-up photo of a cat"
     zero_shot.set_prompt(small_project, "cat", "")
     assert zero_shot.read_prompts(small_project) == {}
@@ -100,7 +101,7 @@ def test_with_a_clip_backbone_and_no_label_the_card_shows_zero_shot_and_search_r
     assert len(hits) == 5 and [h.similarity for h in hits] == sorted((h.similarity for h in hits), reverse=True)
     assert main(["search", str(demo_project), "a photo of a zebra", "--n", "3", "--format", "json"]) == 0
     got = json.loads(capsys.readouterr().out)["result"]
-    assert [r["item_id"] for r in got] == [h.item_id for h in hits[:3]]
+    assert [r["item_id"] for r in got] == [h.item_id for h in hits[:3]] and problems("search", got) == []
 
 
 def test_text_search_without_clip_says_what_it_needs(demo_project):
@@ -129,3 +130,4 @@ def test_compare_backbones_reports_label_free_figures_and_unavailable_ones(demo_
     assert lite["effective_rank"] > rand["effective_rank"]  # trained features spread; random ones collapse
     assert 0 <= lite["knn_agreement"] <= 1 and lite["cv_accuracy"] is not None
     assert "efficientnet_lite0" in format_table(out)
+    assert problems("compare-backbones", json.loads(json.dumps(out))) == []
