@@ -136,6 +136,22 @@ def app_env(monkeypatch):
     return _use
 
 
+def open_app(root: Path, monkeypatch, page: str | None = None, *, user: str = "tester", **env: str):
+    """The app in ``AppTest`` on ``root`` (no background worker), switched to ``page`` (e.g.
+    ``"app_pages/model.py"``) when given; fails on an exception in the first runs."""
+    from streamlit.testing.v1 import AppTest
+
+    for key, value in {"QUORUM_PROJECT": str(root), "QUORUM_WORKER": "0", "QUORUM_USER": user, **env}.items():
+        monkeypatch.setenv(key, value)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.run()
+    if page is not None:
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, at.exception
+    return at
+
+
 # ---- a real server -------------------------------------------------------------------------------
 CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parent.parent

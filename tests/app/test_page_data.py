@@ -7,23 +7,15 @@ import pandas as pd
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from conftest import open_app
+
 from labeling.embed.pipeline import load_vectors
 from labeling.service import LabelingService
 from storage import items as items_q
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
-
 
 def _data_page(root: Path, monkeypatch) -> AppTest:
-    monkeypatch.setenv("QUORUM_PROJECT", str(root))
-    monkeypatch.setenv("QUORUM_WORKER", "0")
-    monkeypatch.setenv("QUORUM_USER", "tester")
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    at.switch_page("app_pages/data.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_app(root, monkeypatch, "app_pages/data.py")
 
 
 def _table(at: AppTest, *columns: str) -> pd.DataFrame:

@@ -1,30 +1,21 @@
 """The Map page: select items by id, label them as one lasso batch, undo it."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+
+from conftest import open_app
 
 from labeling.embed.pipeline import load_vectors
 from labeling.service import LabelingService
 from storage import labels as labels_q
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
-
 
 @pytest.fixture
 def map_page(demo_project, monkeypatch) -> AppTest:
-    monkeypatch.setenv("QUORUM_PROJECT", str(demo_project))
-    monkeypatch.setenv("QUORUM_WORKER", "0")
-    monkeypatch.setenv("QUORUM_MAP_BUILD", "0")  # no background UMAP in the fast tests
-    monkeypatch.setenv("QUORUM_USER", "mapper")
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    at.switch_page("app_pages/map.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    # no background UMAP in the fast tests
+    return open_app(demo_project, monkeypatch, "app_pages/map.py", user="mapper", QUORUM_MAP_BUILD="0")
 
 
 def _label_events(root) -> list[tuple]:

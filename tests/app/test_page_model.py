@@ -6,14 +6,13 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import copy_project
+from conftest import copy_project, open_app
 from labeling.views import model_report
 from labeling.model.rounds import expected_calibration_error, train_round
 from labeling.service import LabelingService
 from storage import labels as labels_q
 from storage import rounds as rounds_q
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PER_CLASS = 6
 
 
@@ -122,15 +121,7 @@ def _table(at: AppTest, column: str):
 
 
 def _open_model_page(root, monkeypatch) -> AppTest:
-    monkeypatch.setenv("QUORUM_PROJECT", str(root))
-    monkeypatch.setenv("QUORUM_WORKER", "0")
-    monkeypatch.setenv("QUORUM_USER", "tester")
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    at.switch_page("app_pages/model.py")
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_app(root, monkeypatch, "app_pages/model.py")
 
 
 def test_model_page_auto_accepts_the_preview_as_one_batch_and_undoes_it(labeled, monkeypatch):

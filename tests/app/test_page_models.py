@@ -6,6 +6,8 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from conftest import open_app
+
 from labeling.data.predictions import import_predictions
 from labeling.model.rounds import train_round
 from labeling.service import LabelingService
@@ -48,14 +50,7 @@ def test_the_model_page_lists_imported_models_and_turns_one_off(trained_project,
     service = LabelingService(trained_project)
     import_predictions(service.project, _oracle(trained_project), name="oracle")
     train_round(service.project, device="cpu", cv=False)
-    monkeypatch.setenv("QUORUM_PROJECT", str(trained_project))
-    monkeypatch.setenv("QUORUM_WORKER", "0")
-    monkeypatch.setenv("QUORUM_USER", "tester")
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    at.switch_page("app_pages/model.py")
-    at.run()
-    assert not at.exception, at.exception
+    at = open_app(trained_project, monkeypatch, "app_pages/model.py")
     table = next(df.value for df in at.dataframe if "checked_on" in df.value.columns)
     assert table["model"].tolist() == ["oracle"] and table["weight"].tolist() == ["auto"]
     assert table["accuracy"].tolist() == [1.0] and table["checked_on"].tolist() == [30]
