@@ -245,3 +245,22 @@ def hints_are_meaningful(suggestions, confidence) -> bool:
         return False
     _names, counts = np.unique(confident, return_counts=True)
     return counts.max() / len(confident) <= HINT_MAX_SHARE
+
+
+def by_suggestion(mean: np.ndarray, covered: np.ndarray, n: int, *, exclude: np.ndarray | None = None) -> np.ndarray:
+    """The cold start when suggestions exist before labels (zero-shot or an imported model): the most
+    confidently suggested item of each class in turn, so every class is shown (and confirmed with one key)
+    within the first screens. ``mean`` (N, C), ``covered`` (N,) bool: rows some member predicted."""
+    mean = np.asarray(mean)
+    ok = np.asarray(covered, bool) & (True if exclude is None else ~np.asarray(exclude, bool))
+    best, conf = mean.argmax(axis=1), mean.max(axis=1)
+    queues = []
+    for c in range(mean.shape[1]):
+        rows = np.flatnonzero(ok & (best == c))
+        queues.append(rows[np.argsort(-conf[rows], kind="stable")].tolist())
+    order: list[int] = []
+    depth = 0
+    while len(order) < n and any(depth < len(q) for q in queues):
+        order.extend(q[depth] for q in queues if depth < len(q))
+        depth += 1
+    return np.asarray(order[:n], dtype=np.int64)

@@ -413,6 +413,10 @@ def _compute(project, pv, start: RoundStart, config, dev, *, cv: bool, seed: int
             None, x, min(DEFAULT_BATCH, int((labels < 0).sum())), labels=labels, n_classes=max(c, 1), rng=rng,
             exclude=labels >= 0, knn_sims=graph[0])
         metrics["note"] = "cold start: fewer than two classes labeled, items ordered by typicality"
+        if pred is not None:  # suggestions before labels: each class's most confident item in turn
+            batch = coldstart.by_suggestion(pred.mean, covered, min(DEFAULT_BATCH, int((labels < 0).sum())),
+                                            exclude=labels >= 0)
+            metrics["note"] = "cold start: each class's most confidently suggested items in turn"
     metrics["phase"] = phase
     rest_score = scores.get("margin", scores.get("typicality"))
     in_batch = np.zeros(n, dtype=bool)

@@ -71,3 +71,12 @@ def test_alone_marks_rows_no_model_covers():
     probs, names, w, covered = external.alone([a])
     assert covered.tolist() == [True, False] and names == ["model:m"] and w.tolist() == [1.0]
     np.testing.assert_allclose(probs[0, 1], [0.5, 0.5])
+
+
+def test_suggestions_before_labels_show_each_class_in_turn():
+    from labeling.active.coldstart import by_suggestion
+
+    mean = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9], [0.6, 0.4]])
+    covered = np.array([True, True, True, True, False])
+    assert by_suggestion(mean, covered, 10).tolist() == [0, 3, 1, 2]  # class 0's best, class 1's best, ...
+    assert by_suggestion(mean, covered, 2, exclude=np.array([True, False, False, False, False])).tolist() == [1, 3]
