@@ -93,6 +93,8 @@ def shares(members: list[Member], labels: np.ndarray, n_classes: int, learner_ac
         entry = {"model": m.name, "accuracy": acc, "checked_on": n, "weight": "fixed" if m.weight is not None else "auto"}
         if m.weight is not None:
             raw.append(("fixed", m.weight))
+        elif acc is not None and n >= MIN_CHECKED and vote_weight(acc, n_classes) == 0.0:
+            raw.append(("auto", 0.0))  # no better than chance on the human labels: no share, whatever the learner
         elif acc is None or n < MIN_CHECKED or learner_w is None:
             raw.append(("auto", 0.5))  # as much as the learner: nothing yet to tell them apart
         else:

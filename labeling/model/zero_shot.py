@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
 
 import numpy as np
 
@@ -62,18 +63,28 @@ def set_prompt(project: Project, class_name: str, prompt: str | None) -> dict[st
     return prompts
 
 
-def text_vectors(project: Project, backbone: str, weights: str | None, texts: list[str]) -> tuple[np.ndarray, float]:
-    """(the texts through the backbone's CLIP text tower, unit rows; the model's own temperature), cached
-    on disk per backbone, weights and texts."""
-    key = hashlib.sha256(json.dumps([backbone, weights, texts]).encode()).hexdigest()[:20]
-    path = project.data_dir / "cache" / f"text-{key}.npz"
-    if path.is_file():
-        with np.load(path) as z:
-            return z["vectors"], float(z["scale"])
+@lru_cache(maxsize=2)
+def _tower(backbone: str, weights: str | None):
+    """The text tower, loaded once per process (a search per key press must not reload the model)."""
     from labeling.embed.foundation import text_tower
 
-    tower = text_tower(backbone, weights)
+    return text_tower(backbone, weights)
+
+
+def text_vectors(project: Project, backbone: str, weights: str | None, texts: list[str], *,
+                 keep: bool = True) -> tuple[np.ndarray, float]:
+    """(the texts through the backbone's CLIP text tower, unit rows; the model's own temperature). With
+    ``keep`` (class prompts) the result is cached on disk per backbone, weights and texts; search queries
+    are not kept."""
+    key = hashlib.sha256(json.dumps([backbone, weights, texts]).encode()).hexdigest()[:20]
+    path = project.data_dir / "cache" / f"text-{key}.npz"
+    if keep and path.is_file():
+        with np.load(path) as z:
+            return z["vectors"], float(z["scale"])
+    tower = _tower(backbone, weights)
     vectors, scale = tower.encode(texts), tower.logit_scale
+    if not keep:
+        return vectors, scale
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, vectors=vectors, scale=scale)

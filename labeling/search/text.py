@@ -49,7 +49,8 @@ def search(project: Project, query: str, *, n: int = 50) -> list[TextHit]:
     if not is_clip(backbone):
         raise ValueError(f"text search needs a CLIP backbone; this project's vectors come from {backbone or 'none'} "
                          "(embed with --backbone clip_vitb32, weights as the README says)")
-    vectors, _scale = text_vectors(project, backbone, project.setting("backbone_weights", "default"), [text])
+    vectors, _scale = text_vectors(project, backbone, project.setting("backbone_weights", "default"), [text],
+                                   keep=False)
     index, uri_of = _index(project)
     sims, ids = index.search(vectors, max(1, int(n)))
     return [TextHit(int(i), uri_of.get(int(i), ""), float(s)) for i, s in zip(ids[0], sims[0]) if i >= 0

@@ -80,3 +80,11 @@ def test_suggestions_before_labels_show_each_class_in_turn():
     covered = np.array([True, True, True, True, False])
     assert by_suggestion(mean, covered, 10).tolist() == [0, 3, 1, 2]  # class 0's best, class 1's best, ...
     assert by_suggestion(mean, covered, 2, exclude=np.array([True, False, False, False, False])).tolist() == [1, 3]
+
+
+def test_a_model_at_chance_gets_no_share_even_before_the_learner_is_measured():
+    labels = np.array([0, 1, 0, 1, 0, 1, -1, -1])
+    wrong = _member(np.eye(2)[[1, 0, 1, 0, 1, 0, 0, 0]])
+    assert external.shares([wrong], labels, 2, learner_accuracy=None)[0][0] == 0.0
+    right = _member(np.eye(2)[[0, 1, 0, 1, 0, 1, 0, 0]])
+    assert external.shares([right], labels, 2, learner_accuracy=None)[0][0] == 0.5  # nothing to compare with yet
