@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench import session, stages, suite
 
-NAMES = ("interaction", "embedding", "rounds", "neighbours", "memory", "map", "session")
+NAMES = ("interaction", "embedding", "backbones", "rounds", "neighbours", "memory", "map", "session")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 DETAILS: dict[str, str] = {}
 """Sections a benchmark writes beside the suite table (key -> markdown), e.g. the session's curves."""
@@ -53,14 +53,14 @@ def plan(profile: str, device: str) -> dict:
     """Sizes per profile. ``tiny`` is the test suite's smoke run (seconds; figures meaningless)."""
     if profile == "tiny":
         return {"interaction": dict(sizes=(300, 600), repeats=3),
-                "embedding": dict(n_images=16),
+                "embedding": dict(n_images=16), "backbones": dict(n_images=8, names=("efficientnet_lite0",)),
                 "rounds": [(2_000, 64, 5, 100)],
                 "neighbours": dict(view=(2_000, 64, 5, 100), graph=(1_000, 32), million=None),
                 "memory": (2_000, 64, 5, 100), "map": dict(n=3, d=16),
                 "session": None}  # a browser session: measured by --quick and the full run only
     if profile == "quick":
         return {"interaction": dict(sizes=(2_000, 10_000, (10_000, 5_000)), repeats=20),
-                "embedding": dict(n_images=300),
+                "embedding": dict(n_images=300), "backbones": dict(n_images=100),
                 "rounds": [(10_000, 512, 10, 1_000), (20_000, 1280, 100, 2_000), (100_000, 512, 10, 10_000)],
                 "neighbours": dict(view=(20_000, 1280, 100, 2_000), graph=(5_000, 512), million=None),
                 "memory": (100_000, 512, 10, 10_000), "map": dict(n=3_000, d=512),
@@ -69,7 +69,7 @@ def plan(profile: str, device: str) -> dict:
               (100_000, 512, 100, 10_000), (100_000, 1280, 10, 10_000), (100_000, 1280, 100, 10_000),
               (1_000_000, 512, 10, 10_000)]
     return {"interaction": dict(sizes=(10_000, 100_000, (100_000, 50_000)), repeats=50),
-            "embedding": dict(n_images=3_000),
+            "embedding": dict(n_images=3_000), "backbones": dict(n_images=1_000),
             "rounds": rounds,
             "neighbours": dict(view=(100_000, 1280, 100, 10_000), graph=(50_000, 512),
                                million=(1_000_000, 512, 10, 10_000)),
@@ -115,6 +115,10 @@ def run(names, profile: str, device: str, work: Path) -> list[dict]:
             rows += suite.interaction_rows(work / "interaction", **p["interaction"])
         elif name == "embedding":
             rows += stages.embedding(work, device=device, **p["embedding"])
+        elif name == "backbones":
+            from bench.backbones import backbone_rows
+
+            rows += backbone_rows(work, device=device, **p["backbones"])
         elif name == "neighbours":
             rows += suite.neighbourhood_view(roots[p["neighbours"]["view"]],
                                              queries=20 if profile == "tiny" else 200)

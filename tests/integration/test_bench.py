@@ -11,6 +11,7 @@ from bench.__main__ import NAMES, main, markers
 BENCHMARKS = {  # harness name -> the table rows it must produce
     "interaction": ["interaction p95"],
     "embedding": ["embedding throughput"],
+    "backbones": ["backbone throughput"],
     "rounds": ["round latency", "round: heads only"],
     "neighbours": ["neighbourhood view p95", "kNN graph (k=15)"],
     "memory": ["round peak memory"],
