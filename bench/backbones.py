@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.suite import row
 
-FAMILIES = ("efficientnet_lite0", "dinov2_vits14", "dinov2_vitb14", "clip_vitb32", "clip_vitb16")
+FAMILIES = ("efficientnet_lite0", "dinov2_vits14", "dinov2_vitb14", "clip_vitb32", "clip_vitb16", "clip_mobileclip_s2")
 
 
 def _loaded(name: str):

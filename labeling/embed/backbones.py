@@ -452,6 +452,8 @@ BACKBONES: Mapping[str, BackboneSpec] = MappingProxyType({
                      _foundation("clip_vitb16"), fixed_size=True),
         BackboneSpec("clip_vitb32_laion", 512, 224, "CLIP ViT-B/32, LAION-2B (open_clip); 224 px only",
                      _foundation("clip_vitb32_laion"), fixed_size=True),
+        BackboneSpec("clip_mobileclip_s2", 512, 256, "MobileCLIP-S2, Apple (open_clip): CLIP for small machines; "
+                     "256 px only", _foundation("clip_mobileclip_s2"), fixed_size=True),
     )
 })
 """Registered backbones by name (immutable specs)."""

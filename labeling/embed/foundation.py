@@ -49,6 +49,7 @@ CLIP = {
     "clip_vitb32": Clip("ViT-B-32", "openai"),
     "clip_vitb16": Clip("ViT-B-16", "openai"),
     "clip_vitb32_laion": Clip("ViT-B-32", "laion2b_s34b_b79k"),
+    "clip_mobileclip_s2": Clip("MobileCLIP-S2", "datacompdr"),
 }
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -199,8 +200,11 @@ def _clip_file(name: str) -> Path:
 def clip_builder(name: str) -> Callable[[Union[str, Path], int], _Built]:
     def build(weights: Union[str, Path], size: int) -> _Built:
         model, tag = _clip_model(name, weights)
-        transform = _classification_transform(size, interpolation=InterpolationMode.BICUBIC, crop_fraction=1.0,
-                                              mean=CLIP_MEAN, std=CLIP_STD)
+        spec = CLIP[name]
+        cfg = _open_clip().pretrained.get_pretrained_cfg(spec.arch, spec.tag)  # the weights' own preprocessing
+        mode = InterpolationMode.BILINEAR if cfg.get("interpolation") == "bilinear" else InterpolationMode.BICUBIC
+        transform = _classification_transform(size, interpolation=mode, crop_fraction=1.0,
+                                              mean=tuple(cfg.get("mean", CLIP_MEAN)), std=tuple(cfg.get("std", CLIP_STD)))
         return _Built(ClipImage(model), transform, tag)
 
     return build

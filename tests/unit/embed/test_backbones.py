@@ -55,7 +55,7 @@ def test_registry_lists_default_first():
     assert names[0] == DEFAULT_BACKBONE == "efficientnet_lite0"
     assert set(names) == {"efficientnet_lite0", "resnet18", "resnet50", "efficientnet_b0",
                           "convnext_tiny", "vit_b_16", "dinov2_vits14", "dinov2_vitb14", "clip_vitb32", "clip_vitb16",
-                          "clip_vitb32_laion"}
+                          "clip_vitb32_laion", "clip_mobileclip_s2"}
     with pytest.raises(TypeError):
         BACKBONES["x"] = BACKBONES["resnet18"]
 

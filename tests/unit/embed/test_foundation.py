@@ -131,3 +131,15 @@ def test_compare_backbones_reports_label_free_figures_and_unavailable_ones(demo_
     assert 0 <= lite["knn_agreement"] <= 1 and lite["cv_accuracy"] is not None
     assert "efficientnet_lite0" in format_table(out)
     assert problems("compare-backbones", json.loads(json.dumps(out))) == []
+
+
+def test_mobileclip_builds_with_its_own_preprocessing_and_names_its_weights():
+    pytest.importorskip("open_clip")
+    got = get_backbone("clip_mobileclip_s2", weights="none")
+    with torch.no_grad():
+        assert got.model(torch.randn(1, 3, 256, 256)).shape == (1, 512)
+    from PIL import Image
+    white = got.transform(Image.new("RGB", (300, 300), (255, 255, 255)))
+    assert white.shape == (3, 256, 256) and torch.allclose(white, torch.ones_like(white))  # mean 0, std 1: no shift
+    with pytest.raises(BackboneUnavailable, match="apple/MobileCLIP-S2-OpenCLIP"):
+        get_backbone("clip_mobileclip_s2")
