@@ -255,7 +255,7 @@ with right:
                     f" · margin score **{card.scores.get('margin', 0):.2f}**")
         for name, p in card.top:
             st.progress(min(max(p, 0.0), 1.0), text=f"{plain(name)} · {p:.0%}")
-        if card.votes:
+        if len(card.votes) > 1:  # one voter (a model alone, before labels): its own line below says it
             votes = ", ".join(f"{m}: {plain(v)}" for m, v in card.votes)
             st.caption(f"Votes of round {card.round_id}: {votes}")
         if card.models:  # people's own models, imported as predictions
