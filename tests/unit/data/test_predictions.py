@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -152,22 +150,19 @@ def test_unknown_classes_are_created_and_unmatched_rows_named(demo_project):
         import_predictions(Project(demo_project), f)
 
 
-def test_command_line_imports_lists_and_weighs(trained_project):
+def test_command_line_imports_lists_and_weighs(trained_project, capsys):
+    from labeling.cli import main
+
     service = LabelingService(trained_project)
     f = trained_project.parent / "preds.csv"
     _write_wide(f, _uris(trained_project), list(service.class_names().values()))
-
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "labeling", *args], capture_output=True, text=True, timeout=120)
-
-    res = cli("import-predictions", str(trained_project), str(f), "--name", "resnet")
-    assert res.returncode == 0 and "imported predictions of 'resnet' for 200 images" in res.stdout
-    assert "no label written" in res.stdout
-    res = cli("models", str(trained_project), "resnet", "--weight", "off", "--format", "json")
-    assert res.returncode == 0 and json.loads(res.stdout)["result"][0]["weight"] == "off"
-    res = cli("models", str(trained_project), "resnet", "--weight", "1.5")
-    assert res.returncode == 2 and res.stderr.strip() == (
-        "error: a model's weight is auto, off or a share in [0, 1], not '1.5'")
+    assert main(["import-predictions", str(trained_project), str(f), "--name", "resnet"]) == 0
+    out = capsys.readouterr().out
+    assert "imported predictions of 'resnet' for 200 images" in out and "no label written" in out
+    assert main(["models", str(trained_project), "resnet", "--weight", "off", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["result"][0]["weight"] == "off"
+    assert main(["models", str(trained_project), "resnet", "--weight", "1.5"]) == 2
+    assert capsys.readouterr().err.strip() == "error: a model's weight is auto, off or a share in [0, 1], not '1.5'"
 
 
 def test_the_browser_upload_needs_an_admin_and_stays_in_the_projects_folder(demo_project):
