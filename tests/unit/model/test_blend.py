@@ -53,8 +53,8 @@ def test_the_fixed_share_stays_while_labels_are_few():
     x, y, graph = _blobs()
     labels = np.full(240, -1)
     labels[[0, 1, 80, 81, 160, 161]] = y[[0, 1, 80, 81, 160, 161]]  # 2 per class, below 5
-    config = LearnerConfig(ensemble=EnsembleConfig(seed=0), learn_blend=True, knn_weight=0.4)
-    assert learned_blend(x, labels, 3, graph=graph, config=config, device="cpu") == (0.4, 1.0)
+    config = LearnerConfig(ensemble=EnsembleConfig(seed=0), learn_blend=True, knn_weight=0.4, knn_sharpen=1.5)
+    assert learned_blend(x, labels, 3, graph=graph, config=config, device="cpu") == (0.4, 1.5)
 
 
 def test_a_learned_share_is_one_of_the_grid_and_is_what_the_prediction_uses():
