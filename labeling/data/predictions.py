@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from labeling.data.foreign import _choice, _image_of, sniff
-from labeling.data.formats import (LabelFileError, PATH_ALIASES, _cell, _line_of, _pick, _read_table, _RowMatcher,
+from labeling.data.matching import RowMatcher
+from labeling.data.formats import (LabelFileError, PATH_ALIASES, _cell, _line_of, _pick, _read_table,
                                    guess_format)
 from labeling.project import Project
 from storage import external_models as models_q
@@ -199,7 +200,7 @@ def read_predictions(path: str | Path, fmt: str = "auto") -> tuple[list[dict], l
     return rows, sorted(problems, key=_line_of), path.parent, None
 
 
-def _distributions(rows: list[dict], matcher: _RowMatcher, problems: list[str]) -> dict[int, dict[str, float]]:
+def _distributions(rows: list[dict], matcher: RowMatcher, problems: list[str]) -> dict[int, dict[str, float]]:
     """item id -> {class: score}: a top-k list's rows added up, a second whole distribution a problem."""
     out: dict[int, dict[str, float]] = {}
     wide_seen: dict[int, str] = {}
@@ -262,7 +263,7 @@ def import_predictions(project: Project, path: str | Path, *, name: str | None =
     path = Path(path).expanduser()
     rows, problems, base, named = read_predictions(path, fmt)
     model = check_model_name(name or named or default_name(path))
-    dists = _distributions(rows, _RowMatcher(project, base), problems)
+    dists = _distributions(rows, RowMatcher(project, base), problems)
     if not dists:
         first = f" ({problems[0]})" if problems else ""
         raise PredictionFileError(f"{path.name}: no row names an image of the project{first}; nothing imported")

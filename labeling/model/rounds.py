@@ -409,13 +409,15 @@ def _compute(project, pv, start: RoundStart, config, dev, *, cv: bool, seed: int
             member_weights = None
             confidence = cold_confidence
         scores["typicality"] = coldstart.typicality(x, knn_sims=graph[0])
-        batch, phase = selection.default_policy(
-            None, x, min(DEFAULT_BATCH, int((labels < 0).sum())), labels=labels, n_classes=max(c, 1), rng=rng,
-            exclude=labels >= 0, knn_sims=graph[0])
-        metrics["note"] = "cold start: fewer than two classes labeled, items ordered by typicality"
-        if pred is not None:  # suggestions before labels: each class's most confident item in turn
+        if pred is None:
+            batch, phase = selection.default_policy(
+                None, x, min(DEFAULT_BATCH, int((labels < 0).sum())), labels=labels, n_classes=max(c, 1), rng=rng,
+                exclude=labels >= 0, knn_sims=graph[0])
+            metrics["note"] = "cold start: fewer than two classes labeled, items ordered by typicality"
+        else:  # suggestions before labels: each class's most confident item in turn (no k-means cold start)
             batch = coldstart.by_suggestion(pred.mean, covered, min(DEFAULT_BATCH, int((labels < 0).sum())),
                                             exclude=labels >= 0)
+            phase = selection.COLD_START_PHASE
             metrics["note"] = "cold start: each class's most confidently suggested items in turn"
     metrics["phase"] = phase
     rest_score = scores.get("margin", scores.get("typicality"))

@@ -303,11 +303,11 @@ def test_coco_problems_name_the_annotation_and_the_rest_is_imported(fresh, tmp_p
 
 
 def test_import_reads_no_file_outside_the_label_files_folder(labeled, fresh, tmp_path, monkeypatch):
-    import labeling.data.formats as formats
+    import labeling.data.matching as matching  # where rows are matched to items, by content if need be
 
     hashed = []
-    real_hash = formats._hash_file
-    monkeypatch.setattr(formats, "_hash_file", lambda p: hashed.append(p) or real_hash(p))
+    real_hash = matching._hash_file
+    monkeypatch.setattr(matching, "_hash_file", lambda p: hashed.append(p) or real_hash(p))
     folder = tmp_path / "incoming"
     folder.mkdir()
     uri = _fresh_uris(fresh)[0]
