@@ -72,11 +72,15 @@ with st.expander("Find and filter", expanded=bool(ss.get("find_text") or ss.get(
         bb[0].selectbox(f"Jump to ({count(len(found), 'match', 'matches')})", list(names), index=None,
                         key="jump_to", format_func=names.get, on_change=_jump, placeholder="Choose an item")
 
-if ss.flash:
-    st.toast(ss.flash)
-    ss.flash = None
-if ss.pop("release_focus", False):
-    st.html(RELEASE_FOCUS_HTML, unsafe_allow_javascript=True)
+
+
+def _notices() -> None:
+    """The last action's one-line message, and the keyboard focus handed back after "New class"."""
+    if ss.flash:
+        st.toast(ss.flash)
+        ss.flash = None
+    if ss.pop("release_focus", False):
+        st.html(RELEASE_FOCUS_HTML, unsafe_allow_javascript=True)
 
 
 def _record(batch: str, message: str) -> None:
@@ -164,6 +168,7 @@ def _accept_neighbourhood(shown: tuple, target: str, k: int, threshold: float) -
 
 # ---------------------------------------------------------------------------------------------
 if grid_mode:
+    _notices()
     if not classes:
         st.info("Grid mode needs classes and a model round: label a few items first.")
         done()
@@ -202,126 +207,149 @@ if grid_mode:
         st.rerun()
     done()
 
-# ---------------------------------------------------------------------------------------------
-# The item on screen stays pinned until the person acts on it, so a new round (or a colleague's
-# label elsewhere) never swaps the item under a key press.
-current = ss.get("current_item")
-narrowing = (strategy, suggested_filter, bald_range)
-if current is not None and current == ss.get("jumped"):
-    pass  # an item found and jumped to stays until the person acts on it or moves on
-elif ss.get("current_strategy") != narrowing or (current is not None and (current in ss.passed
-                                                                          or not session.is_open(current))):
-    current = None
-if current is None:
+def _pinned_item(session, strategy: str, suggested_filter: str | None, bald_range) -> int | None:
+    """The item to show: the pinned one while it is still open, else the head of the queue (None, with
+    a message on the page, when the queue has nothing to show).
+
+    The item on screen stays pinned until the person acts on it, so a new round (or a colleague's
+    label elsewhere) never swaps the item under a key press."""
+    current = ss.get("current_item")
+    narrowing = (strategy, suggested_filter, bald_range)
+    if current is not None and current == ss.get("jumped"):
+        return current  # an item found and jumped to stays until the person acts on it or moves on
+    if ss.get("current_strategy") == narrowing and current is not None and current not in ss.passed \
+            and session.is_open(current):
+        return current
     try:
         queue = session.queue(1, strategy=strategy, exclude=ss.passed, suggested=suggested_filter,
                               disagreement=bald_range)
+        if not queue and ss.passed:  # every open item was passed over with "Next": start the round again
+            ss.passed = []
+            queue = session.queue(1, strategy=strategy, suggested=suggested_filter, disagreement=bald_range)
     except LookupError as exc:
         st.info(str(exc))
-        done()
+        return None
     except ValueError as exc:
         st.warning(str(exc))
-        done()
+        return None
     if not queue:
-        if ss.passed:
-            ss.passed = []
-            st.rerun()
         if suggested_filter is not None or bald_range is not None:
             st.info("No unlabeled item matches the queue filter (Find and filter).")
-            done()
-        st.success("Every item has a label. Export it from the Data page.")
-        done()
-    current = queue[0].item_id
-    ss.current_item = current
+        else:
+            st.success("Every item has a label. Export it from the Data page.")
+        return None
+    ss.current_item = queue[0].item_id
     ss.current_strategy = narrowing
+    return ss.current_item
 
-card = session.card(current)
-ss[CARD_ROUND] = card.round_id  # the sidebar redraws the page once a newer round lands
-suggestion = card.pseudo_label
-left, right = st.columns([3, 4])
-with left:
-    st.image(card.path, width="stretch", caption=card.uri)
-    if st.button("Full size", key="full_size", shortcut="F", icon=":material/zoom_in:",
-                 help="The image at full size: scroll to zoom, drag to pan (F)"):
-        _full_size(current, card.uri)
-with right:
-    if card.current is not None:  # an item found and jumped to: its label now, which a key press replaces
-        st.info(f"Labeled {plain(card.current.label or 'skipped')} by {plain(card.current.user)} "
-                f"({card.current.source}); a class key relabels it.")
-    if suggestion:
-        st.subheader(f"Suggestion: {plain(suggestion)}")
-        # one line, not a row of metric cards: fewer elements to send and paint on every key press
-        st.markdown(f"Confidence **{card.confidence:.0%}** · disagreement (BALD) **{card.scores.get('bald', 0):.3f}**"
-                    f" · margin score **{card.scores.get('margin', 0):.2f}**")
-        for name, p in card.top:
-            st.progress(min(max(p, 0.0), 1.0), text=f"{plain(name)} · {p:.0%}")
-        if len(card.votes) > 1:  # one voter (a model alone, before labels): its own line below says it
-            votes = ", ".join(f"{m}: {plain(v)}" for m, v in card.votes)
-            st.caption(f"Votes of round {card.round_id}: {votes}")
-        if card.models:  # people's own models, imported as predictions
-            st.caption(" · ".join(f"Zero-shot from the class names: {plain(cls)} ({p:.0%})" if model == "zero-shot"
-                                  else f"Model “{plain(model)}” suggests {plain(cls)} ({p:.0%})"
-                                  for model, cls, p in card.models))
-    else:
-        st.subheader("No suggestion yet")
-        st.caption("The first rounds ask for typical items of distinct clusters; suggestions appear once two "
-                   "classes have labels.")
-        if card.hint:
-            st.caption(f"The backbone's ImageNet guess: {plain(card.hint[0])} ({card.hint[1]:.0%})")
-            st.button(f"Use “{plain(card.hint[0])}” as a class", key="use_hint", shortcut="Shift+Enter",
-                      on_click=_act, args=((current, card.uri, card.round_id), card.hint[0], "manual"),
-                      help="Label this item with the ImageNet guess, as a new class (Shift+Enter)")
 
-    shown = (current, card.uri, card.round_id)  # what a key press on this run's buttons acts on
-    # Accept has a row of its own, so that a long class name never truncates it; the rest share one.
-    st.button(f"Accept {plain(suggestion or '')}".strip(), type="primary", key="accept", shortcut="Enter",
-              disabled=suggestion is None, on_click=_act, args=(shown, suggestion, "accept_suggestion"),
-              width="stretch")
-    a = st.columns(3)
-    a[0].button("Skip / unsure", key="skip", shortcut="S", on_click=_act, args=(shown, None, "manual"),
-                width="stretch")
-    a[1].button("Next", key="next", shortcut="N", on_click=_pass, args=(current,), width="stretch")
-    a[2].button("Undo", key="undo", shortcut="Ctrl+Z", on_click=_undo, width="stretch")
+# ---------------------------------------------------------------------------------------------
+# The card, its actions and its neighbourhood are one fragment: a key press reruns only this part of
+# the page (the order, the filters and the sidebar stay as they are), so the next card is sent and
+# painted sooner and a press costs the server less while other sessions label. Every run of it reads
+# the session anew (``get_session``), so a changed role or an ended sign-in holds here too.
+@st.fragment
+def card_section(strategy: str, suggested_filter: str | None, bald_range) -> None:
+    """The pinned item's card, the keys that act on it, its neighbourhood and its history."""
+    session = get_session()
+    _notices()
+    classes = session.class_names()
+    current = _pinned_item(session, strategy, suggested_filter, bald_range)
+    if current is None:
+        ss.pop(CARD_ROUND, None)  # no card: nothing for a new round to refresh
+        return
 
-    if classes:
-        # Every class keeps its key for the project's life (creation order); thirty have one, the rest the box below.
-        keyed = [(key, name) for key, name in session.class_keys() if key is not None]
-        bcols = st.columns(min(len(keyed), 4) or 1)
-        for k, (key, name) in enumerate(keyed):
-            bcols[k % len(bcols)].button(f"{key_label(key)} · {plain(name)}", key=f"class_{key}", shortcut=key,
-                                         on_click=_act, args=(shown, name, "manual"),
-                                         help=f"Label as {plain(name)} (key {key_label(key)})", width="stretch")
-    f = st.columns([3, 1])
-    chosen = f[0].selectbox("Any class (type to search)", classes, index=None, key="typeahead",
-                            placeholder="Start typing a class name")
-    f[1].button("Label", key="typeahead_button", disabled=chosen is None, on_click=_act,
-                args=(shown, chosen, "manual"))
-    f = st.columns([3, 1])
-    # Enter in the box adds the class and labels the item, as its placeholder says (the button too).
-    new_class = f[0].text_input("New class", key="new_class", placeholder="Add a class and label this item",
-                                on_change=_add_class, args=(shown,))
-    f[1].button("Add", key="new_class_button", disabled=not new_class.strip(), on_click=_add_class, args=(shown,))
+    card = session.card(current)
+    # the sidebar redraws the page once a newer round changes this suggestion
+    ss[CARD_ROUND] = (card.round_id, current, card.pseudo_label)
+    suggestion = card.pseudo_label
+    left, right = st.columns([3, 4])
+    with left:
+        st.image(card.path, width="stretch", caption=card.uri)
+        if st.button("Full size", key="full_size", shortcut="F", icon=":material/zoom_in:",
+                     help="The image at full size: scroll to zoom, drag to pan (F)"):
+            _full_size(current, card.uri)
+    with right:
+        if card.current is not None:  # an item found and jumped to: its label now, which a key press replaces
+            st.info(f"Labeled {plain(card.current.label or 'skipped')} by {plain(card.current.user)} "
+                    f"({card.current.source}); a class key relabels it.")
+        if suggestion:
+            st.subheader(f"Suggestion: {plain(suggestion)}")
+            # one line, not a row of metric cards: fewer elements to send and paint on every key press
+            st.markdown(f"Confidence **{card.confidence:.0%}** · disagreement (BALD) **{card.scores.get('bald', 0):.3f}**"
+                        f" · margin score **{card.scores.get('margin', 0):.2f}**")
+            for name, p in card.top:
+                st.progress(min(max(p, 0.0), 1.0), text=f"{plain(name)} · {p:.0%}")
+            if len(card.votes) > 1:  # one voter (a model alone, before labels): its own line below says it
+                votes = ", ".join(f"{m}: {plain(v)}" for m, v in card.votes)
+                st.caption(f"Votes of round {card.round_id}: {votes}")
+            if card.models:  # people's own models, imported as predictions
+                st.caption(" · ".join(f"Zero-shot from the class names: {plain(cls)} ({p:.0%})" if model == "zero-shot"
+                                      else f"Model “{plain(model)}” suggests {plain(cls)} ({p:.0%})"
+                                      for model, cls, p in card.models))
+        else:
+            st.subheader("No suggestion yet")
+            st.caption("The first rounds ask for typical items of distinct clusters; suggestions appear once two "
+                       "classes have labels.")
+            if card.hint:
+                st.caption(f"The backbone's ImageNet guess: {plain(card.hint[0])} ({card.hint[1]:.0%})")
+                st.button(f"Use “{plain(card.hint[0])}” as a class", key="use_hint", shortcut="Shift+Enter",
+                          on_click=_act, args=((current, card.uri, card.round_id), card.hint[0], "manual"),
+                          help="Label this item with the ImageNet guess, as a new class (Shift+Enter)")
 
-st.divider()
-nh = st.columns([2, 1, 1])
-nh[0].subheader("Neighbourhood")
-k = nh[1].slider("Neighbours", 4, 15, 12, key="nh_k")
-threshold = nh[2].slider("Similarity threshold", 0.5, 1.0, 0.8, 0.01, key="nh_threshold")
-neighbours = session.neighbours(current, k=k)
-target = suggestion
-candidates = session.candidates_among(neighbours, target, min_similarity=threshold) if target else []
-if neighbours:  # one element for the whole strip: a key press repaints one block, not thirty
-    st.html(neighbour_strip_html(neighbours, candidates))
-if target:
-    st.button(f"Accept neighbourhood as {plain(target)} ({len(candidates) + 1} items)", key="accept_neighbourhood",
-              shortcut="A", on_click=_accept_neighbourhood, args=((current, card.uri, card.round_id), target, k,
-                                                                 threshold))
-with st.expander("History of this item"):
-    events = session.history(current)
-    if not events:
-        st.caption("No labels yet.")
-    for e in events:
-        what = "undo" if e["kind"] == "undo" else (e["label"] or "skip")
-        seen = f" · saw round {e['model_round']}" if e["model_round"] is not None else ""
-        undone = " · undone" if e["undone"] else ""
-        st.text(f"{e['when']:%Y-%m-%d %H:%M:%S} · {e['user']} · {what} · {e['source']}{seen}{undone}")
+        shown = (current, card.uri, card.round_id)  # what a key press on this run's buttons acts on
+        # Accept has a row of its own, so that a long class name never truncates it; the rest share one.
+        st.button(f"Accept {plain(suggestion or '')}".strip(), type="primary", key="accept", shortcut="Enter",
+                  disabled=suggestion is None, on_click=_act, args=(shown, suggestion, "accept_suggestion"),
+                  width="stretch")
+        a = st.columns(3)
+        a[0].button("Skip / unsure", key="skip", shortcut="S", on_click=_act, args=(shown, None, "manual"),
+                    width="stretch")
+        a[1].button("Next", key="next", shortcut="N", on_click=_pass, args=(current,), width="stretch")
+        a[2].button("Undo", key="undo", shortcut="Ctrl+Z", on_click=_undo, width="stretch")
+
+        if classes:
+            # Every class keeps its key for the project's life (creation order); thirty have one, the rest the box below.
+            keyed = [(key, name) for key, name in session.class_keys() if key is not None]
+            bcols = st.columns(min(len(keyed), 4) or 1)
+            for k, (key, name) in enumerate(keyed):
+                bcols[k % len(bcols)].button(f"{key_label(key)} · {plain(name)}", key=f"class_{key}", shortcut=key,
+                                             on_click=_act, args=(shown, name, "manual"),
+                                             help=f"Label as {plain(name)} (key {key_label(key)})", width="stretch")
+        f = st.columns([3, 1])
+        chosen = f[0].selectbox("Any class (type to search)", classes, index=None, key="typeahead",
+                                placeholder="Start typing a class name")
+        f[1].button("Label", key="typeahead_button", disabled=chosen is None, on_click=_act,
+                    args=(shown, chosen, "manual"))
+        f = st.columns([3, 1])
+        # Enter in the box adds the class and labels the item, as its placeholder says (the button too).
+        new_class = f[0].text_input("New class", key="new_class", placeholder="Add a class and label this item",
+                                    on_change=_add_class, args=(shown,))
+        f[1].button("Add", key="new_class_button", disabled=not new_class.strip(), on_click=_add_class, args=(shown,))
+
+    st.divider()
+    nh = st.columns([2, 1, 1])
+    nh[0].subheader("Neighbourhood")
+    k = nh[1].slider("Neighbours", 4, 15, 12, key="nh_k")
+    threshold = nh[2].slider("Similarity threshold", 0.5, 1.0, 0.8, 0.01, key="nh_threshold")
+    neighbours = session.neighbours(current, k=k)
+    target = suggestion
+    candidates = session.candidates_among(neighbours, target, min_similarity=threshold) if target else []
+    if neighbours:  # one element for the whole strip: a key press repaints one block, not thirty
+        st.html(neighbour_strip_html(neighbours, candidates))
+    if target:
+        st.button(f"Accept neighbourhood as {plain(target)} ({len(candidates) + 1} items)", key="accept_neighbourhood",
+                  shortcut="A", on_click=_accept_neighbourhood, args=((current, card.uri, card.round_id), target, k,
+                                                                     threshold))
+    with st.expander("History of this item"):
+        events = session.history(current)
+        if not events:
+            st.caption("No labels yet.")
+        for e in events:
+            what = "undo" if e["kind"] == "undo" else (e["label"] or "skip")
+            seen = f" · saw round {e['model_round']}" if e["model_round"] is not None else ""
+            undone = " · undone" if e["undone"] else ""
+            st.text(f"{e['when']:%Y-%m-%d %H:%M:%S} · {e['user']} · {what} · {e['source']}{seen}{undone}")
+
+
+card_section(strategy, suggested_filter, bald_range)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -92,4 +92,17 @@ def card_is_stale(card_round: int | None, newest_round: int | None, refreshed_fo
     ``card_round``'s suggestion, ``newest_round`` is in use now, and ``refreshed_for`` is the round a
     redraw was last asked for (once per round, so a card that cannot catch up never loops)."""
     return newest_round is not None and newest_round != card_round and newest_round != refreshed_for
+
+
+def card_needs_redraw(card_round: int | None, card_suggestion: str | None, newest_round: int | None,
+                      refreshed_for: int | None, suggestion_now: Callable[[], str | None]) -> bool:
+    """Whether a newer round changes what the pinned card tells the person: the redraw is asked for only
+    when the item's suggestion differs from the one shown (``suggestion_now`` reads it from the newest
+    round, and is called only once the card is stale: :func:`card_is_stale`). A round that keeps the
+    suggestion leaves the card, and every session's page, alone: early rounds land every few seconds,
+    and a whole-page redraw per session per round competed with the key presses of every session. The
+    card then still names the round it shows (its votes line), and a label records that round."""
+    if not card_is_stale(card_round, newest_round, refreshed_for):
+        return False
+    return card_round is None or suggestion_now() != card_suggestion
 

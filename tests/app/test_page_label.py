@@ -372,3 +372,24 @@ def test_the_imagenet_guess_hides_on_the_demo_and_one_key_makes_a_meaningful_one
     assert at.button(key="use_hint").label == f"Use “{guess}” as a class"
     at.button(key="use_hint").click().run()
     assert service.current_labels()[item][0] == guess
+
+
+def test_next_wraps_around_the_queue_and_the_last_label_says_everything_is_labeled(trained_project, app_env):
+    """Items passed over with Next come back once every other item was passed too; when the last one is
+    labeled, the page says so instead of showing a card."""
+    service = LabelingService(trained_project)
+    open_items = [q.item_id for q in service.queue(1000)]
+    keep = open_items[:2]
+    service.label([i for i in open_items if i not in keep], "cat", user="colleague")
+    at = _app(trained_project, app_env)
+    first = service.item_id_for_uri(_shown_uri(at))
+    at.button(key="next").click().run()
+    second = service.item_id_for_uri(_shown_uri(at))
+    assert {first, second} == set(keep)
+    at.button(key="next").click().run()  # both passed over: the queue starts again from its head
+    assert not at.exception
+    assert service.item_id_for_uri(_shown_uri(at)) in keep
+    at.button(key="class_1").click().run()
+    at.button(key="class_1").click().run()
+    assert not at.get("image")
+    assert [s.value for s in at.success] == ["Every item has a label. Export it from the Data page."]

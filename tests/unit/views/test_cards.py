@@ -78,3 +78,23 @@ def test_a_card_is_redrawn_once_per_newer_round():
     assert not card_is_stale(2, 3, 3)  # asked once for round 3 already: no loop
     assert card_is_stale(2, 4, 3)
     assert not card_is_stale(None, None, None)
+
+
+def test_card_redraws_only_when_the_newest_round_changes_its_suggestion():
+    from labeling.views.cards import card_needs_redraw
+
+    asked = []
+
+    def now(value):
+        def read():
+            asked.append(value)
+            return value
+        return read
+
+    assert card_needs_redraw(None, None, 3, None, now("cat"))  # "No suggestion yet": always redrawn
+    assert card_needs_redraw(2, "cat", 3, None, now("dog"))  # round 3 suggests another class
+    assert not card_needs_redraw(2, "cat", 3, None, now("cat"))  # same suggestion: the card is left alone
+    asked.clear()
+    assert not card_needs_redraw(3, "cat", 3, None, now("dog"))  # not stale: the round is not even read
+    assert not card_needs_redraw(2, "cat", 3, 3, now("dog"))  # already looked at for round 3
+    assert asked == []
