@@ -1,18 +1,24 @@
 """The server ``python -m labeling serve`` runs: the app (``app.py``) plus the one route that keeps a
-team sign-in across reloads (``app_pages/session_cookie.py``). The project opens, and its retrain worker's
-training process starts (paying torch's start-up), as the server starts, not when the first page opens."""
+team sign-in across reloads (``labeling/team/cookie_route.py``). The project opens, and its retrain
+worker's training process starts (paying torch's start-up), as the server starts, not when the first
+page opens: in a thread, so the server listens at once (this module imports no torch)."""
 import threading
 from contextlib import asynccontextmanager
 
 import streamlit as st
 
-from app_pages.common import warm_start
-from app_pages.session_cookie import routes
+from labeling.team.cookie_route import routes
+
+
+def _warm_start() -> None:
+    from app_pages.common import warm_start  # the engine and torch: imported here, beside a listening server
+
+    warm_start()
 
 
 @asynccontextmanager
 async def _lifespan(_app):
-    threading.Thread(target=warm_start, name="quorum-warm-start", daemon=True).start()
+    threading.Thread(target=_warm_start, name="quorum-warm-start", daemon=True).start()
     yield
 
 

@@ -68,3 +68,17 @@ def test_tables_show_a_dash_for_missing_values_never_none(path):
              and isinstance(n.func, ast.Attribute) and n.func.attr == "dataframe"]
     bare = [c.lineno for c in calls if "placeholder" not in {k.arg for k in c.keywords}]
     assert not bare, f"{path.name}: tables at lines {bare} would show missing values as 'None'"
+
+
+def test_the_server_listens_before_it_imports_the_engine():
+    """``asgi.py`` (what ``serve`` runs) imports neither torch nor the pages' facade: the server answers
+    its health check at once and the project opens in a thread beside it (it took 7 s on 2 cores when the
+    cookie route imported the facade, and with it torch, before the server listened)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import asgi; "
+            "print(sorted(m for m in ('torch', 'labeling.session', 'app_pages.common') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

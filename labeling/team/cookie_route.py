@@ -1,6 +1,8 @@
 """The HTTP route that turns a team sign-in into an HttpOnly cookie, and clears it at sign-out.
 
-Served beside the app by ``asgi.py``. The route only moves a token between the page and the cookie jar:
+Served beside the app by ``asgi.py``, which imports only this module of the engine as the server starts
+(starlette and :mod:`labeling.team.web_sessions`, no torch), so the server answers at once and the
+project opens in the background. The route only moves a token between the page and the cookie jar:
 it checks the token's shape, never its validity (every script run checks that in the engine,
 ``labeling.team.web_sessions.resume``). A page of another site cannot use it: it must send
 :data:`HEADER`, which a browser sends across origins only after the server agrees (it never does here),
@@ -14,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from labeling.session import web_cookie
+from labeling.team import web_sessions as web_cookie
 
 
 def _refused(request: Request) -> Response | None:
