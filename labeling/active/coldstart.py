@@ -8,6 +8,8 @@ spreads batches in :func:`labeling.active.selection.diverse_top`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 from sklearn.cluster import KMeans, MiniBatchKMeans
@@ -48,15 +50,41 @@ start runs once per batch, so three restarts are cheap insurance.
 MINIBATCH_KMEANS_ABOVE = 10_000
 """Rows above which k-means switches to ``MiniBatchKMeans`` to stay fast."""
 
+ClusterMemo = Callable[[str, Callable[[], np.ndarray]], np.ndarray]
+"""``memo(key, compute)``: the stored cluster labels of ``key``, or ``compute()``'s, stored. A round
+passes one that keeps them beside the project's vectors (``labeling.model.rounds``) and asks for a batch
+that makes ``n_labeled + n`` a :func:`cluster_count`, so the rounds of the cold start, a label apart,
+cluster once per step instead of once per round."""
+
+
+def cluster_count(wanted: int) -> int:
+    """``wanted`` rounded up to a step of at most an eighth of it (exact below 16: 206 -> 208, 100 ->
+    104, 20 -> 20): the cluster count a round asks for, so that rounds a few labels apart ask for the
+    same clustering and can share it."""
+    if wanted < 16:
+        return int(wanted)
+    step = 1 << (int(wanted).bit_length() - 4)  # 16..31 -> 2, 32..63 -> 4, 128..255 -> 16, ...
+    return -(-int(wanted) // step) * step
+
+
 _DISTANCE_EPS = 1e-6
 """Keeps typicality finite when an item's neighbours are exact duplicates."""
 
 
 def _kmeans_labels(
-    x: np.ndarray, n_clusters: int, rng: np.random.Generator, *, n_init: int = 1
+    x: np.ndarray, n_clusters: int, rng: np.random.Generator, *, n_init: int = 1,
+    memo: ClusterMemo | None = None,
 ) -> np.ndarray:
-    """k-means cluster [N] of each row, seeded from ``rng``; ``MiniBatchKMeans`` on large inputs."""
+    """k-means cluster [N] of each row, seeded from ``rng``; ``MiniBatchKMeans`` on large inputs. With
+    ``memo``, the labels of the same rows, cluster count, seed and restarts are computed once."""
     seed = int(rng.integers(np.iinfo(np.int32).max))
+    if memo is not None:
+        return memo(f"{x.shape[0]}-{n_clusters}-{seed}-{n_init}",
+                    lambda: _kmeans_labels_seeded(x, n_clusters, seed, n_init))
+    return _kmeans_labels_seeded(x, n_clusters, seed, n_init)
+
+
+def _kmeans_labels_seeded(x: np.ndarray, n_clusters: int, seed: int, n_init: int) -> np.ndarray:
     if x.shape[0] <= MINIBATCH_KMEANS_ABOVE:
         # k-means++ on a few thousand rows is hundreds of tiny BLAS products; threaded, each one
         # waits on the other threads, and on a busy machine (the app's server beside the round)
@@ -142,11 +170,13 @@ def typical_cold_start(
     k: int = DEFAULT_K,
     knn_sims: npt.ArrayLike | None = None,
     exclude: npt.ArrayLike | None = None,
+    memo: ClusterMemo | None = None,
 ) -> IndexArray:
     """TypiClust cold start: the most typical item of each uncovered cluster.
 
     Clusters the items (k-means on unit vectors) into
-    ``min(n_labeled + n, 500, n_distinct)`` clusters. Each pick goes to the
+    ``min(n_labeled + n, 500, n_distinct)`` clusters (``memo``: computed once per clustering, see
+    :data:`ClusterMemo`). Each pick goes to the
     cluster with the fewest labeled-or-picked items, the largest first among
     equals (ties at random), and takes its most :func:`typicality` eligible
     item. Typicality is measured over the whole pool.
@@ -202,7 +232,7 @@ def typical_cold_start(
     unit = normalize(vectors)  # [N, D] float32, unit rows
     n_distinct = np.unique(unit, axis=0).shape[0]
     n_clusters = min(int(labeled.sum()) + n, MAX_COLD_START_CLUSTERS, n_distinct)
-    clusters = _kmeans_labels(unit, n_clusters, rng, n_init=COLD_START_N_INIT)  # [N]
+    clusters = _kmeans_labels(unit, n_clusters, rng, n_init=COLD_START_N_INIT, memo=memo)  # [N]
     typ = typicality(vectors, k=k, knn_sims=knn_sims)  # [N]
 
     sizes = np.bincount(clusters, minlength=n_clusters)  # [n_clusters]

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from scipy.stats import rankdata
 
 from labeling.active.acquisition import EmptyPoolError, IndexArray
-from labeling.active.coldstart import _kmeans_labels, typical_cold_start
+from labeling.active.coldstart import ClusterMemo, _kmeans_labels, typical_cold_start
 from labeling.active.kernels import check_count as _check_count
 from labeling.active.kernels import check_mask as _check_mask
 from labeling.active.kernels import check_rng as _check_rng
@@ -246,8 +246,10 @@ def default_policy(
     knn_sims: npt.ArrayLike | None = None,
     scores: Mapping[str, npt.ArrayLike] | None = None,
     weights: npt.ArrayLike | None = None,
+    cluster_memo: ClusterMemo | None = None,
 ) -> tuple[IndexArray, Phase]:
-    """The next batch to label, choosing between cold start and disagreement.
+    """The next batch to label, choosing between cold start and disagreement (``cluster_memo``: the cold
+    start's clusterings kept between rounds, :data:`labeling.active.coldstart.ClusterMemo`).
 
     While there is no model (``probs is None``) or any class has fewer than
     ``min_per_class`` human labels, picks typical items of uncovered
@@ -313,7 +315,8 @@ def default_policy(
 
     if probs is None or per_class.min() < min_per_class:
         picks = typical_cold_start(
-            vectors, n, labeled_mask=labeled, rng=rng, knn_sims=knn_sims, exclude=blocked & ~labeled
+            vectors, n, labeled_mask=labeled, rng=rng, knn_sims=knn_sims, exclude=blocked & ~labeled,
+            memo=cluster_memo,
         )
         return picks, COLD_START_PHASE
 

@@ -328,3 +328,34 @@ def test_imagenet_guesses_show_only_where_the_backbone_sees_its_own_world():
     assert not hints_are_meaningful(silhouettes, np.full(120, 0.99))
     assert not hints_are_meaningful(photos, np.full(120, 0.3))  # nothing confident enough
     assert not hints_are_meaningful(None, None) and not hints_are_meaningful(np.array([]), np.array([]))
+
+
+def test_cluster_count_steps_by_at_most_an_eighth():
+    assert [cold.cluster_count(k) for k in (1, 5, 15, 16, 20, 31, 32, 50, 100, 200, 206, 208, 209)] == \
+        [1, 5, 15, 16, 20, 32, 32, 52, 104, 208, 208, 208, 224]
+    for k in range(1, 2000):
+        got = cold.cluster_count(k)
+        assert k <= got <= k + max(0, k // 8 + 1) and cold.cluster_count(got) == got
+
+
+def test_cold_start_rounds_a_label_apart_share_one_clustering():
+    """Asked for batches that keep labeled plus batch on one cluster count (as a round asks), the memo is
+    asked for the same clustering, computes it once, and the picks are those of a fresh clustering."""
+    rng0 = np.random.default_rng(0)
+    x, _blob, _centres = _blobs(rng0)
+    store, computed = {}, []
+
+    def memo(key, compute):
+        if key not in store:
+            computed.append(key)
+            store[key] = compute()
+        return store[key]
+
+    for n_labeled in (0, 1, 2, 3, 4, 5):  # 40 + n_labeled -> 40, 44, 44, 44, 44, 48 clusters
+        labeled = np.zeros(len(x), bool)
+        labeled[:n_labeled] = True
+        n = cold.cluster_count(40 + n_labeled) - n_labeled
+        with_memo = cold.typical_cold_start(x, n, labeled_mask=labeled, rng=np.random.default_rng(7), memo=memo)
+        fresh = cold.typical_cold_start(x, n, labeled_mask=labeled, rng=np.random.default_rng(7))
+        np.testing.assert_array_equal(with_memo, fresh)
+    assert [k.split("-")[1] for k in computed] == ["40", "44", "48"]
