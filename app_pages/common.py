@@ -241,32 +241,32 @@ def sidebar_status() -> None:
 
 
 CARD_ROUND = "card_round"
-# Session key: (round, item, suggestion) of the Label page's card (only while that page is open).
+# Session key: (round, item, what it tells: facade.card_signature) of the Label page's card, while shown.
 
 
 def _refresh_stale_card(newest: int | None) -> None:
-    """A round landed that changes the suggestion of the card the Label page shows: redraw the page
-    once, so the pinned item keeps its place and shows the newest suggestion."""
+    """A round landed that changes what the Label page's card tells (its suggestion, or an imported
+    model's): redraw the page once, so the pinned item keeps its place and shows the newest."""
     ss = st.session_state
     shown = ss.get(CARD_ROUND)
     if shown is None:
         return
-    card_round, item, suggestion = shown
-    if facade.card_needs_redraw(card_round, suggestion, newest, ss.get("card_refreshed_for"),
-                                lambda: _suggestion_now(item)):
+    card_round, item, told = shown
+    if facade.card_needs_redraw(card_round, told, newest, ss.get("card_refreshed_for"),
+                                lambda: _card_now(item)):
         ss.card_refreshed_for = newest
         st.rerun(scope="app")
     elif facade.card_is_stale(card_round, newest, ss.get("card_refreshed_for")):
         ss.card_refreshed_for = newest  # the newest round suggests the same: looked at once, card left alone
 
 
-def _suggestion_now(item: int):
-    """The pinned item's suggestion in the newest round, as this session may see it (a session that is
-    no longer signed in gets a value that differs from any suggestion: its page redraws to the sign-in)."""
+def _card_now(item: int):
+    """What the pinned item's card tells in the newest round, as this session may see it (a session that
+    is no longer signed in gets a value that differs from any card: its page redraws to the sign-in)."""
     who = signed_in()
     if who is None:
         return object()
-    return facade.Session(get_service(), who).card(item).pseudo_label
+    return facade.card_signature(facade.Session(get_service(), who).card(item))
 
 
 def _toast_new_round(rid: int | None) -> None:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from labeling.session import QUEUE_STRATEGIES, RELEASE_FOCUS_HTML, UnknownClass, count, key_label, neighbour_strip_html
+from labeling.session import (QUEUE_STRATEGIES, RELEASE_FOCUS_HTML, UnknownClass, card_signature, count, key_label,
+                              neighbour_strip_html)
 from app_pages.common import CARD_ROUND, done, get_session, plain
 
 session = get_session()
@@ -260,8 +261,8 @@ def card_section(strategy: str, suggested_filter: str | None, bald_range) -> Non
         return
 
     card = session.card(current)
-    # the sidebar redraws the page once a newer round changes this suggestion
-    ss[CARD_ROUND] = (card.round_id, current, card.pseudo_label)
+    # the sidebar redraws the page once a newer round changes what this card tells
+    ss[CARD_ROUND] = (card.round_id, current, card_signature(card))
     suggestion = card.pseudo_label
     left, right = st.columns([3, 4])
     with left:

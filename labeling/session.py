@@ -20,14 +20,14 @@ from labeling.team import auth
 from labeling.team import web_sessions as web_cookie
 from labeling.team.auth import AuthError, Identity
 from labeling.views.data_admin import DEFAULT_EXPORT_NAMES
-from labeling.views.cards import RELEASE_FOCUS_HTML, card_is_stale, card_needs_redraw, class_keys, key_label, neighbour_strip_html
+from labeling.views.cards import RELEASE_FOCUS_HTML, card_is_stale, card_needs_redraw, card_signature, class_keys, key_label, neighbour_strip_html
 from labeling.views.bulk import plan_bulk
 from labeling.views.projection import COLOR_BY, NO_VALUE
 from labeling.views.words import DASH, count, vote_standing
 from labeling.data.export import FORMATS
 
 __all__ = ["AuthError", "Candidate", "CurrentLabel", "GridCell", "Identity", "ItemCard", "LabelingService", "Neighbour",
-           "QUEUE_STRATEGIES", "QueueItem", "DASH", "count", "vote_standing", "neighbour_strip_html", "key_label", "card_is_stale", "card_needs_redraw", "RELEASE_FOCUS_HTML", "ROLES", "COLOR_BY", "DEFAULT_EXPORT_NAMES", "FORMATS", "NO_VALUE", "ProjectError", "plan_bulk", "RetrainWorker", "RoundInfo", "Session", "UnknownClass", "web_cookie",
+           "QUEUE_STRATEGIES", "QueueItem", "DASH", "count", "vote_standing", "neighbour_strip_html", "key_label", "card_is_stale", "card_needs_redraw", "card_signature", "RELEASE_FOCUS_HTML", "ROLES", "COLOR_BY", "DEFAULT_EXPORT_NAMES", "FORMATS", "NO_VALUE", "ProjectError", "plan_bulk", "RetrainWorker", "RoundInfo", "Session", "UnknownClass", "web_cookie",
            "start_web_session", "resume_web_session", "end_web_session"]
 
 ROLES = auth.ROLES

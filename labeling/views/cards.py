@@ -94,15 +94,22 @@ def card_is_stale(card_round: int | None, newest_round: int | None, refreshed_fo
     return newest_round is not None and newest_round != card_round and newest_round != refreshed_for
 
 
-def card_needs_redraw(card_round: int | None, card_suggestion: str | None, newest_round: int | None,
-                      refreshed_for: int | None, suggestion_now: Callable[[], str | None]) -> bool:
+def card_signature(card) -> tuple:
+    """What a new round can change on a card that a person acts on: the suggestion, and the class each
+    imported model (or zero-shot) suggests. Confidences and member votes move a little every round and
+    are left out (a redraw for them would redraw every page after every round)."""
+    return (card.pseudo_label, tuple((model, cls) for model, cls, _p in card.models))
+
+
+def card_needs_redraw(card_round: int | None, shown: tuple, newest_round: int | None,
+                      refreshed_for: int | None, now: Callable[[], tuple]) -> bool:
     """Whether a newer round changes what the pinned card tells the person: the redraw is asked for only
-    when the item's suggestion differs from the one shown (``suggestion_now`` reads it from the newest
-    round, and is called only once the card is stale: :func:`card_is_stale`). A round that keeps the
-    suggestion leaves the card, and every session's page, alone: early rounds land every few seconds,
-    and a whole-page redraw per session per round competed with the key presses of every session. The
-    card then still names the round it shows (its votes line), and a label records that round."""
+    when the card's :func:`card_signature` in the newest round (``now`` reads it, and is called only once
+    the card is stale: :func:`card_is_stale`) differs from the one shown (``shown``), or the card had no
+    round at all. A round that changes neither leaves the card, and every session's page, alone: early
+    rounds land every few seconds, and a whole-page redraw per session per round competed with the key
+    presses of every session. The card still names the round it shows (its votes line), and a label
+    records that round."""
     if not card_is_stale(card_round, newest_round, refreshed_for):
         return False
-    return card_round is None or suggestion_now() != card_suggestion
-
+    return card_round is None or now() != shown

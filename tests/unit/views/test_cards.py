@@ -80,21 +80,27 @@ def test_a_card_is_redrawn_once_per_newer_round():
     assert not card_is_stale(None, None, None)
 
 
-def test_card_redraws_only_when_the_newest_round_changes_its_suggestion():
-    from labeling.views.cards import card_needs_redraw
+def test_card_redraws_only_when_the_newest_round_changes_what_it_tells():
+    from labeling.results import ItemCard
+    from labeling.views.cards import card_needs_redraw, card_signature
 
     asked = []
 
-    def now(value):
+    def now(suggestion, models=()):
         def read():
-            asked.append(value)
-            return value
+            asked.append(suggestion)
+            return card_signature(ItemCard(item_id=1, uri="a.png", path="a.png", width=None, height=None, pseudo_label=suggestion,
+                                           models=list(models)))
         return read
 
-    assert card_needs_redraw(None, None, 3, None, now("cat"))  # "No suggestion yet": always redrawn
-    assert card_needs_redraw(2, "cat", 3, None, now("dog"))  # round 3 suggests another class
-    assert not card_needs_redraw(2, "cat", 3, None, now("cat"))  # same suggestion: the card is left alone
+    shown = card_signature(ItemCard(item_id=1, uri="a.png", path="a.png", width=None, height=None, pseudo_label="cat"))
+    assert card_needs_redraw(None, card_signature(ItemCard(item_id=1, uri="a.png", path="a.png", width=None, height=None)), 3, None,
+                             now("cat"))  # "No suggestion yet": always redrawn
+    assert card_needs_redraw(2, shown, 3, None, now("dog"))  # round 3 suggests another class
+    assert not card_needs_redraw(2, shown, 3, None, now("cat"))  # same suggestion: the card is left alone
+    # an imported model's suggestion is new on the card: redrawn, though the blend still says cat
+    assert card_needs_redraw(2, shown, 3, None, now("cat", [("resnet-preds", "cat", 0.82)]))
     asked.clear()
-    assert not card_needs_redraw(3, "cat", 3, None, now("dog"))  # not stale: the round is not even read
-    assert not card_needs_redraw(2, "cat", 3, 3, now("dog"))  # already looked at for round 3
+    assert not card_needs_redraw(3, shown, 3, None, now("dog"))  # not stale: the round is not even read
+    assert not card_needs_redraw(2, shown, 3, 3, now("dog"))  # already looked at for round 3
     assert asked == []
