@@ -13,7 +13,7 @@ from labeling.active.queue_order import QUEUE_ORDERS, QUEUE_STRATEGIES, blind_fi
 from labeling.project import Project
 from labeling.results import CurrentLabel, GridCell, ItemCard, Neighbour
 from labeling.team.auth import Identity, require
-from labeling.model.rounds import RoundPredictions, latest_predictions
+from labeling.model.round_files import RoundPredictions, latest_predictions
 from storage import items as items_q
 from storage import labels as labels_q
 from storage import rounds as rounds_q

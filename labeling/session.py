@@ -126,7 +126,7 @@ class Session:
 
     def can_search_text(self) -> bool:
         """Whether the project's backbone has a text tower (CLIP)."""
-        from labeling.embed.backbones import is_clip
+        from labeling.embed.names import is_clip
 
         return is_clip(self.service.project.setting("backbone"))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from labeling.active.acquisition import STRATEGIES
-from labeling.model.rounds import RoundPredictions
+from labeling.model.round_files import RoundPredictions
 
 
 def _order_default(p: RoundPredictions, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 
 from labeling.project import Project
-from labeling.model.rounds import latest_predictions
+from labeling.model.round_files import latest_predictions
 from storage import classes_admin as admin_q
 from storage import items as items_q
 from storage import labels as labels_q

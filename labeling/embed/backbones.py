@@ -33,6 +33,8 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
 
+from labeling.embed.names import is_clip  # noqa: F401  (importable from here too)
+
 LOG = logging.getLogger(__name__)
 
 WeightsArg = Union[None, str, "os.PathLike[str]"]
@@ -418,11 +420,6 @@ def _foundation(name: str) -> Callable[[Union[str, Path], int], _Built]:
         return make(name)(weights, size)
 
     return build
-
-
-def is_clip(name: str | None) -> bool:
-    """Whether backbone ``name`` has a text tower (zero-shot suggestions, text search)."""
-    return bool(name) and str(name).startswith("clip_")
 
 
 BACKBONES: Mapping[str, BackboneSpec] = MappingProxyType({

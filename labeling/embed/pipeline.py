@@ -220,8 +220,6 @@ def knn_graph_cached(project: Project, pv: ProjectVectors, *, k: int = GRAPH_K) 
     cached file is unchanged, so what is derived from it (the propagation operator) is built once;
     a new vector version replaces it.
     """
-    from labeling.search.neighbours import knn_graph
-
     tag = hashlib.sha256(f"{pv.key}|{pv.version}|{len(pv.item_ids)}|{k}".encode()).hexdigest()[:16]
     path = project.cache_dir() / f"graph-{tag}.npz"
     try:
@@ -238,6 +236,8 @@ def knn_graph_cached(project: Project, pv: ProjectVectors, *, k: int = GRAPH_K) 
             if np.array_equal(z["item_ids"], pv.item_ids):
                 graph = z["sims"], z["idx"]
     if graph is None:
+        from labeling.search.neighbours import knn_graph  # torch: only to build the graph, not to read it
+
         k_eff = min(k, max(1, len(pv.item_ids) - 1))
         graph = knn_graph(pv.vectors, k_eff)
         tmp = path.with_suffix(".tmp.npz")

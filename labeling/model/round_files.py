@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from storage import rounds as rounds_q
+
 
 @dataclass
 class RoundPredictions:
@@ -93,3 +95,13 @@ def load_predictions(path: Path) -> RoundPredictions:
                                 **({} if "model_names" not in z.files else {
                                     "model_names": [str(s) for s in z["model_names"]], "model_top": z["model_top"],
                                     "model_p": z["model_p"]}))
+
+
+def latest_predictions(project) -> tuple[dict, RoundPredictions] | None:
+    """The newest finished round and its predictions, or None before the first round (``project``: a
+    :class:`labeling.project.Project`)."""
+    with project.db.session() as con:
+        rnd = rounds_q.latest_finished(con)
+    if rnd is None:
+        return None
+    return rnd, load_predictions(project.data_dir / "rounds" / rnd["predictions_file"])

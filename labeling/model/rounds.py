@@ -27,8 +27,8 @@ from labeling.model.ensemble import EnsembleConfig, FeatureScaler
 from labeling.model.learner import LearnerConfig, Prediction, fit_predict, with_fixed_blend
 from labeling.embed.pipeline import knn_graph_cached, vector_source, vectors_of
 from labeling.project import Project
-from labeling.model.round_files import (RoundPredictions, cv_file, load_predictions, save_cv,  # noqa: F401
-                                        save_predictions)
+from labeling.model.round_files import (RoundPredictions, cv_file, latest_predictions,  # noqa: F401
+                                        load_predictions, save_cv, save_predictions)
 from labeling.team.review import pending_overlap
 from storage import external_models as models_q
 from storage import labels as labels_q
@@ -503,10 +503,3 @@ def _imagenet_suggestions(pv, *, chunk_size: int = 65_536) -> tuple[np.ndarray |
     return np.array(names, dtype=str)[best], conf
 
 
-def latest_predictions(project: Project) -> tuple[dict, RoundPredictions] | None:
-    """The newest finished round and its predictions, or None before the first round."""
-    with project.db.session() as con:
-        rnd = rounds_q.latest_finished(con)
-    if rnd is None:
-        return None
-    return rnd, load_predictions(project.data_dir / "rounds" / rnd["predictions_file"])

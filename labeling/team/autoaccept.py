@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from labeling.model.rounds import RoundPredictions
+from labeling.model.round_files import RoundPredictions
 
 
 class Candidate(NamedTuple):

@@ -20,7 +20,6 @@ import numpy.typing as npt
 
 from labeling.embed.pipeline import ProjectVectors, load_vectors
 from labeling.project import Project
-from labeling.search.neighbours import normalize
 
 LOG = logging.getLogger(__name__)
 
@@ -117,6 +116,8 @@ def umap_2d(vectors: npt.ArrayLike, *, n_neighbors: int = 15, seed: int = 0, eng
         x = PCA(n_components=UMAP_PCA_DIMS, random_state=seed).fit_transform(x).astype(np.float32)
     neighbours = int(min(n_neighbors, n - 1))
     if gpu_umap is not None:
+        from labeling.search.neighbours import normalize  # torch: only for the GPU layout
+
         unit = normalize(x)
         reducer = gpu_umap(n_components=2, n_neighbors=neighbours, metric="euclidean", random_state=seed,
                            output_type="numpy")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from labeling.team import autoaccept, sampling
 from labeling.team.autoaccept import Candidate
-from labeling.model.rounds import RoundPredictions
+from labeling.model.round_files import RoundPredictions
 from labeling.service import LabelingService
 from storage import items as items_q
 from storage import labels as labels_q

@@ -24,3 +24,28 @@ def test_items_embedded_into_a_running_service_get_their_neighbours(demo_project
         assert len(got) == 12 and all(n.item_id != item_id for n in got)
     fresh = LabelingService(demo_project)
     assert [n.item_id for n in service.neighbours(new[0])] == [n.item_id for n in fresh.neighbours(new[0])]
+
+
+def test_a_label_page_key_press_imports_no_training_library(trained_project):
+    """Queue, card, neighbours (from the cached graph), history and a label, in a fresh process: none of
+    them imports torch, torchvision, scikit-learn or faiss (the server's first page waited for them)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = f"""
+import sys
+from labeling import session as facade
+service, _ = facade.open_project({str(trained_project)!r}, start_worker=False)
+s = facade.Session(service, facade.local_identity(service, "ann"))
+item = s.queue(1)[0].item_id
+card = s.card(item)
+s.neighbours(item, k=12)
+s.history(item)
+s.label([item], card.pseudo_label, source="accept_suggestion", model_round=card.round_id)
+print(sorted(m for m in ("torch", "torchvision", "sklearn", "faiss") if m in sys.modules))
+"""
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
