@@ -30,7 +30,7 @@ def _open(root: str, start_worker: bool) -> tuple[LabelingService, RetrainWorker
                                  min_new_events=int(os.environ.get("QUORUM_RETRAIN_EVENTS", "5")),
                                  max_wait_s=float(os.environ.get("QUORUM_RETRAIN_SECONDS", "5")),
                                  early_labels=int(os.environ.get("QUORUM_RETRAIN_EARLY", "50")))
-    # Everything loaded so far (torch, numpy, the project) lives as long as the server: keep it out of
+    # Everything loaded so far (the engine, numpy, the project) lives as long as the server: keep it out of
     # the garbage collector's scans, so a collection during a key press costs milliseconds, not 250 ms.
     gc.freeze()
     return opened
