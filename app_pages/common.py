@@ -252,12 +252,11 @@ def _refresh_stale_card(newest: int | None) -> None:
     if shown is None:
         return
     card_round, item, told = shown
-    if facade.card_needs_redraw(card_round, told, newest, ss.get("card_refreshed_for"),
-                                lambda: _card_now(item)):
-        ss.card_refreshed_for = newest
-        st.rerun(scope="app")
-    elif facade.card_is_stale(card_round, newest, ss.get("card_refreshed_for")):
-        ss.card_refreshed_for = newest  # the newest round suggests the same: looked at once, card left alone
+    refreshed_for = ss.get("card_refreshed_for")
+    if facade.card_is_stale(card_round, newest, refreshed_for):
+        ss.card_refreshed_for = newest  # looked at once per round, redrawn or not
+        if facade.card_needs_redraw(card_round, told, newest, refreshed_for, lambda: _card_now(item)):
+            st.rerun(scope="app")
 
 
 def _card_now(item: int):

@@ -157,6 +157,25 @@ CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parent.parent
 
 
+TRAINING_LIBRARIES = ("torch", "torchvision", "sklearn", "faiss")
+
+
+def training_libraries_imported(code: str, **env: str) -> list[str]:
+    """Run ``code`` in a fresh Python in the repository (with ``env`` added to the environment) and return
+    which of :data:`TRAINING_LIBRARIES` it imported; fails with its stderr when the code fails."""
+    import os
+    import subprocess
+    import sys
+
+    probe = f"{code}\nimport sys\nprint(sorted(m for m in {TRAINING_LIBRARIES!r} if m in sys.modules))\n"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env={**os.environ, **env}, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import ast
+
+    return ast.literal_eval(out.stdout.strip().splitlines()[-1])
+
+
 def require_chromium() -> None:
     """Skip a browser test (with the reason) on a machine without Chromium or Playwright; with ``CI=true``
     fail instead: CI must run it."""

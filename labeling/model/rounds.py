@@ -7,10 +7,8 @@ start marks ``discarded``; the previous finished round stays in use.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import time
 import traceback
 from collections.abc import Callable
@@ -25,7 +23,7 @@ from labeling.embed.backbones import is_clip
 from labeling.device import pick_device
 from labeling.model.ensemble import EnsembleConfig, FeatureScaler
 from labeling.model.learner import LearnerConfig, Prediction, fit_predict, with_fixed_blend
-from labeling.embed.pipeline import knn_graph_cached, vector_source, vectors_of
+from labeling.embed.pipeline import cluster_memo, knn_graph_cached, vector_source, vectors_of
 from labeling.project import Project
 from labeling.model.round_files import (RoundPredictions, cv_file, latest_predictions,  # noqa: F401
                                         load_predictions, save_cv, save_predictions)
@@ -330,29 +328,9 @@ def fail_round(project: Project, round_id: int, error: BaseException | str) -> N
 
 def _batch_size(labels: np.ndarray) -> int:
     """About ``DEFAULT_BATCH`` items, so many that labeled plus batch is a ``coldstart.cluster_count``: the
-    cold start's rounds, a label apart, then ask for one clustering (``_cluster_memo``)."""
+    cold start's rounds, a label apart, then ask for one clustering (``pipeline.cluster_memo``)."""
     n_labeled = int((labels >= 0).sum())
     return min(coldstart.cluster_count(n_labeled + DEFAULT_BATCH) - n_labeled, len(labels) - n_labeled)
-
-
-def _cluster_memo(project, pv):
-    """The cold start's clusterings of this vector version, kept in the project's cache folder: the
-    rounds a label apart share one (3.4 of a 4.7 s round on the 3,000-image demo was its k-means)."""
-    ids = hashlib.blake2b(np.ascontiguousarray(pv.item_ids, dtype=np.int64).tobytes(), digest_size=8).hexdigest()
-    tag = hashlib.sha256(f"{pv.key}|{pv.version}|{ids}".encode()).hexdigest()[:16]  # same vectors, same rows
-
-    def memo(key: str, compute):
-        path = project.cache_dir() / f"clusters-{tag}-{key}.npy"
-        try:
-            return np.load(path)
-        except (FileNotFoundError, ValueError, OSError):
-            got = np.asarray(compute())
-            part = path.with_name(f".{path.name}.{os.getpid()}")
-            with open(part, "wb") as fh:  # written whole, then renamed: a reader never sees half a file
-                np.save(fh, got, allow_pickle=False)
-            os.replace(part, path)
-            return got
-    return memo
 
 
 def _compute(project, pv, start: RoundStart, config, dev, *, cv: bool, seed: int):
@@ -427,7 +405,7 @@ def _compute(project, pv, start: RoundStart, config, dev, *, cv: bool, seed: int
         batch, phase = selection.default_policy(
             pred.probs, x, _batch_size(labels), labels=labels, n_classes=c, rng=rng,
             exclude=labels >= 0, knn_sims=graph[0], scores=scores, weights=pred.weights,
-            cluster_memo=_cluster_memo(project, pv))
+            cluster_memo=cluster_memo(project, pv))
     else:
         if pred is None:
             scores = {}
@@ -442,7 +420,7 @@ def _compute(project, pv, start: RoundStart, config, dev, *, cv: bool, seed: int
         if pred is None:
             batch, phase = selection.default_policy(
                 None, x, _batch_size(labels), labels=labels, n_classes=max(c, 1), rng=rng,
-                exclude=labels >= 0, knn_sims=graph[0], cluster_memo=_cluster_memo(project, pv))
+                exclude=labels >= 0, knn_sims=graph[0], cluster_memo=cluster_memo(project, pv))
             metrics["note"] = "cold start: fewer than two classes labeled, items ordered by typicality"
         else:  # suggestions before labels: each class's most confident item in turn (no k-means cold start)
             batch = coldstart.by_suggestion(pred.mean, covered, min(DEFAULT_BATCH, int((labels < 0).sum())),

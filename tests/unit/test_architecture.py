@@ -84,16 +84,10 @@ def test_the_server_listens_before_it_imports_the_engine():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_the_pages_facade_and_a_label_page_run_import_no_training_library():
+def test_the_pages_facade_imports_no_training_library():
     """The server reads predictions, labels and the cached kNN graph; training runs in its own process.
-    So the pages' facade, and a Label page's reads and write, import none of torch, torchvision,
-    scikit-learn or faiss: the first page of a fresh server no longer waits about 4 s for them."""
-    import subprocess
-    import sys
+    So the pages' facade imports none of torch, torchvision, scikit-learn or faiss: the first page of a
+    fresh server no longer waits about 4 s for them."""
+    from conftest import training_libraries_imported
 
-    code = ("import sys; from labeling import session as facade; "
-            "heavy = ('torch', 'torchvision', 'sklearn', 'faiss'); "
-            "print(sorted(m for m in heavy if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert training_libraries_imported("from labeling import session") == []

@@ -29,12 +29,9 @@ def test_items_embedded_into_a_running_service_get_their_neighbours(demo_project
 def test_a_label_page_key_press_imports_no_training_library(trained_project):
     """Queue, card, neighbours (from the cached graph), history and a label, in a fresh process: none of
     them imports torch, torchvision, scikit-learn or faiss (the server's first page waited for them)."""
-    import subprocess
-    import sys
-    from pathlib import Path
+    from conftest import training_libraries_imported
 
     code = f"""
-import sys
 from labeling import session as facade
 service, _ = facade.open_project({str(trained_project)!r}, start_worker=False)
 s = facade.Session(service, facade.local_identity(service, "ann"))
@@ -43,9 +40,5 @@ card = s.card(item)
 s.neighbours(item, k=12)
 s.history(item)
 s.label([item], card.pseudo_label, source="accept_suggestion", model_round=card.round_id)
-print(sorted(m for m in ("torch", "torchvision", "sklearn", "faiss") if m in sys.modules))
 """
-    repo = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert training_libraries_imported(code) == []
