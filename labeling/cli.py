@@ -257,6 +257,8 @@ def cmd_serve(a) -> int:
 
     from labeling.project import Project
     Project(a.dir)  # fail early with a clear message
+    from storage.db import release_files
+    release_files()  # and let go of the file: the server opens it next (it would wait for this process)
     from labeling.paths import install_root
     app = install_root() / "asgi.py"  # the app plus its session-cookie route (source tree or installed copy)
     env = dict(os.environ, QUORUM_PROJECT=str(Path(a.dir).resolve()))

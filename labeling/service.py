@@ -96,6 +96,7 @@ class LabelingService:
     def __init__(self, root: str | Path, *, create: bool = False) -> None:
         self.project = Project(root, create=create)
         self._pred_cache: tuple[tuple, RoundPredictions, dict] | None = None
+        self._last_snapshot: snapshot_q.Snapshot | None = None
 
     # ---- reading -------------------------------------------------------------------------
     FULL_STATE_UP_TO = 20_000
@@ -105,8 +106,11 @@ class LabelingService:
 
     def _snapshot(self) -> snapshot_q.Snapshot:
         """What every page run reads, in one transaction per change of the database (shared)."""
-        return self.project.db.cached(
-            "snapshot", lambda con: snapshot_q.read(con, full_state_up_to=self.FULL_STATE_UP_TO))
+        def read(con):
+            snap = snapshot_q.read(con, full_state_up_to=self.FULL_STATE_UP_TO, previous=self._last_snapshot)
+            self._last_snapshot = snap  # the next change re-reads only the items it touched
+            return snap
+        return self.project.db.cached("snapshot", read)
 
     def _names(self) -> dict[int, str]:
         """class id -> name (shared: do not modify)."""
