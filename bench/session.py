@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import cpu
 from bench.session_report import LABEL_COUNTS, MAX_CLASSES, ORDERS, WARM_REPEATS, report, round_table
 from bench.suite import ROOT, copy_project
 
@@ -278,11 +279,20 @@ async def _open_session(browser, url: str, name: str, order: str):
     return page
 
 
+def _phase_start() -> tuple[float, dict]:
+    return time.perf_counter(), cpu.snapshot()
+
+
+def _phase_cpu(mark: tuple[float, dict]) -> dict:
+    """The phase's wall time and each process group's CPU seconds (:mod:`bench.cpu`)."""
+    return {"wall": time.perf_counter() - mark[0], **cpu.used(mark[1], cpu.snapshot())}
+
+
 async def _drive(root: Path, work: Path, truth: dict, classes: list[str], p: dict) -> dict:
     from playwright.async_api import async_playwright
 
     keys = {c: str(k + 1) for k, c in enumerate(classes)}  # keys follow creation order (sorted, in build_project)
-    out: dict = {"log": []}
+    out: dict = {"log": [], "cpu": {}}
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         try:
@@ -291,17 +301,21 @@ async def _drive(root: Path, work: Path, truth: dict, classes: list[str], p: dic
             server, page, out["bare_cold"] = await _cold_start(
                 browser, lambda: bare_server(root / "images", work / "bare.log"), bare=True)
             try:
+                mark = _phase_start()
                 await annotate(page, presses=p["bare_presses"], truth=None, keys=None, think_s=p["think_s"],
                                log=out["log"], session=0, phase="bare", bare=True)
+                out["cpu"]["bare"] = _phase_cpu(mark)
                 await page.context.close()
                 pages = []
                 for _ in ORDERS:  # five sessions at once on the bare page: the framework's and browser's share
                     pages.append(await _new_page(browser))
                     await pages[-1].goto(server.url)
                     await _painted(pages[-1], None)
+                mark = _phase_start()
                 await asyncio.gather(*(annotate(pg, presses=p["five_presses"], truth=None, keys=None,
                                                 think_s=p["think_s"], log=out["log"], session=k + 1,
                                                 phase="bare5", bare=True) for k, pg in enumerate(pages)))
+                out["cpu"]["bare5"] = _phase_cpu(mark)
                 for pg in pages:
                     await pg.context.close()
             finally:
@@ -312,16 +326,20 @@ async def _drive(root: Path, work: Path, truth: dict, classes: list[str], p: dic
                 browser, lambda: app_server(root, work / "app.log"), bare=False)
             out["t0"] = time.time()
             try:
+                mark = _phase_start()
                 await annotate(page, presses=p["presses"], truth=truth, keys=keys, think_s=p["think_s"],
                                log=out["log"], session=0, phase="one")
+                out["cpu"]["one"] = _phase_cpu(mark)
                 await page.context.close()
                 print("  session: the app, five sessions", file=sys.stderr, flush=True)
                 pages = []
                 for k, order in enumerate(ORDERS):
                     pages.append(await _open_session(browser, server.url, f"oracle{k + 1}", order))
+                mark = _phase_start()
                 await asyncio.gather(*(annotate(pg, presses=p["five_presses"], truth=truth, keys=keys,
                                                 think_s=p["think_s"], log=out["log"], session=k + 1, phase="five")
                                        for k, pg in enumerate(pages)))
+                out["cpu"]["five"] = _phase_cpu(mark)
                 for pg in pages:
                     await pg.context.close()
                 out["t_end"] = time.time()

@@ -2,6 +2,7 @@
 the log of key presses and the rounds the run left in the project (:mod:`bench.session` drives it)."""
 from __future__ import annotations
 
+import os
 from datetime import timezone
 from pathlib import Path
 
@@ -111,7 +112,8 @@ def report(log, rounds, warm, out, t0, truth, classes, p, build_s, *, images: in
                     ratio_means="x one session", target="<= 1.5x one session", met=five_ok,
                     note=f"p50 {_f(p50['five'])} ms; the bare page with five sessions: p95 {_f(p95['bare5'])} ms, "
                          f"{_f(p95['bare5'] / p95['bare'] if p95['bare5'] and p95['bare'] else None, '.2g')} x its "
-                         f"one session; orders: {', '.join(ORDERS)}; lost presses {errors['five']}"))
+                         f"one session; {_cpu_note(out.get('cpu', {}).get('five'))}; orders: {', '.join(ORDERS)}; "
+                         f"lost presses {errors['five']}"))
     finished = [r for r in rounds if r["status"] == "finished" and r["seconds"] is not None and r["started"]
                 and r["started"] >= t0 - 1]
     stored = sum(1 for r in log if r["phase"] in ("one", "five") and "error" not in r)
@@ -174,6 +176,15 @@ def report(log, rounds, warm, out, t0, truth, classes, p, build_s, *, images: in
     return rows, _detail(curve, rounds, warm, lat, p50, p95, out, t0, p, case)
 
 
+def _cpu_note(c: dict | None) -> str:
+    """Where the cores went during a phase, in one phrase."""
+    if not c or not c.get("wall"):
+        return "CPU by process not measured here"
+    return (f"CPU in this phase, of {2 * c['wall']:.0f} core-seconds ({c['wall']:.0f} s on {os.cpu_count()} cores): "
+            f"browsers {c['browsers']:.0f} s, training process {c['training process']:.0f} s, "
+            f"server {c['server']:.0f} s")
+
+
 def _f(v, fmt: str = ".0f") -> str:
     return "–" if v is None else format(v, fmt)
 
@@ -191,6 +202,20 @@ def _detail(curve, rounds, warm, lat, p50, p95, out, t0, p, case) -> str:
                      ("one", "Quorum, one session"), ("five", "Quorum, five sessions at once")):
         lines.append(f"| {name} | {len(lat[ph])} | {_f(p50[ph])} | {_f(p95[ph])} | "
                      f"{_f(max(lat[ph]) if lat[ph] else None)} |")
+    cpu = out.get("cpu", {})
+    if cpu:
+        lines += ["", "Where the cores went in each phase (CPU seconds by process; the browsers share the server's "
+                  f"{os.cpu_count()} cores, as on one person's machine; per press: the group's CPU over the "
+                  "phase's presses):", "",
+                  "| phase | wall s | browsers s | server s | training process s | benchmark s | other s | "
+                  "browsers per press ms | server per press ms |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for ph in ("bare", "bare5", "one", "five"):
+            c = cpu.get(ph)
+            if c:
+                n = max(len(lat[ph]), 1)
+                lines.append(f"| {ph} | {c['wall']:.0f} | {c['browsers']:.1f} | {c['server']:.1f} | "
+                             f"{c['training process']:.1f} | {c['benchmark']:.1f} | {c['other']:.1f} | "
+                             f"{1000 * c['browsers'] / n:.0f} | {1000 * c['server'] / n:.0f} |")
     lines += ["", "Suggestion accuracy against the oracle over wall-clock time (seconds since the first card; "
               "five sessions from "
               f"{_f(min((r['t_press'] for r in out['log'] if r['phase'] == 'five'), default=t0) - t0)} s). "

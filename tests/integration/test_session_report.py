@@ -23,7 +23,8 @@ def test_report_judges_latency_rounds_and_first_suggestion():
               {"id": 3, "status": "finished", "n_labels": 10, "seconds": 4.0, "started": t0 + 10,
                "finished": t0 + 14, "accuracy": 0.8}]
     out = {"app_cold": {"first_card_s": 6.0, "health_s": 1.0}, "bare_cold": {"first_card_s": 2.0, "health_s": 0.5},
-           "log": log}
+           "log": log, "cpu": {"five": {"wall": 10.0, "browsers": 12.0, "server": 3.0, "training process": 4.0,
+                                          "benchmark": 0.5, "other": 0.1}}}
     p = {"presses": 12, "five_presses": 10, "think_s": 0.5}
     rows, detail = report(log, rounds, {2: 1.0, 10: 2.0}, out, t0, {}, ["cat", "dog"], p, 20.0, images=100)
     one = next(r for r in rows if r["benchmark"].startswith("session: key press") and "one session" in r["case"])
@@ -36,3 +37,20 @@ def test_report_judges_latency_rounds_and_first_suggestion():
     first = next(r for r in rows if r["benchmark"] == "session: second class to first suggestion")
     assert abs(first["value"] - 0.2) < 1e-9 and first["met"] is True  # the dog press's own next card
     assert "| Quorum, five sessions at once | 10 | 400 | 400 | 400 |" in detail
+    assert "browsers 12 s, training process 4 s, server 3 s" in five["note"]
+    assert "| five | 10 | 12.0 | 3.0 | 4.0 | 0.5 | 0.1 | 1200 | 300 |" in detail  # 10 presses
+
+
+def test_cpu_by_process_group_counts_this_process_as_the_benchmark():
+    import sys
+
+    from bench import cpu
+
+    if not sys.platform.startswith("linux"):
+        import pytest
+        pytest.skip("CPU by process reads /proc (Linux)")
+    before = cpu.snapshot()
+    sum(i * i for i in range(3_000_000))  # about 0.2 s of CPU here
+    spent = cpu.used(before, cpu.snapshot())
+    assert spent["benchmark"] > 0.05
+    assert set(spent) == set(cpu.GROUPS)
