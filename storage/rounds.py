@@ -49,12 +49,18 @@ def fail_round(con, round_id: int, *, error: str, status: str = "failed") -> Non
     )
 
 
-def discard_running(con) -> int:
-    """Mark rounds left 'running' by a crashed process as discarded; returns how many."""
+def discard_running(con, *, up_to: int | None = None) -> int:
+    """Mark rounds left 'running' by a crashed process as discarded (``up_to``: only those with an id up
+    to it, i.e. started before the caller existed); returns how many."""
     rows = con.execute(
         "UPDATE rounds SET status = 'discarded', error = 'interrupted', finished_at = current_timestamp"
-        " WHERE status = 'running' RETURNING id").fetchall()
+        " WHERE status = 'running' AND (? IS NULL OR id <= ?) RETURNING id", [up_to, up_to]).fetchall()
     return len(rows)
+
+
+def newest_id(con) -> int:
+    """The id of the newest round of any status (0 before any)."""
+    return int(con.execute("SELECT coalesce(max(id), 0) FROM rounds").fetchone()[0])
 
 
 def list_rounds(con, *, newest: int | None = None) -> list[dict]:

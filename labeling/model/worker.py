@@ -178,6 +178,11 @@ class RetrainWorker:
         self._paused = threading.Event()
         self._forced = False
         self._owner = False
+        # Rounds already running when this worker was made are a crashed process's (or a command line's
+        # that started first); one that starts later, e.g. ``train`` from the command line while the
+        # server runs, is never mistaken for one.
+        with self.project.db.session() as con:
+            self._rounds_before = rounds_q.newest_id(con)
         self._waiting_since: float | None = None
         self._thread: threading.Thread | None = None
 
@@ -225,7 +230,7 @@ class RetrainWorker:
         if not self._owner:  # first time this worker holds the lock: clean up after a crash
             self._owner = True
             with self.project.db.session() as con:
-                n = rounds_q.discard_running(con)
+                n = rounds_q.discard_running(con, up_to=self._rounds_before)
             if n:
                 LOG.warning("discarded %d round(s) interrupted by an earlier crash", n)
         return True

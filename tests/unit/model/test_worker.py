@@ -201,6 +201,16 @@ def test_first_lock_marks_interrupted_rounds_discarded(service):
     assert {r["id"]: r["status"] for r in service.rounds()}[rid] == "discarded"
 
 
+def test_a_round_started_after_the_worker_was_made_is_not_discarded(service):
+    """``train`` from the command line while the server runs: its round starts after the server's worker
+    was made, and the worker's first lock must not mark it interrupted (the command then failed)."""
+    worker = _worker(service)
+    with service.project.db.session() as con:
+        rid = rounds_q.start_round(con, n_labels=0, last_event_id=0, backbone="x", vector_version="v", head_config={})
+    worker.step()
+    assert {r["id"]: r["status"] for r in service.rounds()}[rid] == "running"
+
+
 def test_file_lock_is_exclusive_until_released(tmp_path):
     a, b = FileLock(tmp_path / "w.lock"), FileLock(tmp_path / "w.lock")
     assert a.acquire() and a.acquire()  # held again by its owner
