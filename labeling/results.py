@@ -78,3 +78,18 @@ class RoundInfo:
     @classmethod
     def from_row(cls, row: dict) -> "RoundInfo":
         return cls(int(row["id"]), int(row.get("n_labels") or 0), row.get("finished_at"), dict(row.get("metrics") or {}))
+
+
+@dataclass
+class QueueItem:
+    item_id: int
+    uri: str
+    pseudo_label: str | None
+    confidence: float
+    score: float
+    top: list[tuple[str, float]]
+
+    def to_dict(self) -> dict:
+        return {"item_id": self.item_id, "uri": self.uri, "pseudo_label": self.pseudo_label,
+                "confidence": round(float(self.confidence), 4), "score": round(float(self.score), 4),
+                "top": [{"label": n, "p": round(float(p), 4)} for n, p in self.top]}

@@ -4,14 +4,13 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from labeling.active.queue_order import QUEUE_ORDERS, QUEUE_STRATEGIES, blind_first, narrowed
 from labeling.project import Project
-from labeling.results import CurrentLabel, GridCell, ItemCard, Neighbour
+from labeling.results import CurrentLabel, GridCell, ItemCard, Neighbour, QueueItem
 from labeling.team.auth import Identity, require
 from labeling.model.round_files import RoundPredictions, latest_predictions
 from storage import items as items_q
@@ -30,21 +29,6 @@ def matching_neighbours(neighbours: Sequence[Neighbour], label: str, min_similar
 
 class UnknownClass(LookupError):
     """A class named that does not exist (and was not to be created)."""
-
-
-@dataclass
-class QueueItem:
-    item_id: int
-    uri: str
-    pseudo_label: str | None
-    confidence: float
-    score: float
-    top: list[tuple[str, float]]
-
-    def to_dict(self) -> dict:
-        return {"item_id": self.item_id, "uri": self.uri, "pseudo_label": self.pseudo_label,
-                "confidence": round(float(self.confidence), 4), "score": round(float(self.score), 4),
-                "top": [{"label": n, "p": round(float(p), 4)} for n, p in self.top]}
 
 
 def _queue_item(p, r: int, names: dict[int, str], info: dict, base) -> QueueItem:

@@ -33,8 +33,6 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms._presets import ImageClassification
 
-from labeling.embed.names import is_clip  # noqa: F401  (importable from here too)
-
 LOG = logging.getLogger(__name__)
 
 WeightsArg = Union[None, str, "os.PathLike[str]"]

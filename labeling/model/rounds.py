@@ -19,7 +19,7 @@ import numpy as np
 
 from labeling.active import coldstart, selection
 from labeling.model import external, zero_shot
-from labeling.embed.backbones import is_clip
+from labeling.embed.names import is_clip
 from labeling.device import pick_device
 from labeling.model.ensemble import EnsembleConfig, FeatureScaler
 from labeling.model.learner import LearnerConfig, Prediction, fit_predict, with_fixed_blend

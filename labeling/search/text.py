@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from labeling.embed.backbones import is_clip
+from labeling.embed.names import is_clip
 from labeling.project import Project
 
 MAX_QUERY = 300
