@@ -64,7 +64,7 @@ def plan(profile: str, device: str) -> dict:
                 "rounds": [(10_000, 512, 10, 1_000), (20_000, 1280, 100, 2_000), (100_000, 512, 10, 10_000)],
                 "neighbours": dict(view=(20_000, 1280, 100, 2_000), graph=(5_000, 512), million=None),
                 "memory": (100_000, 512, 10, 10_000), "map": dict(n=3_000, d=512),
-                "session": dict(images=600, presses=60, five_presses=12, bare_presses=40)}
+                "session": dict(images=600, presses=60, open_presses=20, five_presses=12, bare_presses=40)}
     rounds = [(10_000, 512, 10, 1_000), (100_000, 512, 10, 1_000), (100_000, 512, 10, 10_000),
               (100_000, 512, 100, 10_000), (100_000, 1280, 10, 10_000), (100_000, 1280, 100, 10_000),
               (1_000_000, 512, 10, 10_000)]
@@ -74,7 +74,7 @@ def plan(profile: str, device: str) -> dict:
             "neighbours": dict(view=(100_000, 1280, 100, 10_000), graph=(50_000, 512),
                                million=(1_000_000, 512, 10, 10_000)),
             "memory": (1_000_000, 512, 10, 10_000), "map": dict(n=100_000, d=512),
-            "session": dict(images=3_000, presses=300, five_presses=40, bare_presses=100)}
+            "session": dict(images=3_000, presses=300, open_presses=60, five_presses=40, bare_presses=100)}
 
 
 def run(names, profile: str, device: str, work: Path) -> list[dict]:

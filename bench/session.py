@@ -11,9 +11,11 @@ Measured, each beside a baseline from the same run:
 
 * cold start: ``serve`` started to the first card painted, against the same for the bare page;
 * key press to the next image painted (in the page's own clock: ``keydown`` to the first animation
-  frame where the new image is in the DOM and decoded), p50/p95, with one session and with five
-  sessions open at once (each in its own order), against a bare Streamlit page that swaps one image
-  per key press (:mod:`bench.bare_page`, the framework's floor on this machine);
+  frame where the new image is in the DOM and decoded), p50/p95, with one session; with five sessions
+  open and one of them pressing (the other four idle on the Label page, polling for rounds as an
+  open tab does); and with all five pressing at once (each in its own order), against a bare
+  Streamlit page that swaps one image per key press (:mod:`bench.bare_page`, the framework's floor on
+  this machine);
 * each background round's duration (``metrics["seconds"]`` of the rounds the worker trained, read
   from the project after the run) at 2, 10, 20, 50, 100 and 500 labels, against the worker's own
   train call (:class:`labeling.model.worker.RoundTrainer` with the worker's default ``cv``) in this
@@ -320,7 +322,7 @@ async def _drive(root: Path, work: Path, truth: dict, classes: list[str], p: dic
                     await pg.context.close()
             finally:
                 server.stop()
-            # the app: cold start, then one annotator, then five at once
+            # the app: cold start, one annotator, one of five open sessions pressing, then five at once
             print("  session: the app, one session", file=sys.stderr, flush=True)
             server, page, out["app_cold"] = await _cold_start(
                 browser, lambda: app_server(root, work / "app.log"), bare=False)
@@ -331,10 +333,15 @@ async def _drive(root: Path, work: Path, truth: dict, classes: list[str], p: dic
                                log=out["log"], session=0, phase="one")
                 out["cpu"]["one"] = _phase_cpu(mark)
                 await page.context.close()
-                print("  session: the app, five sessions", file=sys.stderr, flush=True)
+                print("  session: the app, five sessions open, then five pressing", file=sys.stderr, flush=True)
                 pages = []
                 for k, order in enumerate(ORDERS):
                     pages.append(await _open_session(browser, server.url, f"oracle{k + 1}", order))
+                # five sessions open, one pressing: what the others' polling costs an annotator
+                mark = _phase_start()
+                await annotate(pages[0], presses=p["open_presses"], truth=truth, keys=keys, think_s=p["think_s"],
+                               log=out["log"], session=1, phase="open5")
+                out["cpu"]["open5"] = _phase_cpu(mark)
                 mark = _phase_start()
                 await asyncio.gather(*(annotate(pg, presses=p["five_presses"], truth=truth, keys=keys,
                                                 think_s=p["think_s"], log=out["log"], session=k + 1, phase="five")
@@ -400,8 +407,8 @@ def warm_rounds(template: Path, served: Path, work: Path, truth: dict, device: s
     return out
 
 
-def run(work: Path, *, images: int, presses: int, five_presses: int, bare_presses: int, think_s: float = 0.5,
-        settle_s: float = 10.0, device: str = "cpu") -> tuple[list[dict], str]:
+def run(work: Path, *, images: int, presses: int, five_presses: int, bare_presses: int, open_presses: int = 0,
+        think_s: float = 0.5, settle_s: float = 10.0, device: str = "cpu") -> tuple[list[dict], str]:
     """Rows for the suite table, and the detail section (markdown) for RESULTS.md."""
     why = missing()
     if why:
@@ -413,7 +420,8 @@ def run(work: Path, *, images: int, presses: int, five_presses: int, bare_presse
     truth, classes = build_project(root, images, device)
     build_s = time.perf_counter() - t_build
     template = copy_project(root, work / "session-template")
-    p = dict(presses=presses, five_presses=five_presses, bare_presses=bare_presses, think_s=think_s,
+    p = dict(presses=presses, five_presses=five_presses, bare_presses=bare_presses, open_presses=open_presses,
+             think_s=think_s,
              settle_s=settle_s)
     out = asyncio.run(_drive(root, work, truth, classes, p))
     log, t0 = out["log"], out["t0"]

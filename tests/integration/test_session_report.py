@@ -16,6 +16,7 @@ def test_report_judges_latency_rounds_and_first_suggestion():
     log += [_press("bare5", k, t0 - 50, 100.0) for k in range(10)]
     log += [_press("one", 0, t0, 120.0, true="cat"), _press("one", 1, t0, 130.0, true="dog", nxt="dog")]
     log += [_press("one", k, t0, 140.0, true="dog", suggestion="dog", nxt="dog") for k in range(2, 12)]
+    log += [_press("open5", k, t0 + 15, 180.0, true="dog", suggestion="dog") for k in range(5)]
     log += [_press("five", k, t0 + 20, 400.0, true="dog", suggestion="cat") for k in range(10)]
     log.append({"phase": "five", "session": 1, "t_press": t0 + 30, "error": "timeout"})
     rounds = [{"id": 2, "status": "finished", "n_labels": 2, "seconds": 1.5, "started": t0 + 1.5,
@@ -28,7 +29,12 @@ def test_report_judges_latency_rounds_and_first_suggestion():
     p = {"presses": 12, "five_presses": 10, "think_s": 0.5}
     rows, detail = report(log, rounds, {2: 1.0, 10: 2.0}, out, t0, {}, ["cat", "dog"], p, 20.0, images=100)
     one = next(r for r in rows if r["benchmark"].startswith("session: key press") and "one session" in r["case"])
-    five = next(r for r in rows if "five sessions" in r["case"])
+    five = next(r for r in rows if "five sessions at once" in r["case"])
+    open5 = next(r for r in rows if "five sessions open, one pressing" in r["case"])
+    assert open5["met"] is True and open5["baseline_value"] == one["value"]  # 180 ms <= 1.5 x 140 ms
+    assert abs(open5["ratio"] - 180 / 140) < 1e-9
+    assert "| Quorum, five sessions open, one pressing | 5 | 180 | 180 | 180 |" in detail
+
     assert one["value"] < 150 and one["met"] is True  # 140 ms p95 <= 3 x 50 ms and < 500 ms
     assert five["value"] == 400.0 and five["met"] is False and "lost presses 1" in five["note"]
     rnd = [r for r in rows if r["benchmark"] == "session: background round"]
