@@ -6,7 +6,9 @@ same process, and a thread that wants the GIL back waits for the others' switch 
 the demo (2 cores), one busy Python thread beside it made a round four to five times slower (6.5 s
 alone, 27 to 30 s beside it), which is how rounds of minutes came about in a server with a few
 sessions open. In its own process a round competes for cores only, and at a lower priority
-(:data:`NICE`), so a key press never waits for a round either.
+(:data:`NICE`), so a key press never waits for a round either. Each round uses as many threads as
+the rest of the machine leaves cores (:mod:`labeling.model.cores`): threads that wait for a partner
+taken off its core spin, so on a busy machine one thread finishes sooner than two.
 
 :class:`ProcessTrainer` has the worker's trainer interface (``trainer(project) -> round id``,
 ``cross_validate(project, should_stop)``, ``warm_up()``). The worker's process keeps every database
@@ -36,6 +38,8 @@ LOG = logging.getLogger(__name__)
 
 NICE = 10
 """How much lower the training process's CPU priority is than the server's (where allowed)."""
+IDLE_TICK_S = 1.0
+"""How often the idle training process samples the machine's load (:mod:`labeling.model.cores`)."""
 POLL_S = 0.1
 """How often the worker asks ``should_stop`` while the child cross-validates."""
 
@@ -58,19 +62,44 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _child_main(conn, stop_cv, device: str, cv: bool, parent: int) -> None:  # pragma: no cover - in the child
-    _die_with(parent)
+def _lower_priority() -> None:
+    """Run at :data:`NICE` below the server, also where Linux schedules by autogroup.
+
+    With autogroups (``/proc/sys/kernel/sched_autogroup_enabled``, on by default on desktops) the
+    kernel first shares the cores evenly between sessions, and a process's nice value counts only
+    inside its own session. A server started from a terminal and a browser started from the desktop
+    are two sessions; the training process, in the server's, would take the server's half from a
+    browser that needs it to draw the next card, whatever its nice value. So the training process
+    becomes a session of its own and gives that session the same lower priority."""
     try:
         os.nice(NICE)
     except (AttributeError, OSError):
         pass
+    try:
+        with open("/proc/sys/kernel/sched_autogroup_enabled") as fh:
+            if fh.read().strip() != "1":
+                return
+        os.setsid()
+        with open("/proc/self/autogroup", "w") as fh:
+            fh.write(str(NICE))
+    except (AttributeError, OSError):
+        pass
+
+
+def _child_main(conn, stop_cv, device: str, cv: bool, parent: int) -> None:  # pragma: no cover - in the child
+    _die_with(parent)
+    _lower_priority()
+    from labeling.model.cores import RoundThreads
     from labeling.model.rounds import compute_round
     from labeling.model.worker import RoundTrainer
 
     projects: dict[str, Project] = {}
     pending = None
+    threads = RoundThreads()
     while True:
         try:
+            while not conn.poll(IDLE_TICK_S):
+                threads.tick()
             msg = conn.recv()
         except (EOFError, OSError):  # the parent is gone
             return
@@ -85,12 +114,16 @@ def _child_main(conn, stop_cv, device: str, cv: bool, parent: int) -> None:  # p
                 root, start = msg[1], msg[2]
                 project = projects.get(root) or projects.setdefault(root, Project.files(root))
                 pending = None
+                used = threads.apply()
                 metrics, pending = compute_round(project, start, device=device, cv=cv)
+                if used is not None:
+                    metrics["threads"] = used
                 conn.send(("ok", metrics))
             elif kind == "cv":
                 if pending is None:
                     conn.send(("ok", None))
                     continue
+                threads.apply()
                 metrics = pending.compute(projects[msg[1]], should_stop=stop_cv.is_set)
                 if metrics is not None:
                     pending = None

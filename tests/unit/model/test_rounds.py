@@ -69,9 +69,25 @@ def test_the_process_trainer_trains_and_cross_validates_in_its_child(trained_pro
         assert trainer.cross_validate(service.project, lambda: False) is True
         assert service.predictions()[0]["metrics"]["cv_status"] == "done" and service.predictions()[1].cv
         assert trainer(service.project) > round_id and trainer.pid == child  # the same warm child
+        _assert_lower_priority(child)
     finally:
         trainer.close()
     assert trainer.pid is None
+
+
+def _assert_lower_priority(child: int) -> None:
+    """The training process runs below the server, also where Linux shares the cores by session first."""
+    from pathlib import Path
+
+    from labeling.model.trainer_process import NICE
+
+    if not Path("/proc/sys/kernel/sched_autogroup_enabled").is_file():
+        return
+    assert os.getpriority(os.PRIO_PROCESS, child) >= os.getpriority(os.PRIO_PROCESS, 0) + NICE or \
+        os.getpriority(os.PRIO_PROCESS, child) == 19
+    if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1":
+        assert os.getsid(child) != os.getsid(0)  # a session of its own
+        assert Path(f"/proc/{child}/autogroup").read_text().split()[-1] == str(NICE)
 
 
 def test_a_failed_round_in_the_child_comes_back_as_the_workers_error(trained_project):
