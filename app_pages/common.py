@@ -242,6 +242,8 @@ def sidebar_status() -> None:
 
 CARD_ROUND = "card_round"
 # Session key: (round, item, what it tells: facade.card_signature) of the Label page's card, while shown.
+CARD_WAITS_FOR_ROUND = "card_waits_for_round"
+# Session key: the Label page has no card because no round has finished yet; the first one redraws it.
 
 
 def _refresh_stale_card(newest: int | None) -> None:
@@ -250,6 +252,9 @@ def _refresh_stale_card(newest: int | None) -> None:
     ss = st.session_state
     shown = ss.get(CARD_ROUND)
     if shown is None:
+        if ss.get(CARD_WAITS_FOR_ROUND) and newest is not None:  # the first round landed: show its first card
+            ss.pop(CARD_WAITS_FOR_ROUND)
+            st.rerun(scope="app")
         return
     card_round, item, told = shown
     refreshed_for = ss.get("card_refreshed_for")

@@ -5,7 +5,7 @@ import streamlit as st
 
 from labeling.session import (QUEUE_STRATEGIES, RELEASE_FOCUS_HTML, UnknownClass, card_signature, count, key_label,
                               neighbour_strip_html)
-from app_pages.common import CARD_ROUND, done, get_session, plain
+from app_pages.common import CARD_ROUND, CARD_WAITS_FOR_ROUND, done, get_service, get_session, get_worker, plain
 
 session = get_session()
 ss = st.session_state
@@ -228,7 +228,13 @@ def _pinned_item(session, strategy: str, suggested_filter: str | None, bald_rang
             ss.passed = []
             queue = session.queue(1, strategy=strategy, suggested=suggested_filter, disagreement=bald_range)
     except LookupError as exc:
-        st.info(str(exc))
+        if get_service().predictions() is None:  # no round yet: the sidebar's poll redraws the page when one lands
+            ss[CARD_WAITS_FOR_ROUND] = True
+        if get_service().predictions() is None and get_worker() is not None:
+            st.info("The first model round is being trained: the first card shows here by itself in a few "
+                    "seconds.")
+        else:
+            st.info(str(exc))
         return None
     except ValueError as exc:
         st.warning(str(exc))
@@ -260,13 +266,14 @@ def card_section(strategy: str, suggested_filter: str | None, bald_range) -> Non
         ss.pop(CARD_ROUND, None)  # no card: nothing for a new round to refresh
         return
 
+    ss.pop(CARD_WAITS_FOR_ROUND, None)
     card = session.card(current)
     # the sidebar redraws the page once a newer round changes what this card tells
     ss[CARD_ROUND] = (card.round_id, current, card_signature(card))
     suggestion = card.pseudo_label
     left, right = st.columns([3, 4])
     with left:
-        st.image(card.path, width="stretch", caption=card.uri)
+        st.image(card.image or card.path, width="stretch", caption=card.uri, output_format=card.image_format)
         if st.button("Full size", key="full_size", shortcut="F", icon=":material/zoom_in:",
                      help="The image at full size: scroll to zoom, drag to pan (F)"):
             _full_size(current, card.uri)
@@ -351,6 +358,9 @@ def card_section(strategy: str, suggested_filter: str | None, bald_range) -> Non
             seen = f" · saw round {e['model_round']}" if e["model_round"] is not None else ""
             undone = " · undone" if e["undone"] else ""
             st.text(f"{e['when']:%Y-%m-%d %H:%M:%S} · {e['user']} · {what} · {e['source']}{seen}{undone}")
+    # the next cards' large photos are made small in the background while this one is looked at
+    session.prepare_next(strategy=strategy, exclude=[current, *ss.passed], suggested=suggested_filter,
+                         disagreement=bald_range)
 
 
 card_section(strategy, suggested_filter, bald_range)

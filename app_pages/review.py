@@ -35,9 +35,11 @@ def _settle(item_ids: list[int], label: str | None, note: str) -> None:
 def _thumb(row: dict) -> None:
     """The item's image, large enough to judge (the full image, scaled to its column; the thumbnail when
     the file is gone)."""
-    image = row.get("image") if row.get("image") and os.path.exists(row["image"]) else row.get("thumb")
-    if image:
-        st.image(image, width="stretch")
+    if row.get("image") and os.path.exists(row["image"]):
+        shown = get_session().display_image(row["image"])  # a large photo as its preview, made once
+        st.image(shown.path, width="stretch", output_format=shown.format)
+    elif row.get("thumb"):
+        st.image(row["thumb"], width="stretch")
     st.caption(row.get("uri") or f"item {row['item_id']}")
 
 

@@ -113,6 +113,9 @@ def run(names, profile: str, device: str, work: Path) -> list[dict]:
                 rows += [r for r in got if r["case"] in keep and r["benchmark"] != "round latency"]
         if name == "interaction":
             rows += suite.interaction_rows(work / "interaction", **p["interaction"])
+            from bench.interaction import card_image_row
+
+            rows.append(card_image_row(work / "card-image", repeats=5 if profile == "tiny" else 20))
         elif name == "embedding":
             rows += stages.embedding(work, device=device, **p["embedding"])
         elif name == "backbones":

@@ -80,3 +80,49 @@ def run(work: Path, *, sizes=(10_000, 100_000), repeats: int = 50, labels: int =
         rows.append({"items": n, "labels": n_labels, "p50_ms": float(np.percentile(ms, 50)),
                      "p95_ms": float(np.percentile(ms, 95)), "build_s": built})
     return rows
+
+
+def card_image_row(work: Path, *, repeats: int = 20) -> dict:
+    """The server's time to hand a 12-megapixel phone photo to the Label page's image element, per card.
+
+    Quorum's way: :func:`labeling.data.previews.card_image` (its preview made ahead of time, as the Label
+    page does for the next cards) and the element given that preview with its format. Baseline, same
+    run: the element given the original file, as the page did before (it resizes and re-encodes it on
+    every run). Both through the framework's own ``image_to_url``, which the element calls."""
+    from PIL import Image
+    from streamlit.elements.lib.image_utils import image_to_url
+    from streamlit.elements.lib.layout_utils import LayoutConfig
+
+    from labeling.data.previews import card_image, preview_path
+
+    from bench.suite import row
+
+    work.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    small = (rng.random((189, 252, 3)) * 255).astype(np.uint8)  # a photo's detail, scaled up: about 3 MB as a JPEG
+    photo = work / "photo-4032x3024.jpg"
+    Image.fromarray(small).resize((4032, 3024), Image.Resampling.BICUBIC).save(photo, "JPEG", quality=90)
+    data_dir = work / ".quorum"
+    layout = LayoutConfig(width="stretch")
+
+    def element(path: str, fmt: str) -> None:
+        image_to_url(path, layout, False, "RGB", fmt, "bench")
+
+    t0 = time.perf_counter()
+    card_image(data_dir, photo)  # the preview, made once (ahead of time in the app)
+    made_s = time.perf_counter() - t0
+    quorum, bare = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        shown = card_image(data_dir, photo)
+        element(shown.path, shown.format)
+        quorum.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        element(str(photo), "auto")
+        bare.append(time.perf_counter() - t0)
+    q, b = float(np.median(quorum)) * 1000, float(np.median(bare)) * 1000
+    size = preview_path(data_dir, photo).stat().st_size
+    return row("card image: server time per card", f"12-megapixel JPEG ({photo.stat().st_size / 1e6:.1f} MB), "
+               f"p50 of {repeats}", q, "ms", "the image element given the original file", b,
+               note=f"the preview ({size / 1e3:.0f} kB, 1,280 px) is made once in {made_s * 1000:.0f} ms, in the "
+                    "background for the next cards; the original is resized and re-encoded on every run")

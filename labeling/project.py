@@ -4,6 +4,7 @@ Layout of a project folder ``DIR``::
 
     DIR/quorum.duckdb            items, classes, annotation events, users, rounds, settings
     DIR/.quorum/thumbs/ab/<sha256>.jpg   thumbnails, content-addressed, made once
+    DIR/.quorum/previews/ab/<key>.jpg    cards' previews of large photos, made once (labeling.data.previews)
     DIR/.quorum/vectors/<backbone fingerprint>/   float32 vectors row-aligned with item ids
     DIR/.quorum/rounds/round-<id>.npz     one round's predictions, written whole then renamed
     DIR/.quorum/cache/                     kNN graphs and maps per vector version

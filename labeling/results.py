@@ -41,6 +41,10 @@ class ItemCard:
     current: CurrentLabel | None = None
     models: list[tuple[str, str, float]] = field(default_factory=list)
     """(model name, the class it suggests, its probability) of each imported model that predicted this item."""
+    image: str = ""
+    """The file the card shows: ``path`` itself, or its preview (:mod:`labeling.data.previews`)."""
+    image_format: str = "auto"
+    """``image``'s format, for the image element not to convert it ("JPEG", "PNG", "GIF"; "auto" unknown)."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +81,7 @@ class LabelingService:
         self.project = Project(root, create=create)
         self._pred_cache: tuple[tuple, RoundPredictions, dict] | None = None
         self._last_snapshot: snapshot_q.Snapshot | None = None
+        self._previews = None  # labeling.data.previews.Prefetcher, made on first use
 
     # ---- reading -------------------------------------------------------------------------
     FULL_STATE_UP_TO = 20_000
@@ -288,8 +289,28 @@ class LabelingService:
                     extra["models"] = [(m, names.get(int(t), str(t)), float(pr)) for m, t, pr in
                                        zip(p.model_names, p.model_top[:, row], p.model_p[:, row]) if t >= 0]
         current = self.current_labels(user, [int(item_id)]).get(int(item_id))
-        return ItemCard(int(item_id), info["uri"], str(self.project.resolve_uri(info["uri"])), info["width"],
-                        info["height"], current=None if current is None else CurrentLabel(*current), **extra)
+        from labeling.data.previews import card_image  # the image library only where an image is shown
+
+        path = str(self.project.resolve_uri(info["uri"]))
+        shown = card_image(self.project.data_dir, path)
+        return ItemCard(int(item_id), info["uri"], path, info["width"], info["height"],
+                        current=None if current is None else CurrentLabel(*current), image=shown.path,
+                        image_format=shown.format, **extra)
+
+    def prepare_images(self, item_ids: Callable[[], Sequence[int]]) -> None:
+        """Make, in the background, the previews of the items ``item_ids()`` names (the next cards)."""
+        if self._previews is None:
+            from labeling.data.previews import Prefetcher
+
+            self._previews = Prefetcher(self.project.data_dir)
+        resolve = self.project.resolve_uri
+
+        def paths() -> list[str]:
+            ids = [int(i) for i in item_ids()]
+            with self.project.db.session() as con:
+                info = items_q.items_by_ids(con, ids)
+            return [str(resolve(info[i]["uri"])) for i in ids if i in info]
+        self._previews.submit(paths)
 
     def _hints_shown(self, round_id: int, p: RoundPredictions, row: int) -> bool:
         """Whether this item's ImageNet guess is meaningful enough to show (:mod:`labeling.active.coldstart`)."""

@@ -168,6 +168,18 @@ class Session:
     def card(self, item_id: int) -> ItemCard:
         return self.service.item_card(item_id, user=self.name)
 
+    def display_image(self, path: str):
+        """The file to show for the image at ``path`` and its format (:func:`labeling.data.previews.card_image`:
+        the original where the image element keeps it as it is, else an upright preview made once)."""
+        from labeling.data.previews import card_image
+
+        return card_image(self.service.project.data_dir, path)
+
+    def prepare_next(self, n: int = 3, **queue: object) -> None:
+        """Make the images of the next ``n`` cards of the queue (``queue``: :meth:`queue`'s options) ready
+        in the background, so that a key press never waits for a large photo's preview."""
+        self.service.prepare_images(lambda: [q.item_id for q in self.queue(n, **queue)])
+
     def neighbours(self, item_id: int, *, k: int = 12) -> list[Neighbour]:
         return self.service.neighbours(item_id, k=k, user=self.name)
 

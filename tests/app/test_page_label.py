@@ -413,3 +413,31 @@ assert at.get("image")[0].proto.imgs[0].caption != shown  # the key press moved 
 """
     assert training_libraries_imported(code, QUORUM_PROJECT=str(trained_project), QUORUM_WORKER="0",
                                        QUORUM_USER="tester") == []
+
+
+def test_large_photos_show_as_previews_and_the_next_cards_are_made_ahead(trained_project, app_env):
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    from labeling.data.previews import preview_path
+
+    service = LabelingService(trained_project)
+    head = service.queue(4)
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (1500, 2000, 3), dtype=np.uint8))
+    paths = []
+    for q in head:  # the first four cards become 2000-px photos
+        path = service.project.resolve_uri(q.uri)
+        photo.save(path, "JPEG")
+        paths.append(path)
+    card = service.item_card(head[0].item_id)
+    assert card.image == str(preview_path(service.project.data_dir, paths[0])) and card.image_format == "JPEG"
+    at = _app(trained_project, app_env)
+    assert _shown_uri(at) == head[0].uri
+    deadline = time.monotonic() + 30
+    while not all(preview_path(service.project.data_dir, p).is_file() for p in paths[1:]):
+        assert time.monotonic() < deadline, "the next cards' previews were not made"
+        time.sleep(0.1)
+    with Image.open(preview_path(service.project.data_dir, paths[1])) as im:
+        assert max(im.size) == 1280

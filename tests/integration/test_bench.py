@@ -9,7 +9,7 @@ import pytest
 from bench.__main__ import NAMES, main, markers
 
 BENCHMARKS = {  # harness name -> the table rows it must produce
-    "interaction": ["interaction p95"],
+    "interaction": ["interaction p95", "card image: server time per card"],
     "embedding": ["embedding throughput"],
     "backbones": ["backbone throughput"],
     "rounds": ["round latency", "round: heads only"],

@@ -243,3 +243,26 @@ def test_the_first_page_a_fresh_server_shows_is_the_apps_own(trained_project, tm
             browser.close()
     finally:
         stop_server(srv)
+
+
+def test_the_first_card_shows_by_itself_when_the_first_round_lands(demo_project, tmp_path):
+    """Opened before any round has finished, the Label page says so, and shows the first card by itself
+    once a round lands (here one trained from the command line while the page stays open)."""
+    import subprocess
+    import sys
+
+    from labeling.service import LabelingService
+    from storage.db import release_files
+
+    with LabelingService(demo_project).project.db.session() as con:
+        con.execute("UPDATE rounds SET status = 'failed'")  # as if the first round never finished
+    release_files()
+    with served_page(demo_project, tmp_path / "server.log", retrain_events=10**6, retrain_seconds=10**6) as (page, url):
+        page.goto(url)
+        page.get_by_text("no finished round yet", exact=False).or_(
+            page.get_by_text("The first model round is being trained")).first.wait_for(timeout=60_000)
+        assert page.locator('[data-testid="stImageCaption"]').count() == 0
+        subprocess.run([sys.executable, "-m", "labeling", "train", str(demo_project), "--no-cv"], check=True,
+                       capture_output=True, timeout=300)
+        page.locator('[data-testid="stImageCaption"]').first.wait_for(timeout=60_000)  # no key pressed, no reload
+        page.get_by_text("No suggestion yet").first.wait_for(timeout=10_000)
