@@ -358,9 +358,9 @@ def card_section(strategy: str, suggested_filter: str | None, bald_range) -> Non
             seen = f" · saw round {e['model_round']}" if e["model_round"] is not None else ""
             undone = " · undone" if e["undone"] else ""
             st.text(f"{e['when']:%Y-%m-%d %H:%M:%S} · {e['user']} · {what} · {e['source']}{seen}{undone}")
-    # the next cards' large photos are made small in the background while this one is looked at
-    session.prepare_next(strategy=strategy, exclude=[current, *ss.passed], suggested=suggested_filter,
-                         disagreement=bald_range)
+    if card.image != card.path:  # a project of large photos: the next cards' previews are made while this is looked at
+        session.prepare_next(strategy=strategy, exclude=[current, *ss.passed], suggested=suggested_filter,
+                             disagreement=bald_range)
 
 
 card_section(strategy, suggested_filter, bald_range)

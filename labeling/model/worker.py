@@ -172,6 +172,7 @@ class RetrainWorker:
         self.early_labels = early_labels
         self.max_wait_s = max_wait_s
         self.poll_s = poll_s
+        self._pending_seen: tuple[tuple, tuple[int, int]] | None = None  # (database generation, _pending())
         self.status = WorkerStatus()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -240,14 +241,24 @@ class RetrainWorker:
         return self._pending()[0]
 
     def _pending(self) -> tuple[int, int]:
-        """(events since the newest finished or failed round, labels of the newest finished round)."""
+        """(events since the newest finished or failed round, labels of the newest finished round).
+
+        Read again only when the database changed (:meth:`storage.db.Database.generation`, two ``stat``
+        calls): the worker asks every half second, and every tenth of one while it cross-validates, in
+        the server's process, where each query took the GIL from the pages' key presses."""
+        gen = self.project.db.generation()
+        if gen is not None and self._pending_seen is not None and self._pending_seen[0] == gen:
+            return self._pending_seen[1]
         with self.project.db.session() as con:
             trained, n_labels = rounds_q.trained_through(con)
             last_event = labels_q.last_event_id(con)
             models_changed = models_q.changed_since_last_round(con)  # predictions imported or re-weighed
         if models_changed:  # a round is due without new labels
             self._forced = True
-        return (last_event + 1 if trained is None else last_event - trained), n_labels
+        got = (last_event + 1 if trained is None else last_event - trained), n_labels
+        if gen is not None:  # taken before the read: a commit racing it makes the next call read again
+            self._pending_seen = (gen, got)
+        return got
 
     def _due(self, pending: int, n_labels: int, now: float) -> bool:
         threshold = 1 if n_labels < self.early_labels else self.min_new_events

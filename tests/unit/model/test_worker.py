@@ -242,3 +242,25 @@ def test_imported_or_reweighed_predictions_make_a_round_due_without_new_labels(s
     with service.project.db.session() as con:
         models_q.set_weight(con, "mine", weight=None, enabled=False)
     assert worker.step() == "trained"
+
+
+def test_waiting_for_events_reads_the_database_only_when_it_changed(service):
+    """The worker asks twice a second (ten times while it cross-validates) in the server's process: asking
+    again with nothing written costs two file stats, no query."""
+    worker = _worker(service)
+    _label(service, 1)
+    assert worker.pending_events() == 1
+    opened = []
+    real = service.project.db.session
+
+    def counting():
+        opened.append(1)
+        return real()
+    service.project.db.session = counting
+    try:
+        assert [worker.pending_events() for _ in range(5)] == [1] * 5 and not opened
+        _label(service, 1)  # a label from anywhere changes the file: read again
+        opened.clear()
+        assert worker.pending_events() == 2 and len(opened) == 1
+    finally:
+        del service.project.db.session
