@@ -45,6 +45,8 @@ class ItemCard:
     """The file the card shows: ``path`` itself, or its preview (:mod:`labeling.data.previews`)."""
     image_format: str = "auto"
     """``image``'s format, for the image element not to convert it ("JPEG", "PNG", "GIF"; "auto" unknown)."""
+    image_url: str | None = None
+    """``image`` as a ``data:`` URL when it is small (:func:`labeling.data.previews.inline_url`), else None."""
 
 
 @dataclass(frozen=True)

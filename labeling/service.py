@@ -289,13 +289,13 @@ class LabelingService:
                     extra["models"] = [(m, names.get(int(t), str(t)), float(pr)) for m, t, pr in
                                        zip(p.model_names, p.model_top[:, row], p.model_p[:, row]) if t >= 0]
         current = self.current_labels(user, [int(item_id)]).get(int(item_id))
-        from labeling.data.previews import card_image  # the image library only where an image is shown
+        from labeling.data.previews import card_image, inline_url  # the image library only where an image is shown
 
         path = str(self.project.resolve_uri(info["uri"]))
         shown = card_image(self.project.data_dir, path)
         return ItemCard(int(item_id), info["uri"], path, info["width"], info["height"],
                         current=None if current is None else CurrentLabel(*current), image=shown.path,
-                        image_format=shown.format, **extra)
+                        image_format=shown.format, image_url=inline_url(shown), **extra)
 
     def prepare_images(self, item_ids: Callable[[], Sequence[int]]) -> None:
         """Make, in the background, the previews of the items ``item_ids()`` names (the next cards)."""

@@ -13,10 +13,13 @@ photo lost its EXIF orientation and showed on its side. So a card shows:
   edited file gets a new one) and read from disk on later runs.
 
 :func:`card_image` decides and makes the preview when needed; :func:`prepare` makes previews ahead of
-time (the next cards of the queue) so that a key press never waits for one.
+time (the next cards of the queue) so that a key press never waits for one; :func:`inline_url` hands a
+small one (the demo's, most previews) to the page inside the card itself, so that the browser does not
+fetch it in a second request from a server still busy drawing the rest of the card.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import logging
@@ -85,6 +88,31 @@ def make_preview(path: Path, dst: Path) -> Path:
     _write_file_atomic(dst, buf.getvalue())
     log.debug("preview %s: %dx%d", dst, im.width, im.height)
     return dst
+
+
+INLINE_MAX_BYTES = 256_000
+"""Files up to this size travel inside the page update as a data URL (see :func:`inline_url`)."""
+MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif"}
+
+
+def inline_url(shown: CardImage) -> str | None:
+    """``shown`` as a ``data:`` URL when it is at most :data:`INLINE_MAX_BYTES`, else None.
+
+    Given a file, the image element registers it with the server's media store and the browser fetches
+    it in a second request, which waits while the server still runs the rest of the page: on a key
+    press the next image painted after that round trip. A data URL arrives with the card itself and is
+    handed to the browser as it is (no decoding, hashing or storing on the server)."""
+    mime = MIME.get(shown.format)
+    if mime is None:
+        return None
+    try:
+        with open(shown.path, "rb") as fh:
+            data = fh.read(INLINE_MAX_BYTES + 1)
+    except OSError:
+        return None
+    if len(data) > INLINE_MAX_BYTES:
+        return None
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def card_image(data_dir: Path, path: str | os.PathLike[str]) -> CardImage:

@@ -34,6 +34,8 @@ def test_accept_stores_event_and_queue_advances_then_undo_restores(trained_proje
     at = _app(trained_project, app_env)
     first = service.queue(1)[0]
     assert at.subheader[0].value == f"Suggestion: {first.pseudo_label}"
+    # the small demo image arrives inside the card: no second request for it after a key press
+    assert at.get("image")[0].proto.imgs[0].url.startswith("data:image/png;base64,")
     before = len(_events(trained_project))
     at.button(key="accept").click().run()
     events = _events(trained_project)

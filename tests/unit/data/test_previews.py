@@ -80,3 +80,19 @@ def test_prepare_makes_only_the_previews_needed(tmp_path):
     assert prepare(data, paths) == 1
     assert preview_path(data, paths[0]).is_file()
     assert prepare(data, paths) == 0  # already there
+
+
+def test_small_card_images_travel_inline_as_data_urls(tmp_path):
+    import base64
+
+    from labeling.data.previews import INLINE_MAX_BYTES, CardImage, inline_url
+
+    png = _photo(tmp_path / "s.png", (64, 48), fmt="PNG")
+    url = inline_url(CardImage(str(png), "PNG", False))
+    assert url.startswith("data:image/png;base64,")
+    assert base64.b64decode(url.split(",", 1)[1]) == png.read_bytes()
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff\xd8" + bytes(INLINE_MAX_BYTES))
+    assert inline_url(CardImage(str(big), "JPEG", False)) is None  # too large: the element's own URL
+    assert inline_url(CardImage(str(png), "auto", False)) is None  # unknown format
+    assert inline_url(CardImage(str(tmp_path / "gone.png"), "PNG", False)) is None
