@@ -273,8 +273,12 @@ def card_section(strategy: str, suggested_filter: str | None, bald_range) -> Non
     suggestion = card.pseudo_label
     left, right = st.columns([3, 4])
     with left:
-        st.image(card.image_url or card.image or card.path, width="stretch", caption=card.uri,
-                 output_format=card.image_format)
+        if card.image_problem:  # the item stays labelable from the keys; `check --repair` finds every such file
+            st.warning(f"{card.uri}: {card.image_problem}. Label or skip it from the keys; "
+                       "`python -m labeling check <project> --repair` lists every such file.")
+        else:
+            st.image(card.image_url or card.image or card.path, width="stretch", caption=card.uri,
+                     output_format=card.image_format)
         if st.button("Full size", key="full_size", shortcut="F", icon=":material/zoom_in:",
                      help="The image at full size: scroll to zoom, drag to pan (F)"):
             _full_size(current, card.uri)

@@ -35,11 +35,13 @@ def _settle(item_ids: list[int], label: str | None, note: str) -> None:
 def _thumb(row: dict) -> None:
     """The item's image, large enough to judge (the full image, scaled to its column; the thumbnail when
     the file is gone)."""
-    if row.get("image") and os.path.exists(row["image"]):
-        shown = get_session().display_image(row["image"])  # a large photo as its preview, made once
+    shown = get_session().display_image(row["image"]) if row.get("image") else None  # a large photo: its preview
+    if shown is not None and shown.problem is None:
         st.image(shown.path, width="stretch", output_format=shown.format)
-    elif row.get("thumb"):
+    elif row.get("thumb") and os.path.exists(row["thumb"]):
         st.image(row["thumb"], width="stretch")
+    elif shown is not None:
+        st.caption(shown.problem)
     st.caption(row.get("uri") or f"item {row['item_id']}")
 
 

@@ -47,6 +47,8 @@ class ItemCard:
     """``image``'s format, for the image element not to convert it ("JPEG", "PNG", "GIF"; "auto" unknown)."""
     image_url: str | None = None
     """``image`` as a ``data:`` URL when it is small (:func:`labeling.data.previews.inline_url`), else None."""
+    image_problem: str | None = None
+    """Why the image cannot be shown (missing or unreadable file), in one line; None when it can."""
 
 
 @dataclass(frozen=True)

@@ -295,7 +295,8 @@ class LabelingService:
         shown = card_image(self.project.data_dir, path)
         return ItemCard(int(item_id), info["uri"], path, info["width"], info["height"],
                         current=None if current is None else CurrentLabel(*current), image=shown.path,
-                        image_format=shown.format, image_url=inline_url(shown), **extra)
+                        image_format=shown.format, image_url=inline_url(shown), image_problem=shown.problem,
+                        **extra)
 
     def prepare_images(self, item_ids: Callable[[], Sequence[int]]) -> None:
         """Make, in the background, the previews of the items ``item_ids()`` names (the next cards)."""

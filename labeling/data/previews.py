@@ -55,6 +55,9 @@ class CardImage(NamedTuple):
     """Its format, handed to the image element so that it is not converted ("JPEG", "PNG" or "GIF")."""
     preview: bool
     """Whether ``path`` is a preview rather than the original."""
+    problem: str | None = None
+    """Why nothing can be shown (the file is gone or is not a readable image), in one line; None when
+    ``path`` can be shown."""
 
 
 def _shown_as_is(path: Path) -> str | None:
@@ -118,18 +121,22 @@ def inline_url(shown: CardImage) -> str | None:
 def card_image(data_dir: Path, path: str | os.PathLike[str]) -> CardImage:
     """The file a card shows for the image at ``path`` (see the module docstring).
 
-    An image that cannot be read comes back as itself (the element then says what is wrong with it),
-    so a broken file never stops the page.
+    A file that is gone or cannot be read comes back with its ``problem`` said in one line, for the page
+    to say so instead of the image (the image element would stop the page with an error).
     """
     src = Path(path)
     fmt = _shown_as_is(src)
     if fmt is not None:
         return CardImage(str(src), fmt, False)
+    if not src.is_file():
+        return CardImage(str(src), "auto", False, "the image file is missing (moved or deleted)")
     try:
         dst = make_preview(src, preview_path(data_dir, src))
-    except (OSError, ImageError, ValueError) as exc:
+    except ImageError as exc:
+        return CardImage(str(src), "auto", False, f"the image cannot be shown: {exc.reason}")
+    except (OSError, ValueError) as exc:
         log.warning("no preview of %s: %s", src, exc)
-        return CardImage(str(src), "auto", False)
+        return CardImage(str(src), "auto", False, f"the image cannot be shown: {exc}")
     return CardImage(str(dst), "JPEG", True)
 
 

@@ -443,3 +443,15 @@ def test_large_photos_show_as_previews_and_the_next_cards_are_made_ahead(trained
         time.sleep(0.1)
     with Image.open(preview_path(service.project.data_dir, paths[1])) as im:
         assert max(im.size) == 1280
+
+
+def test_a_missing_image_file_is_said_on_the_card_and_the_item_still_labels(trained_project, app_env):
+    service = LabelingService(trained_project)
+    first = service.queue(1)[0]
+    service.project.resolve_uri(first.uri).unlink()  # moved or deleted behind the project's back
+    at = _app(trained_project, app_env)
+    assert [w.value for w in at.warning if first.uri in w.value and "missing" in w.value]
+    assert not at.get("image") or _shown_uri(at) != first.uri
+    at.button(key="class_1").click().run()
+    assert not at.exception
+    assert first.item_id in service.current_labels()

@@ -29,8 +29,8 @@ def test_small_jpeg_and_png_are_shown_as_they_are(tmp_path):
     data = tmp_path / ".quorum"
     jpg = _photo(tmp_path / "a.jpg", (640, 480))
     png = _photo(tmp_path / "b.png", (300, 200), fmt="PNG")
-    assert card_image(data, jpg) == (str(jpg), "JPEG", False)
-    assert card_image(data, png) == (str(png), "PNG", False)  # kept a PNG: not re-encoded as JPEG
+    assert card_image(data, jpg) == (str(jpg), "JPEG", False, None)
+    assert card_image(data, png) == (str(png), "PNG", False, None)  # kept a PNG: not re-encoded as JPEG
     assert not (data / "previews").exists()
 
 
@@ -67,10 +67,11 @@ def test_formats_the_element_would_convert_get_a_preview(tmp_path):
     assert shown.preview and shown.format == "JPEG"
 
 
-def test_an_unreadable_image_comes_back_as_itself(tmp_path):
+def test_an_unreadable_image_comes_back_as_itself_with_its_problem(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
-    assert card_image(tmp_path / ".quorum", bad) == (str(bad), "auto", False)
+    got = card_image(tmp_path / ".quorum", bad)
+    assert got[:3] == (str(bad), "auto", False) and got.problem.startswith("the image cannot be shown")
 
 
 def test_prepare_makes_only_the_previews_needed(tmp_path):
@@ -96,3 +97,14 @@ def test_small_card_images_travel_inline_as_data_urls(tmp_path):
     assert inline_url(CardImage(str(big), "JPEG", False)) is None  # too large: the element's own URL
     assert inline_url(CardImage(str(png), "auto", False)) is None  # unknown format
     assert inline_url(CardImage(str(tmp_path / "gone.png"), "PNG", False)) is None
+
+
+def test_a_missing_or_broken_file_is_said_in_one_line(tmp_path):
+    data = tmp_path / ".quorum"
+    gone = card_image(data, tmp_path / "gone.jpg")
+    assert gone.problem == "the image file is missing (moved or deleted)"
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    got = card_image(data, broken)
+    assert got.problem.startswith("the image cannot be shown:") and "\n" not in got.problem
+    assert card_image(data, _photo(tmp_path / "ok.jpg", (50, 40))).problem is None
