@@ -228,9 +228,10 @@ def _pinned_item(session, strategy: str, suggested_filter: str | None, bald_rang
             ss.passed = []
             queue = session.queue(1, strategy=strategy, suggested=suggested_filter, disagreement=bald_range)
     except LookupError as exc:
-        if get_service().predictions() is None:  # no round yet: the sidebar's poll redraws the page when one lands
+        no_round = get_service().predictions() is None
+        if no_round:  # the sidebar's poll redraws the page when the first round lands
             ss[CARD_WAITS_FOR_ROUND] = True
-        if get_service().predictions() is None and get_worker() is not None:
+        if no_round and get_worker() is not None:
             st.info("The first model round is being trained: the first card shows here by itself in a few "
                     "seconds.")
         else:
@@ -280,7 +281,7 @@ def card_section(strategy: str, suggested_filter: str | None, bald_range) -> Non
             st.image(card.image_url or card.image or card.path, width="stretch", caption=card.uri,
                      output_format=card.image_format)
         if st.button("Full size", key="full_size", shortcut="F", icon=":material/zoom_in:",
-                     help="The image at full size: scroll to zoom, drag to pan (F)"):
+                     help="The image at full size: scroll to zoom, drag to pan (F)", disabled=bool(card.image_problem)):
             _full_size(current, card.uri)
     with right:
         if card.current is not None:  # an item found and jumped to: its label now, which a key press replaces

@@ -452,6 +452,7 @@ def test_a_missing_image_file_is_said_on_the_card_and_the_item_still_labels(trai
     at = _app(trained_project, app_env)
     assert [w.value for w in at.warning if first.uri in w.value and "missing" in w.value]
     assert not at.get("image") or _shown_uri(at) != first.uri
+    assert at.button(key="full_size").disabled  # nothing to open at full size
     at.button(key="class_1").click().run()
     assert not at.exception
     assert first.item_id in service.current_labels()
