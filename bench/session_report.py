@@ -107,24 +107,23 @@ def report(log, rounds, warm, out, t0, truth, classes, p, build_s, *, images: in
                     ratio_means="x the bare page", target="<= 3x the bare page and < 500 ms", met=one_ok,
                     note=f"p50 {_f(p50['one'])} ms (bare page p50 {_f(p50['bare'])} ms, {len(lat['bare'])} presses); "
                          f"lost presses {errors['one']}"))
+    def against_one(phase: str, what: str, note: str) -> dict:
+        """A key-press row of ``phase`` against the one-session p95 (target: at most 1.5 times it)."""
+        both = p95[phase] and p95["one"]
+        return row("session: key press to next image p95", f"{case}, {what}, {len(lat[phase])} presses", p95[phase],
+                   "ms", "the same, one session", p95["one"], ratio=p95[phase] / p95["one"] if both else None,
+                   ratio_means="x one session", target="<= 1.5x one session",
+                   met=p95[phase] <= 1.5 * p95["one"] if both else None,
+                   note=f"p50 {_f(p50[phase])} ms; {note}; {_cpu_note(out.get('cpu', {}).get(phase))}; "
+                        f"lost presses {errors[phase]}")
+
     if lat["open5"]:
-        open_ok = p95["open5"] <= 1.5 * p95["one"] if p95["open5"] and p95["one"] else None
-        rows.append(row("session: key press to next image p95", f"{case}, five sessions open, one pressing, "
-                        f"{len(lat['open5'])} presses", p95["open5"], "ms", "the same, one session", p95["one"],
-                        ratio=p95["open5"] / p95["one"] if p95["open5"] and p95["one"] else None,
-                        ratio_means="x one session", target="<= 1.5x one session", met=open_ok,
-                        note=f"p50 {_f(p50['open5'])} ms; the four other sessions stay open on the Label page, "
-                             f"signed in, polling for new rounds; {_cpu_note(out.get('cpu', {}).get('open5'))}; "
-                             f"lost presses {errors['open5']}"))
-    five_ok = p95["five"] <= 1.5 * p95["one"] if p95["five"] and p95["one"] else None
-    rows.append(row("session: key press to next image p95", f"{case}, five sessions at once, "
-                    f"{len(lat['five'])} presses", p95["five"], "ms", "the same, one session", p95["one"],
-                    ratio=p95["five"] / p95["one"] if p95["five"] and p95["one"] else None,
-                    ratio_means="x one session", target="<= 1.5x one session", met=five_ok,
-                    note=f"p50 {_f(p50['five'])} ms; the bare page with five sessions: p95 {_f(p95['bare5'])} ms, "
-                         f"{_f(p95['bare5'] / p95['bare'] if p95['bare5'] and p95['bare'] else None, '.2g')} x its "
-                         f"one session; {_cpu_note(out.get('cpu', {}).get('five'))}; orders: {', '.join(ORDERS)}; "
-                         f"lost presses {errors['five']}"))
+        rows.append(against_one("open5", "five sessions open, one pressing", "the four other sessions stay open on "
+                                "the Label page, signed in, polling for new rounds"))
+    rows.append(against_one("five", "five sessions at once",
+                            f"the bare page with five sessions: p95 {_f(p95['bare5'])} ms, "
+                            f"{_f(p95['bare5'] / p95['bare'] if p95['bare5'] and p95['bare'] else None, '.2g')} x "
+                            f"its one session; orders: {', '.join(ORDERS)}"))
     finished = [r for r in rounds if r["status"] == "finished" and r["seconds"] is not None and r["started"]
                 and r["started"] >= t0 - 1]
     stored = sum(1 for r in log if r["phase"] in APP_PHASES and "error" not in r)

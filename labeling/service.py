@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from labeling.active.queue_order import QUEUE_ORDERS, QUEUE_STRATEGIES, blind_first, narrowed
+from labeling.data.table_rows import table_targets
 from labeling.project import Project
 from labeling.results import CurrentLabel, GridCell, ItemCard, Neighbour, QueueItem
 from labeling.team.auth import Identity, require
@@ -39,36 +40,6 @@ def _queue_item(p, r: int, names: dict[int, str], info: dict, base) -> QueueItem
     if pseudo is None and p.suggestions is not None:
         pseudo = f"{p.suggestions[r]} (ImageNet)"
     return QueueItem(item_id, info[item_id]["uri"], pseudo, float(p.confidence[r]), float(base[r]), top)
-
-
-def _time_of(row: dict):
-    """A row's ``created_at`` when the importer parsed it into a time; text is never trusted as one."""
-    from datetime import datetime
-
-    when = row.get("created_at")
-    return when if isinstance(when, datetime) else None
-
-
-def _table_targets(rows: Sequence[dict]) -> tuple[list[tuple], list[str]]:
-    """(item_id or None, uri or None, label, line, time) for each row of a label table, and its problems so far;
-    ``created_at``, when a row has it, is a UTC time without zone (the importers parse it)."""
-    by_uri, problems = [], []
-    for k, row in enumerate(rows, start=2):
-        if row.get("item_id") not in (None, ""):
-            try:
-                by_uri.append((int(row["item_id"]), None, row.get("label"), k, _time_of(row)))
-            except ValueError:
-                problems.append(f"line {k}: item_id {row['item_id']!r} is not a number")
-        elif row.get("uri"):
-            by_uri.append((None, str(row["uri"]), row.get("label"), k, _time_of(row)))
-        else:
-            problems.append(f"line {k}: needs a uri or an item_id")
-            continue
-        text = "" if row.get("label") is None else str(row["label"]).strip()
-        problem = labels_q.name_problem(text) if text else None
-        if problem is not None:
-            raise labels_q.InvalidName(f"line {k}: {problem}; nothing labeled")
-    return by_uri, problems
 
 
 class LabelingService:
@@ -455,7 +426,7 @@ class LabelingService:
 
         A label that cannot be a class name (:func:`storage.labels.check_class_name`) refuses the
         whole table with :class:`storage.labels.InvalidName` before anything is written."""
-        by_uri, problems = _table_targets(rows)
+        by_uri, problems = table_targets(rows)
         with self.project.db.session() as con:
             ids_for = items_q.id_for_uri(con, [t[1] for t in by_uri if t[1]])
         groups: dict[str | None, list[tuple[int, object]]] = {}

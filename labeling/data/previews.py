@@ -141,19 +141,15 @@ def card_image(data_dir: Path, path: str | os.PathLike[str]) -> CardImage:
 
 
 def prepare(data_dir: Path, paths: Iterable[str | os.PathLike[str]]) -> int:
-    """Make the previews that the cards of ``paths`` will need; returns how many were made."""
+    """Make the previews that the cards of ``paths`` will need (:func:`card_image`, as a card would);
+    returns how many were made."""
     made = 0
     for p in paths:
-        src = Path(p)
-        if _shown_as_is(src) is not None:
-            continue
         try:
-            dst = preview_path(data_dir, src)
-            if not dst.is_file():
-                make_preview(src, dst)
-                made += 1
-        except (OSError, ImageError, ValueError) as exc:
-            log.debug("no preview of %s: %s", src, exc)
+            existed = preview_path(data_dir, Path(p)).is_file()
+        except OSError:  # gone: its card will say so
+            continue
+        made += card_image(data_dir, p).preview and not existed
     return made
 
 
