@@ -9,6 +9,7 @@ from app_pages.common import get_session, get_worker
 
 AUDIT_N = 12
 AUDIT_COLUMNS = 6
+CHECK_PAGE = 12
 
 
 def _accept(candidates: list[Candidate], round_id: int) -> None:
@@ -35,6 +36,29 @@ def _undo(batch_id: str) -> None:
         verb = "is" if len(items) == 1 else "are"
         st.session_state["aa_message"] = ("info", f"Undone: {count(len(items), 'item')} {verb} unlabeled again.")
     st.session_state.pop("aa_batch", None)
+
+
+def _certify(action: str, *args) -> None:
+    """Button callbacks of the checked-sample route: start, record a page of checks, accept, close."""
+    model = get_session().model
+    try:
+        if action == "start":
+            cert = model.start_certification(args[0])
+            st.session_state["cert_message"] = ("info", f"Check these {len(cert.sample)} items, drawn at random "
+                                                        "from the batch: tick the wrong ones.")
+        elif action == "record":
+            ticked = [i for i in args[0] if st.session_state.get(f"cert_wrong_{i}")]
+            model.record_checks(right=[i for i in args[0] if i not in ticked], wrong=ticked)
+        elif action == "accept":
+            done = model.accept_certified()
+            st.session_state["aa_batch"] = done.batch_id
+            note = f" ({len(done.skipped)} left out: decided meanwhile)" if done.skipped else ""
+            st.session_state["aa_message"] = ("success", f"Accepted {count(len(done.item_ids), 'item')} as one "
+                                                         f"batch{note}.")
+        else:
+            model.cancel_certification()
+    except ValueError as exc:
+        st.session_state["cert_message"] = ("error", str(exc))
 
 
 def _pct(x) -> str:
@@ -206,3 +230,52 @@ else:
                   disabled=not checked, on_click=_accept, args=(plan.candidates, plan.round_id))
     else:
         st.caption("No unlabeled item clears its class threshold at this target.")
+
+# ---- auto-accept certified by a checked sample ------------------------------------------------
+st.markdown("##### Or certify a batch by checking a sample")
+message = st.session_state.pop("cert_message", None)
+if message is not None:
+    getattr(st, message[0])(message[1])
+cert = model.certification()
+if cert is None or cert.state == "accepted":
+    proposal = model.certify_proposal(target=target)
+    if proposal is None:
+        st.caption("Needs a round with cross-validated human labels.")
+    elif not proposal.batch:
+        st.caption(f"No batch worth checking at {target:.0%}: the round's most confident suggestions are not yet "
+                   "clean enough for a random sample of them to come back flawless.")
+    else:
+        st.caption(f"Check {proposal.audit} of the round's {len(proposal.batch)} most confident proposals, drawn at "
+                   f"random. If every one is right, the other {proposal.accepted_if_flawless} are at least "
+                   f"{proposal.bound:.1%} right (exact one-sided 95 % bound) and can be accepted as one batch; one "
+                   f"wrong item and nothing is accepted. Chance that all are right, from the calibrated "
+                   f"confidences: about {proposal.chance:.0%}.")
+        st.button(f"Check {count(proposal.audit, 'item')} to certify {proposal.accepted_if_flawless}",
+                  key="cert_start", on_click=_certify, args=("start", proposal))
+else:
+    done = len(cert.right) + len(cert.wrong)
+    st.progress(done / len(cert.sample), text=f"{done} of {len(cert.sample)} checked · {len(cert.wrong)} wrong · "
+                                              f"batch of {len(cert.batch)} from round {cert.round_id}, target "
+                                              f"{cert.target:.0%}, started by {cert.started_by}")
+    if cert.state == "checking":
+        page = cert.todo[:CHECK_PAGE]
+        with st.form("cert_checks"):
+            grid = st.columns(AUDIT_COLUMNS)
+            for k, card in enumerate(model.check_cards(cert, page)):
+                with grid[k % AUDIT_COLUMNS]:
+                    st.image(card["image"], width="stretch")
+                    st.checkbox(f"not {card['class']}", key=f"cert_wrong_{card['item_id']}")
+            st.form_submit_button(f"Record: {count(len(page), 'item')} checked, the ticked ones wrong",
+                                  on_click=_certify, args=("record", page), type="primary")
+        st.caption("Unticked items get their proposed class as your label; ticked ones stay unlabeled for the "
+                   "Label page. A label given there counts as a check too.")
+    elif cert.state == "failed":
+        st.warning(f"Not certified: {len(cert.wrong)} of the {done} checked items were wrong, so nothing is "
+                   "accepted unseen. Label more, or try a higher target, then check a new sample.")
+    else:
+        st.success(f"Certified: all {len(cert.sample)} checks were right, so the other {len(cert.rest)} are at "
+                   f"least {cert.bound:.1%} right (one-sided 95 %).")
+        st.button(f"Accept {count(len(cert.rest), 'item')} as one batch", key="cert_accept", type="primary",
+                  on_click=_certify, args=("accept",))
+    st.button("Close this check" if cert.state == "failed" else "Cancel", key="cert_cancel",
+              on_click=_certify, args=("cancel",))

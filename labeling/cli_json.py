@@ -80,6 +80,15 @@ RESULTS: dict[str, dict] = {
                             "candidates, note"),
         "candidates": ("list", "{item_id, class_id, class, confidence, calibrated} per item to accept"),
         "dry_run": ("bool", "true: nothing written; false: also batch_id, accepted, skipped")}},
+    "certify": {"fields": {
+        "state": ("string", "none (no batch worth checking), proposed, checking, certified, failed, accepted or "
+                            "cancelled"),
+        "round_id": ("int|null", "the round whose suggestions make the batch"),
+        "target": ("float|null", "the target precision"), "batch": ("int", "items in the batch"),
+        "checks": ("int", "items to check, drawn at random from the batch (more keys follow per state: "
+                          "proposed: accepted_if_flawless, bound_if_flawless, chance, proposals; checking and after: "
+                          "id, right, wrong, bound, todo [{item_id, proposed, image}]; accepted: batch_id, accepted, "
+                          "skipped)")}},
     "suspects": {"rows": {"item_id": ("int", "the item"), "uri": ("string", "its path"),
                           "label": ("string", "its human label"), "suggested": ("string", "the class the model suggests"),
                           "confidence": ("float", "the model's probability of that class"),

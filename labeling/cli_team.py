@@ -33,6 +33,18 @@ def register(sub) -> None:
     _fmt_arg(s)
     s.set_defaults(func=cmd_auto_accept)
 
+    s = sub.add_parser("certify", help="auto-accept a larger batch by checking a random sample of it: --start draws "
+                                       "the sample, label its items (label, or the Model page), then --accept")
+    s.add_argument("dir")
+    s.add_argument("--target", type=float, default=0.97, help="target precision in (0, 1) (default 0.97)")
+    what = s.add_mutually_exclusive_group()
+    what.add_argument("--start", action="store_true", help="fix the batch and draw the items to check")
+    what.add_argument("--accept", action="store_true", help="accept the rest of a certified batch as one batch")
+    what.add_argument("--cancel", action="store_true", help="drop the open check (the checks stay as labels)")
+    s.add_argument("--user", default="certify", help="the name stored with the accepted labels")
+    _fmt_arg(s)
+    s.set_defaults(func=cmd_certify)
+
     s = sub.add_parser("suspects", help="human labels that the model and the neighbours contradict, most likely first")
     s.add_argument("dir")
     s.add_argument("--limit", type=int, help="at most this many (default: all)")
@@ -116,6 +128,71 @@ def cmd_auto_accept(a) -> int:
                  f"(undo: python -m labeling undo DIR --user NAME --batch {accepted.batch_id})")
     _print(out, a.format, text)
     return 0
+
+
+def cmd_certify(a) -> int:
+    from labeling.service import LabelingService
+    from labeling.views import certification as cert_v
+
+    service = LabelingService(a.dir)
+    if a.cancel:
+        cert_v.cancel(service)
+        _print({"state": "cancelled", "round_id": None, "target": None, "batch": 0, "checks": 0}, a.format,
+               "the open check is dropped; the checks made stay as labels")
+        return 0
+    if a.accept:
+        cert = cert_v.current(service)
+        done = cert_v.accept(service, user=a.user)
+        _print({**_cert_head(cert, "accepted"), "batch_id": done.batch_id, "accepted": done.item_ids,
+                "skipped": done.skipped}, a.format,
+               f"accepted {count(len(done.item_ids), 'item')} as batch {done.batch_id} "
+               f"(undo: python -m labeling undo DIR --user {a.user} --batch {done.batch_id})")
+        return 0
+    cert = cert_v.current(service)
+    if a.start or cert is None or cert.state == "accepted":
+        prop = cert_v.propose(service, target=a.target)
+        if prop is None:
+            raise LookupError("no round with cross-validated human labels yet: label some items and run train")
+        if not a.start:
+            _print({"state": "proposed" if prop.batch else "none", "round_id": prop.round_id, "target": prop.target,
+                    "batch": len(prop.batch), "checks": prop.audit, "accepted_if_flawless": prop.accepted_if_flawless,
+                    "bound_if_flawless": prop.bound, "chance": prop.chance, "proposals": prop.proposals}, a.format,
+                   f"round {prop.round_id}: check {prop.audit} of {len(prop.batch)} proposals to certify "
+                   f"{prop.accepted_if_flawless} at {prop.target:.0%} (python -m labeling certify DIR --start)"
+                   if prop.batch else f"round {prop.round_id}: no batch worth checking at {prop.target:.0%}")
+            return 0
+        cert = cert_v.start(service, prop, user=a.user)
+    _print_status(service, cert, a.format)
+    return 0
+
+
+def _cert_head(cert, state: str) -> dict:
+    return {"state": state, "round_id": cert.round_id, "target": cert.target, "batch": len(cert.batch),
+            "checks": len(cert.sample)}
+
+
+def _print_status(service, cert, fmt: str) -> None:
+    import csv
+    import io
+
+    from labeling.views.model_report import candidate_cards
+
+    todo = set(cert.todo)
+    cards = candidate_cards(service, [c for c in cert.batch if c.item_id in todo], service.class_names())
+    out = {**_cert_head(cert, cert.state), "id": cert.id, "right": len(cert.right), "wrong": len(cert.wrong),
+           "bound": cert.bound, "todo": [{"item_id": c["item_id"], "proposed": c["class"], "image": c["image"]}
+                                         for c in cards]}
+    text = (f"{cert.state}: {len(cert.right)} right, {len(cert.wrong)} wrong of {len(cert.sample)} checks "
+            f"(batch of {len(cert.batch)}, target {cert.target:.0%})")
+    if cards:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows([c["item_id"], c["class"], c["image"]] for c in cards)
+        text += ("\nto check: save the lines below as checks.csv, correct the label of any wrong item, then run "
+                 "python -m labeling label DIR --csv checks.csv --user NAME\nitem_id,label,image\n"
+                 + buf.getvalue().rstrip("\n"))
+    elif cert.state == "certified":
+        text += f"\ncertified at {cert.bound:.1%}: python -m labeling certify DIR --accept"
+    _print(out, fmt, text)
 
 
 def cmd_suspects(a) -> int:

@@ -394,6 +394,45 @@ class ModelView:
 
         return model_report.accept_batch(self.service, candidates, user=self.session.who.name, model_round=model_round)
 
+    # ---- auto-accept certified by a checked sample (``labeling.views.certification``) ----
+    def certify_proposal(self, *, target: float):
+        from labeling.views import certification
+
+        return certification.propose(self.service, target=target)
+
+    def certification(self):
+        from labeling.views import certification
+
+        return certification.current(self.service)
+
+    def start_certification(self, proposal, *, seed: int | None = None):
+        from labeling.views import certification
+
+        return certification.start(self.service, proposal, user=self.session.who.name, seed=seed)
+
+    def record_checks(self, *, right=(), wrong=()):
+        from labeling.views import certification
+
+        return certification.record_checks(self.service, right=right, wrong=wrong, user=self.session.who.name)
+
+    def accept_certified(self):
+        from labeling.views import certification
+
+        return certification.accept(self.service, user=self.session.who.name)
+
+    def cancel_certification(self) -> None:
+        from labeling.views import certification
+
+        certification.cancel(self.service)
+
+    def check_cards(self, cert, item_ids):
+        """Image, proposed class and confidence of the certification's items ``item_ids``."""
+        from labeling.views import model_report
+
+        by_id = {c.item_id: c for c in cert.batch}
+        return model_report.candidate_cards(self.service, [by_id[int(i)] for i in item_ids],
+                                            self.service.class_names())
+
     def imported_models(self) -> list[dict]:
         """People's own models (``import-predictions``): setting, share and accuracy in the newest round."""
         from labeling.data.predictions import models_table

@@ -6,6 +6,9 @@ At each budget of a replay, with the labels picked so far:
   (``labeling.model.rounds.cross_validate``), choose the thresholds with
   ``labeling.team.autoaccept.select_thresholds``, then measure on the test items (whose labels
   the replay never reveals) the true precision and the coverage of what would be accepted;
+- auto-accept certified by checking a sample (``labeling.team.certify``): the batch of most
+  confident test items the app would offer, a uniform sample of it checked by the oracle, and,
+  when every check is right, the true precision and coverage of the rest; the checks are counted;
 - the expected calibration error of the confidence shown (raw), and of the confidence calibrated
   on the held-out predictions;
 - scikit-learn baselines trained on the same labels: LogisticRegression and RandomForest.
@@ -19,7 +22,8 @@ import numpy as np
 
 from labeling.model.learner import LearnerConfig, Prediction, with_fixed_blend
 from labeling.model.rounds import cross_validate, expected_calibration_error
-from labeling.team.autoaccept import fit_isotonic, select_thresholds
+from labeling.team import certify
+from labeling.team.autoaccept import Calibrator, fit_isotonic, select_thresholds
 
 BASELINES = ("logreg", "forest")
 
@@ -71,13 +75,42 @@ def auto_accept_on_test(rule, pred_test: np.ndarray, conf_test: np.ndarray, y_te
     return precision, float(accepted.mean())
 
 
+def certified_on_test(target: float, pred_test: np.ndarray, conf_test: np.ndarray, y_test: np.ndarray,
+                      calibrator: Calibrator, *, seed: int, held: tuple = ((), ())) -> dict[str, float]:
+    """Auto-accept certified by a sample, as the Model page offers it, on the test items.
+
+    The batch is cut from the test items by confidence (``certify.choose_level`` on the confidences
+    calibrated on held-out labels and the held-out predictions ``held``: confidence, correct),
+    ``certify.audit_size`` of them are drawn uniformly and checked
+    against the truth, and only a flawless sample accepts the rest. Returns ``precision`` (true, of
+    the accepted rest; NaN when nothing is accepted), ``coverage`` (accepted share of the test
+    items), ``checks`` (items checked, 0 when no batch was offered) and ``certified`` (1, 0, or NaN
+    when no batch was offered).
+    """
+    order = np.argsort(-conf_test, kind="stable")
+    size = certify.choose_level(conf_test[order], calibrator(conf_test[order]), target, held_confidence=held[0],
+                                held_correct=held[1])
+    n = certify.audit_size(size, target) if size else None
+    if n is None:
+        return {"precision": float("nan"), "coverage": 0.0, "checks": 0.0, "certified": float("nan")}
+    batch = order[:size]
+    sample = np.array(certify.draw_sample(batch.tolist(), n, seed=seed))
+    if (pred_test[sample] != y_test[sample]).any():
+        return {"precision": float("nan"), "coverage": 0.0, "checks": float(n), "certified": 0.0}
+    rest = np.setdiff1d(batch, sample)
+    return {"precision": float((pred_test[rest] == y_test[rest]).mean()), "coverage": len(rest) / len(pred_test),
+            "checks": float(n), "certified": 1.0}
+
+
 def measure(x: np.ndarray, graph, labels: np.ndarray, y: np.ndarray, test: np.ndarray, pred: Prediction,
             cfg: LearnerConfig, device: str, targets: Sequence[float], *, seed: int) -> dict[str, float]:
     """Every trust figure of one (repeat, strategy, budget) case, as a flat ``name -> value`` dict.
 
     Keys: ``ece`` and ``ece_calibrated`` (test items), ``logreg`` and ``forest`` (test accuracy),
     and per target ``t``: ``precision@t`` (true, NaN when nothing is accepted), ``coverage@t``
-    (share of test items accepted), ``bound@t`` (the lower bound the rule promised, NaN without).
+    (share of test items accepted), ``bound@t`` (the lower bound the rule promised, NaN without),
+    and the same for certification by a checked sample: ``cert_precision@t``, ``cert_coverage@t``,
+    ``cert_checks@t`` and ``cert_certified@t`` (``certified_on_test``).
     """
     n_classes = pred.probs.shape[2]
     mean = pred.mean[test]
@@ -90,15 +123,21 @@ def measure(x: np.ndarray, graph, labels: np.ndarray, y: np.ndarray, test: np.nd
     if not held:
         out["ece_calibrated"] = float("nan")
         for t in targets:
-            out.update({f"precision@{t}": float("nan"), f"coverage@{t}": 0.0, f"bound@{t}": float("nan")})
+            out.update({f"precision@{t}": float("nan"), f"coverage@{t}": 0.0, f"bound@{t}": float("nan"),
+                        f"cert_precision@{t}": float("nan"), f"cert_coverage@{t}": 0.0, f"cert_checks@{t}": 0.0,
+                        f"cert_certified@{t}": float("nan")})
         return out
     correct = held["predicted"] == held["true"]
-    for t in targets:
+    calibrator = fit_isotonic(held["confidence"], correct)
+    for k, t in enumerate(targets):
         rule = select_thresholds(held["confidence"], held["predicted"], correct, target=t, classes=range(n_classes))
         precision, coverage = auto_accept_on_test(rule, pred_test, conf_test, y[test])
         out.update({f"precision@{t}": precision, f"coverage@{t}": coverage,
                     f"bound@{t}": float("nan") if rule.lower is None else rule.lower})
-    out["ece_calibrated"] = expected_calibration_error(fit_isotonic(held["confidence"], correct)(conf_test), right)
+        got = certified_on_test(t, pred_test, conf_test, y[test], calibrator, seed=seed * 1000 + k,
+                                held=(held["confidence"], correct))
+        out.update({f"cert_{key}@{t}": v for key, v in got.items()})
+    out["ece_calibrated"] = expected_calibration_error(calibrator(conf_test), right)
     return out
 
 
@@ -132,6 +171,16 @@ def summarise(cases: list[list[dict[str, float]]], targets: Sequence[float]) -> 
             "coverage_mean": nanstat(np.nanmean, col(f"coverage@{t}")),
             "bound_mean": nanstat(np.nanmean, col(f"bound@{t}")),
             "met": met.sum(axis=0).astype(int).tolist(), "cases": [len(cases)] * prec.shape[1]}
+        if f"cert_precision@{t}" in cases[0][0]:
+            cert = col(f"cert_precision@{t}")
+            met = np.where(np.isnan(cert), True, cert >= t - 1e-12)
+            out["auto_accept"][str(t)]["certified"] = {
+                "precision_mean": nanstat(np.nanmean, cert), "precision_min": nanstat(np.nanmin, cert),
+                "coverage_mean": nanstat(np.nanmean, col(f"cert_coverage@{t}")),
+                "checks_mean": nanstat(np.nanmean, col(f"cert_checks@{t}")),
+                "passed": np.nansum(col(f"cert_certified@{t}"), axis=0).astype(int).tolist(),
+                "offered": (~np.isnan(col(f"cert_certified@{t}"))).sum(axis=0).astype(int).tolist(),
+                "met": met.sum(axis=0).astype(int).tolist(), "cases": [len(cases)] * cert.shape[1]}
     return out
 
 
@@ -149,6 +198,15 @@ def _auto_accept_lines(name: str, aa: dict) -> list[str]:
             f"{name + ' precision min':<30}" + "".join(_pct(v) for v in aa["precision_min"]),
             f"{name + ' coverage':<30}" + "".join(_pct(v) for v in aa["coverage_mean"]),
             f"{name + ' met':<30}" + "".join(f"{f'{m}/{c}':>12}" for m, c in zip(aa["met"], aa["cases"]))]
+
+
+def _certified_lines(name: str, ce: dict) -> list[str]:
+    return [f"{name + ' precision':<30}" + "".join(_pct(v) for v in ce["precision_mean"]),
+            f"{name + ' precision min':<30}" + "".join(_pct(v) for v in ce["precision_min"]),
+            f"{name + ' coverage':<30}" + "".join(_pct(v) for v in ce["coverage_mean"]),
+            f"{name + ' checks':<30}" + "".join(f"{'-' if v is None else f'{v:.0f}':>12}" for v in ce["checks_mean"]),
+            f"{name + ' certified/offered':<30}" + "".join(f"{f'{p}/{o}':>12}" for p, o in zip(ce["passed"], ce["offered"])),
+            f"{name + ' met':<30}" + "".join(f"{f'{m}/{c}':>12}" for m, c in zip(ce["met"], ce["cases"]))]
 
 
 def format_trust(result: dict) -> str:
@@ -169,4 +227,11 @@ def format_trust(result: dict) -> str:
         lines += _section(f"auto-accept at target {t}: true precision % (min) / coverage % / target met", budgets)
         for name, tr in rows:
             lines += _auto_accept_lines(name, tr["auto_accept"][str(t)])
+        certified = [(name, tr["auto_accept"][str(t)].get("certified")) for name, tr in rows]
+        if any(ce for _, ce in certified):
+            lines += _section(f"certified by a checked sample at target {t}: true precision % (min) / coverage % / "
+                              "checks / certified of offered / target met", budgets)
+            for name, ce in certified:
+                if ce:
+                    lines += _certified_lines(name, ce)
     return "\n".join(lines)

@@ -282,14 +282,20 @@ def audit(
     held-out labels, or None) and image (thumbnail path, or the image itself when no thumbnail was made).
     """
     sample = sampling.audit_sample(plan.candidates, n=n, rng=np.random.default_rng(seed))
+    return candidate_cards(service, sample, plan.class_names)
+
+
+def candidate_cards(service: LabelingService, candidates: Sequence[Candidate], class_names: dict[int, str]) -> list[dict]:
+    """What a person needs to check proposals: item_id, class (name), confidence, calibrated (or
+    None) and image (thumbnail path, or the image itself when no thumbnail was made), in order."""
     with service.project.db.session() as con:
-        info = items_q.items_by_ids(con, [c.item_id for c in sample])
+        info = items_q.items_by_ids(con, [c.item_id for c in candidates])
     out = []
-    for cand in sample:
+    for cand in candidates:
         item = info[cand.item_id]
         thumb = service.project.thumb_path(item["sha256"]) if item["sha256"] else None
         image = thumb if thumb is not None and thumb.exists() else service.project.resolve_uri(item["uri"])
-        out.append({"item_id": cand.item_id, "class": plan.class_names.get(cand.class_id, str(cand.class_id)),
+        out.append({"item_id": cand.item_id, "class": class_names.get(cand.class_id, str(cand.class_id)),
                     "confidence": cand.confidence, "calibrated": cand.calibrated, "image": str(image)})
     return out
 

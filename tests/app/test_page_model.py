@@ -222,3 +222,64 @@ def test_model_page_shows_the_bound_and_what_it_rests_on(labeled, monkeypatch):
                    for c in (c.value for c in at.caption))
     shown = _table(at, "held_out")
     assert {"lower", "upper", "support", "note"} <= set(shown.columns)
+
+
+def _submit(at: AppTest):
+    found = [b for b in at.button if (b.key or "").startswith("FormSubmitter:cert_checks-")]
+    assert len(found) == 1, [b.key for b in at.button]
+    return found[0]
+
+
+def test_model_page_certifies_a_batch_by_a_checked_sample_and_accepts_the_rest(labeled, monkeypatch):
+    from labeling.views import certification
+
+    service = LabelingService(labeled)
+    at = _open_model_page(labeled, monkeypatch)
+    at.slider(key="aa_target").set_value(0.6).run()
+    prop = certification.propose(service, target=0.6)
+    assert prop.batch, "60 labels: a 60 % batch is offered"
+    assert at.button(key="cert_start").label == f"Check {prop.audit} items to certify {prop.accepted_if_flawless}"
+    at.button(key="cert_start").click().run()
+    cert = certification.current(service)
+    assert cert.state == "checking" and len(cert.sample) == prop.audit and cert.started_by == "tester"
+    proposed = {c.item_id: c.class_id for c in cert.batch}
+    pages = 0
+    while cert.state == "checking":
+        boxes = [c for c in at.checkbox if (c.key or "").startswith("cert_wrong_")]
+        assert [int(c.key.rsplit("_", 1)[1]) for c in boxes] == cert.todo[:12]
+        _submit(at).click().run()
+        assert not at.exception, at.exception
+        cert, pages = certification.current(service), pages + 1
+    assert pages == -(-prop.audit // 12) and cert.state == "certified"
+    labels = _human_labels(service)
+    assert all(labels[i] == proposed[i] for i in cert.sample)  # each unticked check is a label
+    assert at.success[0].value.startswith(f"Certified: all {prop.audit} checks were right")
+    at.button(key="cert_accept").click().run()
+    with service.project.db.session() as con:
+        events = [e for e in labels_q.all_events(con) if e[5] == "auto_accept"]
+    assert {e[1] for e in events} == {c.item_id for c in cert.rest} and len({e[6] for e in events}) == 1
+    assert at.success[0].value == f"Accepted {len(cert.rest)} items as one batch."
+    at.button(key="aa_undo").click().run()  # the same undo as the held-out route
+    assert set(_human_labels(service)) == set(labels)
+
+
+def test_model_page_a_ticked_item_fails_the_check_and_stays_unlabeled(labeled, monkeypatch):
+    from labeling.views import certification
+
+    service = LabelingService(labeled)
+    at = _open_model_page(labeled, monkeypatch)
+    at.slider(key="aa_target").set_value(0.6).run()
+    at.button(key="cert_start").click().run()
+    cert = certification.current(service)
+    wrong = cert.todo[0]
+    at.checkbox(key=f"cert_wrong_{wrong}").check()
+    _submit(at).click().run()
+    cert = certification.current(service)
+    assert cert.state == "failed" and cert.wrong == [wrong]
+    assert wrong not in _human_labels(service) and set(cert.right) == set(cert.sample[:12]) - {wrong}
+    checked = min(12, len(cert.sample))
+    assert at.warning[0].value.startswith(f"Not certified: 1 of the {checked} checked items were wrong")
+    assert not [b for b in at.button if b.key == "cert_accept"]
+    at.button(key="cert_cancel").click().run()
+    assert certification.current(service) is None
+    assert at.button(key="cert_start")  # a new sample can be drawn

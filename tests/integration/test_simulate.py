@@ -80,5 +80,10 @@ def test_simulate_reports_trust_beside_accuracy(digits):
         assert tr["logreg_accuracy_mean"][1] > 0.8  # digits with 150 labels: an easy baseline
         assert 0.0 <= tr["ece_mean"][0] <= 1.0 and 0.0 <= tr["ece_calibrated_mean"][1] <= 1.0
     assert res["results"]["default"]["trust"]["auto_accept"]["0.9"]["coverage_mean"][1] > 0  # 150 labels: some
+    for name in ("random", "default"):
+        ce = res["results"][name]["trust"]["auto_accept"]["0.9"]["certified"]
+        assert ce["cases"] == [1, 1] and all(p <= o <= 1 for p, o in zip(ce["passed"], ce["offered"]))
+        assert all(c is None or c >= 0 for c in ce["checks_mean"])
     table = format_table(res)
+    assert "certified by a checked sample at target 0.9" in table
     assert "auto-accept at target 0.9" in table and "logreg" in table and "calibrated" in table

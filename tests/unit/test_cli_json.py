@@ -55,7 +55,8 @@ def test_every_documented_command_prints_its_documented_keys(trained_project, tm
                  ("undo", root, "--user", "ann"), ("import-labels", root, str(labels)),
                  ("import-predictions", root, str(preds), "--name", "mine"), ("models", root),
                  ("train", root), ("rounds", root), ("stats", root), ("suspects", root, "--limit", "3"),
-                 ("auto-accept", root, "--dry-run", "--target", "0.6"), ("check", root),
+                 ("auto-accept", root, "--dry-run", "--target", "0.6"), ("certify", root, "--target", "0.6"),
+                 ("check", root),
                  ("export", root, "--to", "csv", "--out", str(tmp_path / "out.csv"))):
         result = _run(capsys, *args)
         seen.add(args[0])

@@ -8,6 +8,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from labeling.active import trust
+from labeling.team import certify
 from labeling.active.simulate import SimData, format_table, run
 from labeling.model.ensemble import FeatureScaler
 from labeling.search.neighbours import knn_graph
@@ -59,6 +60,41 @@ def test_summary_counts_a_case_that_accepts_nothing_as_kept():
     assert aa["precision_mean"] == [pytest.approx(0.9)] and aa["precision_min"] == [pytest.approx(0.85)]
     assert aa["coverage_mean"] == [pytest.approx(1.1 / 3)]
     assert got["logreg_accuracy_mean"] == [pytest.approx(0.8)] and got["ece_mean"] == [pytest.approx(0.1)]
+
+
+def _flat(n):
+    from labeling.team.autoaccept import Calibrator
+    return Calibrator(np.array([0.0, 1.0]), np.array([1.0, 1.0]), n)  # every item looks right
+
+
+def test_certified_rest_is_scored_only_when_the_whole_sample_is_right():
+    rng = np.random.default_rng(0)
+    n_items = 2000
+    conf = rng.uniform(0.5, 1.0, n_items)
+    y = rng.integers(0, 3, n_items)
+    got = trust.certified_on_test(0.97, y.copy(), conf, y, _flat(100), seed=1)
+    assert got["certified"] == 1.0 and got["precision"] == 1.0
+    assert got["checks"] == certify.audit_size(n_items, 0.97)
+    assert got["coverage"] == pytest.approx((n_items - got["checks"]) / n_items)
+    wrong = y.copy()
+    wrong[::10] = (wrong[::10] + 1) % 3  # 10 % wrong: some sampled item is wrong for any seed
+    got = trust.certified_on_test(0.97, wrong, conf, y, _flat(100), seed=1)
+    assert got["certified"] == 0.0 and got["coverage"] == 0.0 and math.isnan(got["precision"])
+    assert got["checks"] > 0  # the checks were spent all the same
+    few = trust.certified_on_test(0.97, y[:40], conf[:40], y[:40], _flat(100), seed=1)
+    assert math.isnan(few["certified"]) and few["checks"] == 0.0  # 40 items: no sample saves checks
+
+
+def test_summary_of_certification_counts_offers_passes_and_checks():
+    base = {"ece": 0.1, "ece_calibrated": 0.05, "logreg": 0.8, "forest": 0.7, "precision@0.9": float("nan"),
+            "coverage@0.9": 0.0, "bound@0.9": float("nan")}
+    cert = [(0.99, 0.4, 29.0, 1.0), (float("nan"), 0.0, 29.0, 0.0), (float("nan"), 0.0, 0.0, float("nan"))]
+    cases = [[{**base, "cert_precision@0.9": p, "cert_coverage@0.9": c, "cert_checks@0.9": k,
+               "cert_certified@0.9": ok}] for p, c, k, ok in cert]
+    ce = trust.summarise(cases, [0.9])["auto_accept"]["0.9"]["certified"]
+    assert ce["passed"] == [1] and ce["offered"] == [2] and ce["met"] == [3] and ce["cases"] == [3]
+    assert ce["coverage_mean"] == [pytest.approx(0.4 / 3)] and ce["checks_mean"] == [pytest.approx(58 / 3)]
+    assert ce["precision_min"] == [pytest.approx(0.99)]
 
 
 def test_simulate_without_targets_measures_no_trust(digits):
