@@ -237,10 +237,13 @@ message = st.session_state.pop("cert_message", None)
 if message is not None:
     getattr(st, message[0])(message[1])
 cert = model.certification()
-if cert is None or cert.state == "accepted":
+if cert is None or cert.state in ("accepted", "closed"):
     proposal = model.certify_proposal(target=target)
     if proposal is None:
         st.caption("Needs a round with cross-validated human labels.")
+    elif cert is not None and cert.state == "closed" and cert.round_id == proposal.round_id:
+        st.caption(f"Round {cert.round_id} already had its sample checked: one try per round keeps the 95 % promise. "
+                   "Label the items found wrong; the next round can be checked again.")
     elif not proposal.batch:
         st.caption(f"No batch worth checking at {target:.0%}: the round's most confident suggestions are not yet "
                    "clean enough for a random sample of them to come back flawless.")
@@ -278,4 +281,5 @@ else:
         st.button(f"Accept {count(len(cert.rest), 'item')} as one batch", key="cert_accept", type="primary",
                   on_click=_certify, args=("accept",))
     st.button("Close this check" if cert.state == "failed" else "Cancel", key="cert_cancel",
-              on_click=_certify, args=("cancel",))
+              on_click=_certify, args=("cancel",),
+              help="Its round gets no other sample: drawing again until one comes back flawless would break the promise.")

@@ -40,7 +40,8 @@ def register(sub) -> None:
     what = s.add_mutually_exclusive_group()
     what.add_argument("--start", action="store_true", help="fix the batch and draw the items to check")
     what.add_argument("--accept", action="store_true", help="accept the rest of a certified batch as one batch")
-    what.add_argument("--cancel", action="store_true", help="drop the open check (the checks stay as labels)")
+    what.add_argument("--cancel", action="store_true", help="close the open check: its round gets no other sample "
+                                                             "(the checks stay as labels)")
     s.add_argument("--user", default="certify", help="the name stored with the accepted labels")
     _fmt_arg(s)
     s.set_defaults(func=cmd_certify)
@@ -138,7 +139,7 @@ def cmd_certify(a) -> int:
     if a.cancel:
         cert_v.cancel(service)
         _print({"state": "cancelled", "round_id": None, "target": None, "batch": 0, "checks": 0}, a.format,
-               "the open check is dropped; the checks made stay as labels")
+               "the open check is closed (its round gets no other sample); the checks made stay as labels")
         return 0
     if a.accept:
         cert = cert_v.current(service)
@@ -149,7 +150,7 @@ def cmd_certify(a) -> int:
                f"(undo: python -m labeling undo DIR --user {a.user} --batch {done.batch_id})")
         return 0
     cert = cert_v.current(service)
-    if a.start or cert is None or cert.state == "accepted":
+    if a.start or cert is None or cert.state in ("accepted", "closed"):
         prop = cert_v.propose(service, target=a.target)
         if prop is None:
             raise LookupError("no round with cross-validated human labels yet: label some items and run train")

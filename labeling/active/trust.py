@@ -148,7 +148,9 @@ def summarise(cases: list[list[dict[str, float]]], targets: Sequence[float]) -> 
     ``logreg_accuracy_mean``/``_std``, ``forest_accuracy_mean``/``_std``, and ``auto_accept``:
     ``{target: {precision_mean, precision_min, coverage_mean, bound_mean, met, cases}}`` where ``met``
     counts the repeats whose accepted test items reached the target (nothing accepted counts as met:
-    no wrong label was written) out of ``cases``.
+    no wrong label was written) out of ``cases``; where certification was measured, ``certified``:
+    the same for the checked-sample route, with ``checks_mean`` (over the cases it was offered),
+    ``offered`` and ``passed`` (cases).
     """
     def col(key: str) -> np.ndarray:
         return np.array([[case[key] for case in rep] for rep in cases], dtype=np.float64)  # (R, B)
@@ -172,14 +174,14 @@ def summarise(cases: list[list[dict[str, float]]], targets: Sequence[float]) -> 
             "bound_mean": nanstat(np.nanmean, col(f"bound@{t}")),
             "met": met.sum(axis=0).astype(int).tolist(), "cases": [len(cases)] * prec.shape[1]}
         if f"cert_precision@{t}" in cases[0][0]:
-            cert = col(f"cert_precision@{t}")
+            cert, offered = col(f"cert_precision@{t}"), ~np.isnan(col(f"cert_certified@{t}"))
             met = np.where(np.isnan(cert), True, cert >= t - 1e-12)
             out["auto_accept"][str(t)]["certified"] = {
                 "precision_mean": nanstat(np.nanmean, cert), "precision_min": nanstat(np.nanmin, cert),
                 "coverage_mean": nanstat(np.nanmean, col(f"cert_coverage@{t}")),
-                "checks_mean": nanstat(np.nanmean, col(f"cert_checks@{t}")),
+                "checks_mean": nanstat(np.nanmean, np.where(offered, col(f"cert_checks@{t}"), np.nan)),
                 "passed": np.nansum(col(f"cert_certified@{t}"), axis=0).astype(int).tolist(),
-                "offered": (~np.isnan(col(f"cert_certified@{t}"))).sum(axis=0).astype(int).tolist(),
+                "offered": offered.sum(axis=0).astype(int).tolist(),
                 "met": met.sum(axis=0).astype(int).tolist(), "cases": [len(cases)] * cert.shape[1]}
     return out
 

@@ -7,6 +7,11 @@ human label is the proposed class, *wrong* when it is another class or a skip, o
 said it is wrong without giving the class; otherwise it is still to check. Undoing a check's label
 makes the item unchecked again. A proposal is for one round; the batch, once started, is a fixed
 list of (item, class) pairs, so a newer round does not change what the checks are about.
+
+One try per round: a sample that failed, or was cancelled, cannot be replaced by a fresh sample
+of the same round's batch. Drawing again until a sample comes back flawless would pass a batch
+that misses the target far more often than 5 % of the time. The checks are labels, so the next
+round (seconds later, with the wrong items labeled) can be checked again.
 """
 from __future__ import annotations
 
@@ -67,12 +72,16 @@ class Certification:
     todo: list[int] = field(default_factory=list)
     accepted_batch: str | None = None
     """The auto-accept batch written when it was accepted."""
+    closed: bool = False
+    """Cancelled, or closed after it failed: its round gets no other try."""
 
     @property
     def state(self) -> str:
-        """``checking``, ``failed`` (a check was wrong), ``certified`` or ``accepted``."""
+        """``checking``, ``failed`` (a check was wrong), ``certified``, ``accepted`` or ``closed``."""
         if self.accepted_batch:
             return "accepted"
+        if self.closed:
+            return "closed"
         if self.wrong:
             return "failed"
         return "checking" if self.todo else "certified"
@@ -150,11 +159,11 @@ def _status(con, record: dict) -> Certification:
     batch = [Candidate(int(i), int(c), conf[int(i)]) for i, c in record["batch"]]
     return Certification(record["id"], int(record["round"]), float(record["target"]), float(record["confidence"]),
                          record["started_by"], record["started_at"], batch, [int(i) for i in record["sample"]],
-                         right, wrong, todo, record.get("accepted_batch"))
+                         right, wrong, todo, record.get("accepted_batch"), bool(record.get("closed")))
 
 
 def current(service: LabelingService) -> Certification | None:
-    """The project's open (or last accepted) certification with its checks, or None."""
+    """The project's newest certification (open, accepted or closed) with its checks, or None."""
     with service.project.db.session() as con:
         record = _read(con)
         return None if record is None else _status(con, record)
@@ -166,7 +175,8 @@ def start(service: LabelingService, proposal: Proposal, *, user: str, seed: int 
     Raises
     ------
     ValueError
-        If ``user`` is empty, the proposal has no batch, or a certification is still being checked.
+        If ``user`` is empty, the proposal has no batch, a certification is still being checked, or
+        the proposal's round already had a try that was not accepted.
     """
     if not user or not user.strip():
         raise ValueError("a user name is required")
@@ -181,9 +191,13 @@ def start(service: LabelingService, proposal: Proposal, *, user: str, seed: int 
               "said_wrong": []}
     with service.project.db.session() as con:
         old = _read(con)
-        if old is not None and _status(con, old).state == "checking":
+        state = None if old is None else _status(con, old).state
+        if state == "checking":
             raise ValueError(f"a certification started by {old['started_by']} is still being checked: "
                              "finish or cancel it first")
+        if state in ("failed", "closed") and int(old["round"]) == proposal.round_id:
+            raise ValueError(f"round {proposal.round_id} already had its sample checked: one try per round keeps the "
+                             "95 % promise; label the wrong items, and the next round can be checked")
         rounds_q.set_setting(con, SETTING, json.dumps(record))
         return _status(con, record)
 
@@ -203,7 +217,7 @@ def record_checks(service: LabelingService, *, right: Sequence[int] = (), wrong:
         raise ValueError("a user name is required")
     with service.project.db.session() as con:
         record = _read(con)
-        if record is None or record.get("accepted_batch"):
+        if record is None or record.get("accepted_batch") or record.get("closed"):
             raise ValueError("no certification is open: start one on the Model page")
         sample = {int(i) for i in record["sample"]}
         stray = sorted({int(i) for i in (*right, *wrong)} - sample)
@@ -229,7 +243,7 @@ def accept(service: LabelingService, *, user: str) -> model_report.Accepted:
         If no certification is open or it is not certified (checks to do, or a wrong one).
     """
     cert = current(service)
-    if cert is None or cert.state == "accepted":
+    if cert is None or cert.state in ("accepted", "closed"):
         raise ValueError("no certification is open: start one on the Model page")
     if cert.state != "certified":
         why = (f"{len(cert.todo)} of {len(cert.sample)} checks still to do" if cert.state == "checking"
@@ -245,6 +259,9 @@ def accept(service: LabelingService, *, user: str) -> model_report.Accepted:
 
 
 def cancel(service: LabelingService) -> None:
-    """Drop the open certification; the checks already made stay as labels."""
+    """Close the open certification (its round gets no other try); the checks made stay as labels."""
     with service.project.db.session() as con:
-        con.execute("DELETE FROM settings WHERE key = ?", [SETTING])
+        record = _read(con)
+        if record is not None and not record.get("accepted_batch"):
+            record["closed"] = True
+            rounds_q.set_setting(con, SETTING, json.dumps(record))

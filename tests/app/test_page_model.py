@@ -281,5 +281,6 @@ def test_model_page_a_ticked_item_fails_the_check_and_stays_unlabeled(labeled, m
     assert at.warning[0].value.startswith(f"Not certified: 1 of the {checked} checked items were wrong")
     assert not [b for b in at.button if b.key == "cert_accept"]
     at.button(key="cert_cancel").click().run()
-    assert certification.current(service) is None
-    assert at.button(key="cert_start")  # a new sample can be drawn
+    assert certification.current(service).state == "closed"
+    assert not [b for b in at.button if b.key == "cert_start"]  # no fresh sample of the same round's batch
+    assert any("one try per round" in c.value for c in at.caption)

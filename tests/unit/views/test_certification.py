@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -105,7 +106,16 @@ def test_a_wrong_check_fails_the_batch_and_leaves_the_item_for_labeling(service)
     with pytest.raises(ValueError, match="1 of the checked items were wrong"):
         certification.accept(service, user="ann")
     assert bad not in model_report._decided_items(service)
-    certification.start(service, prop, user="ann", seed=2)  # a failed one may be replaced
+    with pytest.raises(ValueError, match="one try per round"):  # no fresh sample of the same batch
+        certification.start(service, prop, user="ann", seed=2)
+    certification.cancel(service)
+    assert certification.current(service).state == "closed"
+    with pytest.raises(ValueError, match="one try per round"):
+        certification.start(service, prop, user="ann", seed=2)
+    with pytest.raises(ValueError, match="no certification is open"):
+        certification.record_checks(service, right=cert.sample[:1], user="ann")
+    newer = replace(prop, round_id=prop.round_id + 1)  # the next round may be checked
+    assert certification.start(service, newer, user="ann", seed=2).state == "checking"
 
 
 def test_a_label_given_on_the_label_page_counts_as_a_check(service):
@@ -134,7 +144,9 @@ def test_record_checks_refuses_items_outside_the_sample_and_without_a_certificat
     with pytest.raises(ValueError, match="user name"):
         certification.record_checks(service, right=cert.sample[:1], user=" ")
     certification.cancel(service)
-    assert certification.current(service) is None
+    assert certification.current(service).state == "closed"
+    with pytest.raises(ValueError, match="one try per round"):  # cancelling is no way to draw again
+        certification.start(service, prop, user="ann", seed=5)
 
 
 def test_start_refuses_an_empty_batch(service):
