@@ -218,6 +218,7 @@ def sidebar_status() -> None:
     summary = service.summary()
     newest = summary["round"]["round_id"] if summary["round"] else None
     _refresh_stale_card(newest)  # first: the app's rerun draws this fragment again, toast included
+    _rerun_waiting_page(summary["round"])
     _toast_new_round(newest)
     st.caption(f"Project **{os.path.basename(summary['root'])}**")
     rnd = summary["round"]
@@ -244,6 +245,21 @@ CARD_ROUND = "card_round"
 # Session key: (round, item, what it tells: facade.card_signature) of the Label page's card, while shown.
 CARD_WAITS_FOR_ROUND = "card_waits_for_round"
 # Session key: the Label page has no card because no round has finished yet; the first one redraws it.
+
+
+PAGE_WAITS_FOR_ROUND_AFTER = "page_waits_for_round_after"
+# Session key: a round id (-1: any); the page shown needs a newer cross-validated round (the Model page's
+# auto-accept, after a closed check or before any cross-validation): redraw it once when one lands.
+
+
+def _rerun_waiting_page(newest: dict | None) -> None:
+    waits = st.session_state.get(PAGE_WAITS_FOR_ROUND_AFTER)
+    if waits is None or newest is None or newest["round_id"] <= waits:
+        return
+    m = newest["metrics"]
+    if m.get("cv_status") == "done" or (m.get("cv_status") is None and m.get("cv_accuracy") is not None):
+        st.session_state.pop(PAGE_WAITS_FOR_ROUND_AFTER)
+        st.rerun(scope="app")
 
 
 def _refresh_stale_card(newest: int | None) -> None:

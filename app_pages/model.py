@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from labeling.session import DASH, Candidate, count
-from app_pages.common import get_session, get_worker
+from app_pages.common import PAGE_WAITS_FOR_ROUND_AFTER, get_session, get_worker
 
 AUDIT_N = 12
 AUDIT_COLUMNS = 6
@@ -240,10 +240,13 @@ cert = model.certification()
 if cert is None or cert.state in ("accepted", "closed"):
     proposal = model.certify_proposal(target=target)
     if proposal is None:
-        st.caption("Needs a round with cross-validated human labels.")
+        st.caption("Needs a round with cross-validated human labels (this page shows it when one lands).")
+        st.session_state[PAGE_WAITS_FOR_ROUND_AFTER] = -1
     elif cert is not None and cert.state == "closed" and cert.round_id == proposal.round_id:
         st.caption(f"Round {cert.round_id} already had its sample checked: one try per round keeps the 95 % promise. "
-                   "Label the items found wrong; the next round can be checked again.")
+                   "Label the items found wrong; the next round can be checked again (this page shows it when it "
+                   "lands).")
+        st.session_state[PAGE_WAITS_FOR_ROUND_AFTER] = cert.round_id
     elif not proposal.batch:
         st.caption(f"No batch worth checking at {target:.0%}: the round's most confident suggestions are not yet "
                    "clean enough for a random sample of them to come back flawless.")

@@ -113,7 +113,7 @@ def propose(service: LabelingService, *, target: float) -> Proposal | None:
     """
     if not 0.0 < target < 1.0:
         raise ValueError(f"target precision must be in (0, 1); got {target}")
-    got = model_report._cv(service)
+    got = model_report.cross_validated_round(service)
     if got is None:
         return None
     rnd, pred = got

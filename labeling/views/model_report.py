@@ -16,7 +16,7 @@ import pandas as pd
 
 from labeling.team import autoaccept, sampling
 from labeling.team.autoaccept import Candidate
-from labeling.model.round_files import RoundPredictions
+from labeling.model.round_files import RoundPredictions, cv_file, load_predictions
 from labeling.service import LabelingService
 from storage import items as items_q
 from storage import labels as labels_q
@@ -138,12 +138,40 @@ def failed_after_current(service: LabelingService) -> dict | None:
             "in_use": int(finished[-1]) if finished else None}
 
 
+CV_LOOKBACK = 20
+"""How many of the newest rounds auto-accept looks through for one with held-out outputs."""
+
+
 def _cv(service: LabelingService) -> tuple[dict, RoundPredictions] | None:
     """The newest round with its predictions, when it stored held-out outputs."""
     got = service.predictions()
     if got is None or len(got[1].cv.get("item_ids", ())) == 0:
         return None
     return got
+
+
+def cross_validated_round(service: LabelingService) -> tuple[dict, RoundPredictions] | None:
+    """The newest round that stored held-out outputs, with its predictions: what auto-accept uses.
+
+    A round's cross-validation is stored after its predictions, and skipped when a newer round comes
+    first; while people label, the newest round is often still without it. Auto-accept then uses
+    the newest round that has it (its thresholds and suggestions come from the same model), rather
+    than saying nothing until the labeling stops.
+    """
+    got = service.predictions()
+    if got is None:
+        return None
+    if len(got[1].cv.get("item_ids", ())):
+        return got
+    for rnd in reversed(service.rounds(newest=CV_LOOKBACK)):
+        if rnd["status"] != "finished" or rnd["id"] == got[0]["id"] or not rnd.get("predictions_file"):
+            continue
+        path = service.project.data_dir / "rounds" / rnd["predictions_file"]
+        if cv_file(path).is_file():
+            pred = load_predictions(path)
+            if len(pred.cv.get("item_ids", ())):
+                return rnd, pred
+    return None
 
 
 def _names(pred: RoundPredictions) -> dict[int, str]:
@@ -239,7 +267,7 @@ def auto_accept_plan(
     ValueError
         If the target or the confidence is out of range.
     """
-    got = _cv(service)
+    got = cross_validated_round(service)
     if got is None:
         return None
     rnd, pred = got

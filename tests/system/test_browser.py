@@ -266,3 +266,60 @@ def test_the_first_card_shows_by_itself_when_the_first_round_lands(demo_project,
                        capture_output=True, timeout=300)
         page.locator('[data-testid="stImageCaption"]').first.wait_for(timeout=60_000)  # no key pressed, no reload
         page.get_by_text("No suggestion yet").first.wait_for(timeout=10_000)
+
+
+def test_auto_accept_certified_by_a_checked_sample(demo_project, tmp_path):
+    """Model page, as a reviewer would: raise the target with the keyboard, start a check of a random
+    sample, record it page by page (the checks become labels while the retrain worker runs), and
+    accept the rest of the certified batch as one batch."""
+    import csv
+
+    from labeling.model.rounds import train_round
+    from labeling.views import certification
+    from storage.db import release_files
+
+    with open(demo_project / ".quorum" / "demo_truth.csv", encoding="utf-8") as fh:
+        truth = sorted((r["uri"], r["true_class"]) for r in csv.DictReader(fh))
+    by_class: dict[str, list[str]] = {}
+    for uri, cls in truth:
+        by_class.setdefault(cls, []).append(uri)
+    service = LabelingService(demo_project)
+    service.label_table([{"uri": u, "label": c} for c, us in by_class.items() for u in us[:6]], user="seed")
+    train_round(service.project, device="cpu", cv=True)
+    release_files()
+    with served_page(demo_project, tmp_path / "server.log", height=1200) as (page, url):
+        page.goto(f"{url}/model")
+        page.get_by_text("Or certify a batch by checking a sample").wait_for(timeout=90_000)
+        target = page.locator('[data-testid="stSlider"] input[type="range"]').first
+        target.focus()
+        target.press("Home")  # 0.50
+        for _ in range(10):
+            target.press("ArrowRight")
+        _wait(lambda: target.input_value() == "0.6", 30, what="the target at 0.60")
+        start = page.get_by_role("button", name=re.compile(r"^Check \d+ items? to certify \d+"))
+        start.wait_for(timeout=60_000)
+        start.click()
+        progress = page.locator('[data-testid="stProgress"]')
+        progress.wait_for(timeout=30_000)
+        got = re.match(r"0 of (\d+) checked · 0 wrong · batch of (\d+) from round \d+, target 60%",
+                       progress.inner_text().strip())
+        assert got, progress.inner_text()
+        checks, batch = int(got[1]), int(got[2])
+        rest = batch - checks
+        for _ in range(-(-checks // 12)):
+            record = page.get_by_role("button", name=re.compile("^Record:"))
+            record.wait_for(timeout=30_000)
+            boxes = page.locator('[data-testid="stForm"] [data-testid="stCheckbox"]').count()
+            assert 0 < boxes <= 12
+            record.click()
+            page.wait_for_timeout(300)
+        page.get_by_text(f"Certified: all {checks} checks were right").wait_for(timeout=30_000)
+        cert = certification.current(service)
+        assert cert.state == "certified" and len(cert.rest) == rest
+        human = {e[1]: e[2] for e in _events(demo_project) if e[5] == "accept_suggestion"}
+        assert {i: c for i, c in ((c.item_id, c.class_id) for c in cert.batch) if i in cert.sample} == \
+            {i: human[i] for i in cert.sample}  # every check is a label with the proposed class
+        page.get_by_role("button", name=f"Accept {rest} items as one batch").click()
+        page.get_by_text(f"Accepted {rest} items as one batch.").wait_for(timeout=30_000)
+        accepted = [e for e in _events(demo_project) if e[5] == "auto_accept"]
+        assert {e[1] for e in accepted} == {c.item_id for c in cert.rest} and len({e[6] for e in accepted}) == 1

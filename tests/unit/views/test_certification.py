@@ -186,3 +186,15 @@ def test_command_line_proposes_starts_takes_checks_as_labels_and_accepts(service
     assert certification.current(service).state == "accepted"
     code = main(["certify", root, "--accept"])  # nothing open any more: one line, exit 1
     assert code != 0 and "no certification is open" in capsys.readouterr().err
+
+
+def test_auto_accept_uses_the_newest_cross_validated_round_while_the_newest_has_none(service):
+    before = certification.propose(service, target=0.6)
+    plan = model_report.auto_accept_plan(service, target_precision=0.6)
+    train_round(service.project, device="cpu", cv=False)  # as the worker's round before its cross-validation
+    assert service.newest_round_id() == before.round_id + 1
+    assert model_report._cv(service) is None  # the Model page's figures wait for this round's own
+    again = certification.propose(service, target=0.6)
+    assert again is not None and again.round_id == before.round_id
+    assert [c.item_id for c in again.batch] == [c.item_id for c in before.batch]
+    assert model_report.auto_accept_plan(service, target_precision=0.6).round_id == plan.round_id
