@@ -272,6 +272,7 @@ def label_propagation(
     symmetric: bool = True,
     power: float = 3.0,
     operator: PropagationOperator | None = None,
+    class_mass: bool = False,
 ) -> npt.NDArray[np.float32]:
     """Class probabilities by label propagation over the kNN graph.
 
@@ -301,6 +302,11 @@ def label_propagation(
         Exponent that sharpens similarities into affinities.
     operator : PropagationOperator, optional
         The graph's operator for these ``symmetric`` and ``power``, already built.
+    class_mass : bool, optional
+        Class mass normalisation (Zhu, Ghahramani and Lafferty, 2003): before the rows are
+        normalised, each class's scores are divided by that class's total mass, so a class whose
+        labels sit in a dense, well-connected region does not flood the items between clusters.
+        The learner uses it while labels are few (``labeling.model.learner``).
 
     Returns
     -------
@@ -338,6 +344,9 @@ def label_propagation(
         scores = step @ scores
         scores[rows] = seeds
 
+    if class_mass:
+        mass = scores.sum(axis=0, keepdims=True, dtype=np.float64)
+        scores = (scores * (mass.mean() / np.maximum(mass, 1e-30))).astype(np.float32)
     # Rows that no label reaches hold exactly zero (sparse products add
     # nothing to them) and become uniform here.
     probs = _normalise_rows(scores, n_classes)

@@ -370,7 +370,8 @@ def _compute(project, pv, start: RoundStart, config, dev, *, cv: bool, seed: int
         if models:  # people's own models join as members (labeling.model.external)
             model_shares, metrics["models"] = external.shares(models, labels, c, start.learner_accuracy)
             pred = Prediction(*external.join(learner.probs, learner.member_names, learner.weights, models,
-                                             model_shares), knn_power=learner.knn_power)
+                                             model_shares), knn_power=learner.knn_power,
+                              knn_class_mass=learner.knn_class_mass)
         counts = np.bincount(labels[labels >= 0], minlength=c)
         if "knn-propagation" in pred.member_names:
             metrics.update(knn_weight=float(pred.weights[pred.member_names.index("knn-propagation")]),

@@ -1,6 +1,8 @@
 """The learned blend: the propagation member's share fitted on held-out labels."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -116,3 +118,22 @@ def test_inner_folds_train_as_the_round_does(monkeypatch):
     pred = fit_predict(x, labels, 3, graph=graph, config=config, device="cpu")
     assert seen == [18]  # the round's one fit on its 18 labels; the inner folds trained batched, without pseudo-labels
     assert pred.member_names[-1] == "knn-propagation"
+
+
+def test_class_mass_normalisation_while_labels_are_few_and_the_cross_validation_keeps_the_rounds_choice():
+    from labeling.model.learner import with_fixed_blend
+
+    x, y, graph = _blobs()
+    few = np.full(240, -1)
+    few[[0, 1, 80, 81, 160, 161]] = y[[0, 1, 80, 81, 160, 161]]
+    many = np.full(240, -1)
+    picked = np.concatenate([np.flatnonzero(y == c)[:8] for c in range(3)])
+    many[picked] = y[picked]
+    config = LearnerConfig(ensemble=EnsembleConfig(seed=0), self_training=False)
+    p_few = fit_predict(x, few, 3, graph=graph, config=config, device="cpu")
+    p_many = fit_predict(x, many, 3, graph=graph, config=config, device="cpu")
+    assert p_few.knn_class_mass and not p_many.knn_class_mass
+    assert with_fixed_blend(config, p_few).class_mass is True
+    assert with_fixed_blend(config, p_many).class_mass is False
+    forced = fit_predict(x, many, 3, graph=graph, config=replace(config, class_mass=True, learn_blend=False), device="cpu")
+    assert forced.knn_class_mass

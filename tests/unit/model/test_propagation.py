@@ -174,8 +174,9 @@ def test_propagation_keeps_human_labels_against_neighbours():
     np.testing.assert_allclose(probs[2], [0.5, 0.5], atol=1e-6)
 
 
-def _reference_propagation(sims, idx, labels, n_classes, *, alpha=0.99, n_iter=20, power=3.0):
-    """Zhou et al.'s iteration written out densely (float64), symmetric normalisation."""
+def _reference_propagation(sims, idx, labels, n_classes, *, alpha=0.99, n_iter=20, power=3.0, class_mass=True):
+    """Zhou et al.'s iteration written out densely (float64), symmetric normalisation, then (Zhu et al.'s)
+    class mass normalisation."""
     n = len(labels)
     w = np.zeros((n, n))
     for i in range(n):
@@ -192,6 +193,9 @@ def _reference_propagation(sims, idx, labels, n_classes, *, alpha=0.99, n_iter=2
     for _ in range(n_iter):
         f = alpha * step @ f + (1 - alpha) * y
         f[labels >= 0] = y[labels >= 0]
+    if class_mass:
+        mass = f.sum(axis=0, keepdims=True)
+        f = f * (mass.mean() / np.maximum(mass, 1e-30))
     total = f.sum(axis=1, keepdims=True)
     return np.where(total > 0, f / np.where(total > 0, total, 1), 1 / n_classes)
 
@@ -210,8 +214,10 @@ def test_propagation_matches_the_dense_iteration_with_and_without_renumbering(mo
     labels[[0, 5, 9, 40]] = y[[0, 5, 9, 40]]
     monkeypatch.setattr(propagation, "REORDER_ABOVE", 1 if reorder else 10**9)
     assert (propagation_operator(sims, idx).order is not None) == reorder
-    got = label_propagation(sims, idx, labels, 2)
+    got = label_propagation(sims, idx, labels, 2, class_mass=True)
     np.testing.assert_allclose(got, _reference_propagation(sims, idx, labels, 2), atol=1e-5)
+    plain = label_propagation(sims, idx, labels, 2, class_mass=False)
+    np.testing.assert_allclose(plain, _reference_propagation(sims, idx, labels, 2, class_mass=False), atol=1e-5)
 
 
 def test_graph_operator_is_built_once_per_graph_and_kept_on_it(clusters_graph):
@@ -304,3 +310,23 @@ def test_loo_disagreement_is_nan_without_evidence():
     scores = loo_knn_disagreement(sims, idx, np.array([0, 1, 1]), 2)
     np.testing.assert_allclose(scores[:2], [1.0, 1.0])
     assert np.isnan(scores[2])
+
+
+def test_class_mass_normalisation_keeps_a_flooding_class_to_its_share():
+    """One dense class of 200 points and a sparse one of 40 beside it, one label each: without class
+    mass normalisation the dense class's larger mass spills over the sparse class's region."""
+    from labeling.model.ensemble import FeatureScaler
+    from labeling.search.neighbours import knn_graph
+
+    rng = np.random.default_rng(1)
+    raw = np.vstack([rng.normal(0.0, 0.3, size=(200, 2)), rng.normal(0.0, 1.0, size=(40, 2)) + [4.0, 0.0]])
+    x = FeatureScaler.fit(raw.astype(np.float32)).transform(raw.astype(np.float32))
+    graph = knn_graph(x, 8)
+    labels = np.full(240, -1)
+    labels[[0, 200]] = [0, 1]
+    plain = label_propagation(graph[0], graph[1], labels, 2, class_mass=False)
+    mass = label_propagation(graph[0], graph[1], labels, 2, class_mass=True)
+    assert np.allclose(mass.sum(axis=1), 1.0) and mass[0, 0] == 1.0 and mass[200, 1] == 1.0
+    truth = np.r_[np.zeros(200), np.ones(40)]
+    assert (mass.argmax(axis=1) == truth).mean() >= (plain.argmax(axis=1) == truth).mean()
+    assert mass[200:, 1].mean() > plain[200:, 1].mean()  # the sparse class keeps more of its own region
