@@ -102,8 +102,8 @@ class Certification:
 
 
 def propose(service: LabelingService, *, target: float) -> Proposal | None:
-    """The batch to certify with the newest round: its most confident suggestions for unlabeled
-    items, cut where the most items are accepted in expectation (``certify.choose_level``), with the
+    """The batch to certify with the newest cross-validated round (``model_report.cross_validated_round``):
+    its most confident suggestions for unlabeled items, cut where the most items are accepted in expectation (``certify.choose_level``), with the
     confidences calibrated on the round's held-out human labels. None without cross-validated outputs.
 
     Raises
