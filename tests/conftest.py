@@ -102,6 +102,15 @@ def _truth_of(root: Path) -> dict[str, str]:
         return {r["uri"]: r["true_class"] for r in csv.DictReader(fh)}
 
 
+def true_rows(root: Path, per_class: int) -> list[dict[str, str]]:
+    """``{uri, label}`` rows of a demo project's first ``per_class`` images of each class (by uri), with
+    their true class: what a simulated annotator labels. Classes in the order their first uri sorts."""
+    by_class: dict[str, list[str]] = {}
+    for uri, cls in sorted(_truth_of(root).items()):
+        by_class.setdefault(cls, []).append(uri)
+    return [{"uri": u, "label": c} for c, uris in by_class.items() for u in uris[:per_class]]
+
+
 @pytest.fixture(scope="session")
 def trained_project_template(demo_project_template, tmp_path_factory) -> Path:
     """The demo project with 3 true labels per class (a simulated annotator) and a trained round."""
@@ -111,10 +120,7 @@ def trained_project_template(demo_project_template, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("trained-template") / "demo"
     copy_project(demo_project_template, root)
     service = LabelingService(root)
-    by_class: dict[str, list[str]] = {}
-    for uri, cls in sorted(_truth_of(root).items()):
-        by_class.setdefault(cls, []).append(uri)
-    service.label_table([{"uri": u, "label": c} for c, uris in by_class.items() for u in uris[:3]], user="seed")
+    service.label_table(true_rows(root, 3), user="seed")
     train_round(service.project, device="cpu", cv=False)
     return root
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import copy_project, open_app
+from conftest import copy_project, open_app, true_rows
 from labeling.views import model_report
 from labeling.model.rounds import expected_calibration_error, train_round
 from labeling.service import LabelingService
@@ -19,16 +19,9 @@ PER_CLASS = 6
 @pytest.fixture(scope="module")
 def labeled_template(demo_project_template, tmp_path_factory) -> Path:
     """The demo with 6 true labels per class (60) and a second round trained on them, built once."""
-    import csv
-
     root = tmp_path_factory.mktemp("model-page") / "demo"
     copy_project(demo_project_template, root)
-    with open(root / ".quorum" / "demo_truth.csv", encoding="utf-8") as fh:
-        truth = {r["uri"]: r["true_class"] for r in csv.DictReader(fh)}
-    by_class: dict[str, list[str]] = {}
-    for uri, cls in sorted(truth.items()):
-        by_class.setdefault(cls, []).append(uri)
-    rows = [{"uri": u, "label": c} for c, uris in by_class.items() for u in uris[:PER_CLASS]]
+    rows = true_rows(root, PER_CLASS)
     service = LabelingService(root)
     assert service.label_table(rows, user="t")["labeled"] == 10 * PER_CLASS
     train_round(service.project, device="cpu")

@@ -12,7 +12,7 @@ import shutil
 import time
 
 import pytest
-from conftest import CHROMIUM, require_chromium, served_page, start_server, stop_server
+from conftest import CHROMIUM, require_chromium, served_page, start_server, stop_server, true_rows
 
 from labeling.service import LabelingService
 from storage import labels as labels_q
@@ -272,19 +272,12 @@ def test_auto_accept_certified_by_a_checked_sample(demo_project, tmp_path):
     """Model page, as a reviewer would: raise the target with the keyboard, start a check of a random
     sample, record it page by page (the checks become labels while the retrain worker runs), and
     accept the rest of the certified batch as one batch."""
-    import csv
-
     from labeling.model.rounds import train_round
     from labeling.views import certification
     from storage.db import release_files
 
-    with open(demo_project / ".quorum" / "demo_truth.csv", encoding="utf-8") as fh:
-        truth = sorted((r["uri"], r["true_class"]) for r in csv.DictReader(fh))
-    by_class: dict[str, list[str]] = {}
-    for uri, cls in truth:
-        by_class.setdefault(cls, []).append(uri)
     service = LabelingService(demo_project)
-    service.label_table([{"uri": u, "label": c} for c, us in by_class.items() for u in us[:6]], user="seed")
+    service.label_table(true_rows(demo_project, 6), user="seed")
     train_round(service.project, device="cpu", cv=True)
     release_files()
     with served_page(demo_project, tmp_path / "server.log", height=1200) as (page, url):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_project
+from conftest import copy_project, true_rows
 from labeling.cli import main
 from labeling.model.rounds import train_round
 from labeling.service import LabelingService
@@ -30,11 +30,8 @@ def labeled_template(demo_project_template, tmp_path_factory) -> Path:
     next class, and a cross-validated round on them."""
     root = tmp_path_factory.mktemp("cli-trust") / "demo"
     copy_project(demo_project_template, root)
-    by_class: dict[str, list[str]] = {}
-    for uri, cls in sorted(_truth(root).items()):
-        by_class.setdefault(cls, []).append(uri)
-    classes = sorted(by_class)
-    rows = [{"uri": u, "label": c} for c in classes for u in by_class[c][:PER_CLASS]]
+    rows = sorted(true_rows(root, PER_CLASS), key=lambda r: r["label"])  # classes in name order
+    classes = sorted({r["label"] for r in rows})
     for k in range(FLIPPED):  # a wrong label on purpose
         rows[k * PER_CLASS]["label"] = classes[k + 1]
     service = LabelingService(root)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_project
+from conftest import copy_project, true_rows
 from labeling.model.rounds import train_round
 from labeling.service import LabelingService
 from labeling.team import certify
@@ -18,20 +18,12 @@ from storage import labels as labels_q
 PER_CLASS = 5
 
 
-def _truth(root: Path) -> dict[str, str]:
-    with open(root / ".quorum" / "demo_truth.csv", encoding="utf-8") as fh:
-        return {r["uri"]: r["true_class"] for r in csv.DictReader(fh)}
-
-
 @pytest.fixture(scope="module")
 def cv_template(demo_project_template, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("certify") / "demo"
     copy_project(demo_project_template, root)
-    by_class: dict[str, list[str]] = {}
-    for uri, cls in sorted(_truth(root).items()):
-        by_class.setdefault(cls, []).append(uri)
     service = LabelingService(root)
-    service.label_table([{"uri": u, "label": c} for c, us in by_class.items() for u in us[:PER_CLASS]], user="t")
+    service.label_table(true_rows(root, PER_CLASS), user="t")
     train_round(service.project, device="cpu", cv=True)
     return root
 
