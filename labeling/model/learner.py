@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from labeling.model.ensemble import EnsembleConfig, fit_ensemble, fit_fold_heads
+from labeling.model.smoothing import smoothed
 from labeling.model.propagation import graph_operator, label_propagation
 
 
@@ -74,6 +75,18 @@ class LearnerConfig:
     13.1 %, random at 10 per class 4.4 -> 9.9 %) and fewer confident batches passed a checked sample;
     chosen per round on the inner folds it was no better than plain. Below 5 per class it keeps the
     gain (2 labels per class: +2.6 points for the default policy, +4.4 for random picks)."""
+
+    feature_smoothing: float = 0.5
+    """Share of the neighbours' mean in the heads' input (``labeling.model.smoothing``; 0 switches it off):
+    each item's embedding is averaged with its ``smoothing_neighbours`` nearest items' on the kNN graph
+    before the heads see it, so the heads learn from a neighbourhood instead of one noisy vector.
+
+    Measured on the demo (``simulate``, 10 repeats, budgets 10/20/50/100/200 labels): default policy
+    58.4/75.0/81.2/84.4/87.9 -> 58.4/75.2/81.4/85.3/88.0 % and random picks 45.7/63.0/69.5/80.3/83.8 ->
+    45.7/63.1/70.1/80.9/85.0 %; with 50 random labels per class (10 repeats) 87.9 -> 89.0 % against
+    LogisticRegression's 88.2 % on the same labels. Shares 0.3 and 0.7 and 15 neighbours were each
+    lower somewhere."""
+    smoothing_neighbours: int = 10
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -291,7 +304,8 @@ def fit_predict(
     Parameters
     ----------
     x : (N, D) float32
-        Prepared embeddings of all items.
+        Prepared embeddings of all items. With a graph, the heads see them smoothed over it
+        (``config.feature_smoothing``, :mod:`labeling.model.smoothing`).
     labels : (N,) int
         Class index of each human-labeled item, -1 where unlabeled.
     graph : ((N, k) sims, (N, k) row indices), optional
@@ -300,6 +314,7 @@ def fit_predict(
     labels = np.asarray(labels, dtype=np.int64)
     if not (labels >= 0).any():
         raise ValueError("no labeled items: label at least one item first")
+    x = smoothed(x, graph, share=config.feature_smoothing, neighbours=config.smoothing_neighbours)
     ens, prop = _fit_parts(x, labels, n_classes, graph=graph, config=config, device=device)
     probs = ens.predict_proba(x)
     names = [f"{t}-{i}" for i, t in enumerate(ens.head_types)]
