@@ -82,7 +82,7 @@ class LearnerConfig:
     before the heads see it, so the heads learn from a neighbourhood instead of one noisy vector.
 
     Measured on the demo (``simulate``, 10 repeats, budgets 10/20/50/100/200 labels): default policy
-    58.4/75.0/81.2/84.4/87.9 -> 58.4/75.2/81.4/85.3/88.0 % and random picks 45.7/63.0/69.5/80.3/83.8 ->
+    58.4/75.0/81.2/84.4/87.9 -> 58.4/75.2/81.4/85.3/88.3 % and random picks 45.7/63.0/69.5/80.3/83.8 ->
     45.7/63.1/70.1/80.9/85.0 %; with 50 random labels per class (10 repeats) 87.9 -> 89.0 % against
     LogisticRegression's 88.2 % on the same labels. Shares 0.3 and 0.7 and 15 neighbours were each
     lower somewhere."""
