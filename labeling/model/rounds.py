@@ -23,6 +23,7 @@ from labeling.embed.names import is_clip
 from labeling.device import pick_device
 from labeling.model.ensemble import EnsembleConfig, FeatureScaler
 from labeling.model.learner import LearnerConfig, Prediction, fit_predict, with_fixed_blend
+from labeling.model.smoothing import smoothed
 from labeling.embed.pipeline import cluster_memo, knn_graph_cached, vector_source, vectors_of
 from labeling.project import Project
 from labeling.model.round_files import (RoundPredictions, cv_file, latest_predictions,  # noqa: F401
@@ -96,6 +97,8 @@ def cross_validate(x, labels, n_classes, graph, config: LearnerConfig, device, *
     rng = np.random.default_rng(seed)
     # Items of classes with a single label always stay in training; the rest are held out in turn.
     labeled = labeled[counts[labels[labeled]] >= 2]
+    # The folds share one smoothed view of the rows (no labels in it), built once instead of per fold.
+    x = smoothed(x, graph, share=config.feature_smoothing, neighbours=config.smoothing_neighbours)
     if len(labeled) > CV_MAX_LABELS:
         labeled = np.sort(rng.choice(labeled, CV_MAX_LABELS, replace=False))
     folds = cv_fold_count(np.bincount(labels[labeled], minlength=n_classes))

@@ -65,7 +65,9 @@ class SmoothedFeatures:
         return len(self.x)
 
     def __getitem__(self, rows) -> np.ndarray:
-        rows = np.arange(len(self.x))[rows] if isinstance(rows, slice) else np.asarray(rows, dtype=np.int64)
+        if isinstance(rows, slice):
+            rows = np.arange(*rows.indices(len(self.x)))
+        rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), self.x.shape[1]), dtype=np.float32)
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # sparse CSR tensors are marked beta

@@ -34,6 +34,22 @@ def _wait(predicate, timeout=60.0, step=0.2, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _settled(page, quiet=1.0, timeout=30.0):
+    """Wait until the app has not been running for ``quiet`` seconds: the reruns a slider's key presses
+    started are over, so a button clicked next carries the last value's arguments."""
+    running = page.locator('[data-testid="stStatusWidget"]')
+    deadline, calm_since = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        if running.count():
+            calm_since = None
+        elif calm_since is None:
+            calm_since = time.monotonic()
+        elif time.monotonic() - calm_since >= quiet:
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting for the app to finish its reruns")
+
+
 @pytest.fixture
 def server(trained_project, tmp_path):
     require_chromium()
@@ -289,6 +305,7 @@ def test_auto_accept_certified_by_a_checked_sample(demo_project, tmp_path):
         for _ in range(10):
             target.press("ArrowRight")
         _wait(lambda: target.input_value() == "0.6", 30, what="the target at 0.60")
+        _settled(page)  # the button of the 0.60 run, not of one of the slider's earlier values
         start = page.get_by_role("button", name=re.compile(r"^Check \d+ items? to certify \d+"))
         start.wait_for(timeout=60_000)
         start.click()
